@@ -1,0 +1,147 @@
+"""Audio front end of the AST convention: waveform -> normalised log-mel filterbank [T, F].
+
+`kaldi_fbank` is a batched, vectorised re-implementation of ``torchaudio.compliance.kaldi.fbank`` for the
+settings AST uses (htk_compat, no energy, no dither, snip_edges, power spectrum, log floor at float32 eps). The
+rest follows the reference order for a training clip: pad/crop -> SpecAugment -> normalise -> noise + roll.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+
+@dataclass
+class FeatureConfig:
+    """Front end of one data stream. Defaults are the AudioSet recipe's (SSAST_SPEC.md section 1)."""
+
+    sample_rate: int = 16000
+    channel: Optional[int] = 0  # channel of multi-channel audio to use; null averages the channels
+    num_mel_bins: int = 128
+    window: Literal["hanning", "povey"] = "hanning"
+    target_length: int = 1024  # frames after pad/crop
+    crop: Literal["start", "random"] = "start"  # where long clips are cut; the reference keeps the start
+    mean: float = -4.2677393
+    std: float = 4.5689974
+    freqm: int = 0  # SpecAugment: max frequency-mask width (0 = off)
+    timem: int = 0  # SpecAugment: max time-mask width (0 = off)
+    noise: bool = False  # add uniform noise and roll along time (training only)
+
+
+def _mel(f):
+    return 1127.0 * (math.log1p(f / 700.0) if isinstance(f, float) else torch.log1p(f / 700.0))
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low: float, high: float,
+               device: torch.device) -> torch.Tensor:
+    """Kaldi's triangular mel filters on the mel axis, [n_fft // 2 + 1, num_bins] (Nyquist column zero)."""
+    high = high if high > 0 else high + sample_rate / 2
+    mel_low, mel_high = _mel(low), _mel(high)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    left = mel_low + torch.arange(num_bins).unsqueeze(1) * delta
+    center, right = left + delta, left + 2 * delta
+    mel = _mel(sample_rate / n_fft * torch.arange(n_fft // 2)).unsqueeze(0)
+    banks = torch.clamp(torch.minimum((mel - left) / (center - left), (right - mel) / (right - center)), min=0)
+    return torch.nn.functional.pad(banks, (0, 1)).T.contiguous().to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _window(kind: str, length: int, device: torch.device) -> torch.Tensor:
+    hann = torch.hann_window(length, periodic=False, device=device)
+    return hann if kind == "hanning" else hann.pow(0.85)
+
+
+def kaldi_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128,
+                window: str = "hanning", frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
+                preemphasis: float = 0.97, low_freq: float = 20.0, high_freq: float = 0.0) -> torch.Tensor:
+    """Log-mel filterbank of [N] -> [T, F] or [B, N] -> [B, T, F], T = 1 + (N - frame_length) // frame_shift.
+
+    Matches ``torchaudio.compliance.kaldi.fbank(w, htk_compat=True, use_energy=False, window_type=window,
+    num_mel_bins=..., dither=0.0, frame_shift=10)`` on float32 input.
+    """
+    if window not in ("hanning", "povey"):
+        raise ValueError(f"window must be 'hanning' or 'povey', got {window!r}")
+    length = int(sample_rate * frame_length_ms / 1000)
+    shift = int(sample_rate * frame_shift_ms / 1000)
+    if waveform.shape[-1] < length:
+        raise ValueError(f"waveform of {waveform.shape[-1]} samples is shorter than one frame ({length})")
+    n_fft = 1 << (length - 1).bit_length()
+    frames = waveform.float().unfold(-1, length, shift)  # [..., T, length]
+    frames = frames - frames.mean(-1, keepdim=True)
+    previous = torch.cat([frames[..., :1], frames[..., :-1]], -1)
+    frames = (frames - preemphasis * previous) * _window(window, length, frames.device)
+    power = torch.fft.rfft(frames, n=n_fft).abs().pow(2)
+    banks = _mel_banks(num_mel_bins, n_fft, float(sample_rate), low_freq, high_freq, frames.device)
+    return torch.clamp(power @ banks, min=torch.finfo(torch.float32).eps).log()
+
+
+def to_mono(waveform: torch.Tensor, channel: Optional[int]) -> torch.Tensor:
+    """[samples] or [samples, channels] -> [samples]: one channel (the reference uses 0) or their mean."""
+    if waveform.dim() == 1:
+        return waveform
+    if channel is None:
+        return waveform.mean(1)
+    return waveform[:, min(channel, waveform.shape[1] - 1)]
+
+
+def resample(waveform: torch.Tensor, orig: int, target: int) -> torch.Tensor:
+    """Polyphase resampling (Kaiser-windowed FIR) from `orig` to `target` Hz."""
+    if orig == target:
+        return waveform
+    g = math.gcd(orig, target)
+    out = resample_poly(waveform.numpy().astype(np.float64), target // g, orig // g)
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def prepare_waveform(waveform: torch.Tensor, sample_rate: int, cfg: FeatureConfig) -> torch.Tensor:
+    """Decoded audio [samples(, channels)] -> mono float32 at ``cfg.sample_rate``, mean removed."""
+    x = resample(to_mono(waveform.float(), cfg.channel), sample_rate, cfg.sample_rate)
+    return x - x.mean()
+
+
+def pad_or_crop(fbank: torch.Tensor, target_length: int, offset: int = 0) -> torch.Tensor:
+    """[T, F] -> [target_length, F]: zero rows appended (log domain, before normalisation) or a window cut."""
+    t = fbank.shape[0]
+    if t < target_length:
+        return torch.nn.functional.pad(fbank, (0, 0, 0, target_length - t))
+    return fbank[offset : offset + target_length]
+
+
+def _mask_along(x: torch.Tensor, dim: int, max_width: int, g: torch.Generator) -> torch.Tensor:
+    """One mask of width floor(U * max_width) at a uniform start, filled with 0 (torchaudio's semantics)."""
+    value = torch.rand((), generator=g).item() * max_width
+    start = torch.rand((), generator=g).item() * (x.shape[dim] - value)
+    x = x.clone()
+    x.narrow(dim, int(start), int(start + value) - int(start)).zero_()
+    return x
+
+
+def fbank_features(waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False,
+                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Prepared waveform [N] -> model input [target_length, num_mel_bins].
+
+    `train` enables the random steps the config asks for (random crop, SpecAugment, noise + roll); every draw
+    comes from `generator`.
+    """
+    fbank = kaldi_fbank(waveform, cfg.sample_rate, cfg.num_mel_bins, cfg.window)
+    offset = 0
+    if train and cfg.crop == "random" and fbank.shape[0] > cfg.target_length:
+        offset = int(torch.randint(fbank.shape[0] - cfg.target_length + 1, (), generator=generator))
+    fbank = pad_or_crop(fbank, cfg.target_length, offset)
+    if train and cfg.freqm:
+        fbank = _mask_along(fbank, 1, cfg.freqm, generator)
+    if train and cfg.timem:
+        fbank = _mask_along(fbank, 0, cfg.timem, generator)
+    fbank = (fbank - cfg.mean) / (2 * cfg.std)
+    if train and cfg.noise:
+        scale = torch.rand((), generator=generator) / 10
+        fbank = fbank + torch.rand(fbank.shape, generator=generator) * scale
+        fbank = torch.roll(fbank, int(torch.randint(-10, 10, (), generator=generator)), 0)
+    return fbank
