@@ -1,0 +1,283 @@
+"""Audio Spectrogram Transformer (AST) and its SSAST pretraining and classification models.
+
+Module and parameter names follow the reference (``v.cls_token``, ``v.blocks.0.attn.qkv``, ``mask_embed``,
+``cpredlayer``, ``mlp_head``, ...), so a released checkpoint maps onto these models key for key
+(see `ssast.models.checkpoint`). Conventions (SSAST_SPEC.md section 2):
+
+- input fbank [B, T, F] is transposed to an image [B, 1, F, T]: frequency is the height, row 0 the lowest bin;
+- patches are tokenised frequency-major: token = f_idx * t_dim + t_idx;
+- tiny/small/base carry two prefix tokens (cls, dist), base_nokd one; positions are learned, one per token;
+- pre-norm timm blocks (LayerNorm eps 1e-6, exact GELU, qkv bias), no dropout anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ssast.masking import cluster_patch_mask, random_frame_mask
+
+# size: (embedding dim, heads, prefix tokens)
+SIZES = {"tiny": (192, 3, 2), "small": (384, 6, 2), "base": (768, 12, 2), "base_nokd": (768, 12, 1)}
+
+
+@dataclass
+class ModelConfig:
+    """Encoder architecture and input geometry. Pretraining requires stride == shape."""
+
+    size: Literal["tiny", "small", "base", "base_nokd"] = "base"
+    depth: int = 12
+    fshape: int = 16
+    tshape: int = 16
+    fstride: int = 16
+    tstride: int = 16
+    input_fdim: int = 128
+    input_tdim: int = 1024
+    fused_attn: bool = True  # torch SDPA; False computes attention explicitly (bit-exact with the reference)
+
+
+def grid_size(cfg: ModelConfig) -> tuple[int, int]:
+    """(frequency, time) patch grid: floor((size - shape) / stride) + 1 per axis."""
+    return ((cfg.input_fdim - cfg.fshape) // cfg.fstride + 1, (cfg.input_tdim - cfg.tshape) // cfg.tstride + 1)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim: int, shape: tuple[int, int], stride: tuple[int, int]):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=shape, stride=stride)
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        """[B, T, F] -> [B, N, d], frequency-major token order."""
+        return self.proj(fbank.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+
+
+class ASTEncoder(nn.Module):
+    """The ViT backbone (the reference's ``v``): patch embedding, prefix tokens, positions, blocks, final norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim, heads, self.num_prefix = SIZES[cfg.size]
+        self.embed_dim = dim
+        self.grid = grid_size(cfg)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.patch_embed = PatchEmbed(dim, (cfg.fshape, cfg.tshape), (cfg.fstride, cfg.tstride))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if self.num_prefix == 2 else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + self.num_patches, dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.set_fused_attn(cfg.fused_attn)
+        for p in (self.cls_token, self.dist_token, self.pos_embed):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        self.blocks.apply(_init_weights)
+
+    def set_fused_attn(self, fused: bool) -> None:
+        for blk in self.blocks:
+            blk.attn.fused_attn = fused
+
+    def prefix(self, batch: int) -> torch.Tensor:
+        tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
+        return torch.cat(tokens, 1).expand(batch, -1, -1)
+
+    def forward(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
+                mask_token: Optional[torch.Tensor] = None, all_layers: bool = False):
+        """Normed tokens [B, num_prefix + N, d]; patch embeddings at `mask_index` [B, M] are replaced by
+        `mask_token` before positions are added. With `all_layers`, also the list of every block's output."""
+        x = self.patch_embed(fbank)
+        if mask_index is not None:
+            masked = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device).scatter_(1, mask_index, True)
+            x = torch.where(masked[..., None], mask_token.to(x.dtype), x)
+        x = torch.cat([self.prefix(x.shape[0]), x], 1) + self.pos_embed
+        layers = []
+        for blk in self.blocks:
+            x = blk(x)
+            layers.append(x)
+        x = self.norm(x)
+        return (x, layers) if all_layers else x
+
+    def pool(self, tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+        """``avgtok``: mean over patch tokens (prefix excluded); ``cls``: mean of the prefix tokens."""
+        if pooling == "avgtok":
+            return tokens[:, self.num_prefix:].mean(1)
+        if pooling == "cls":
+            return tokens[:, : self.num_prefix].mean(1)
+        raise ValueError(f"pooling must be 'avgtok' or 'cls', got {pooling!r}")
+
+
+def _ssl_head(dim: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
+
+
+class SSASTModel(nn.Module):
+    """Masked spectrogram patch modeling: a discriminative (MPC, InfoNCE) and a generative (MPG) objective."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if (cfg.fstride, cfg.tstride) != (cfg.fshape, cfg.tshape):
+            raise ValueError("pretraining needs patch stride == patch shape (non-overlapping patches)")
+        self.v = ASTEncoder(cfg)
+        dim, patch_dim = self.v.embed_dim, cfg.fshape * cfg.tshape
+        self.mask_embed = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.xavier_normal_(self.mask_embed)
+        self.cpredlayer = _ssl_head(dim, patch_dim)
+        self.gpredlayer = _ssl_head(dim, patch_dim)
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.v.cfg
+
+    def patches(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Target patch vectors [B, N, fshape * tshape] (frequency-in-patch major), in token order."""
+        cfg = self.cfg
+        return F.unfold(fbank.unsqueeze(1).transpose(2, 3), (cfg.fshape, cfg.tshape),
+                        stride=(cfg.fstride, cfg.tstride)).transpose(1, 2)
+
+    def draw_mask(self, batch: int, mask_size: int, cluster: bool,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Cluster masking for the patch model, uniform masking otherwise (the reference's choice)."""
+        if cluster:
+            return cluster_patch_mask(batch, self.v.num_patches, mask_size, self.v.grid[1], generator)
+        return random_frame_mask(batch, self.v.num_patches, mask_size, generator)
+
+    def _masked_outputs(self, fbank: torch.Tensor, mask_index: torch.Tensor):
+        """Encoder outputs [B, M, d] and target patches [B, M, P] at the masked positions."""
+        tokens = self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:]
+        take = lambda x: torch.gather(x, 1, mask_index[..., None].expand(-1, -1, x.shape[-1]))
+        return take(tokens), take(self.patches(fbank)).detach()
+
+    @staticmethod
+    def _info_nce(target: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a]; a column b is correct when
+        the argmax over a of the row-softmaxed S is b. Negatives are the clip's other masked patches."""
+        with torch.autocast(target.device.type, enabled=False):  # raw dot products overflow half precision
+            scores = torch.bmm(target.float(), pred.float().transpose(1, 2))  # [B, M, M]
+        m = scores.shape[-1]
+        loss = -torch.diagonal(scores.log_softmax(-1), dim1=1, dim2=2).mean()
+        hits = scores.softmax(-1).argmax(1) == torch.arange(m, device=scores.device)
+        return hits.float().mean(), loss
+
+    def mpc(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked patch classification: (accuracy, loss)."""
+        h, target = self._masked_outputs(fbank, mask_index)
+        return self._info_nce(target, self.cpredlayer(h))
+
+    def mpg(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
+        """Masked patch generation: mean squared error of the reconstructed patches."""
+        h, target = self._masked_outputs(fbank, mask_index)
+        return F.mse_loss(self.gpredlayer(h).float(), target.float())
+
+    def forward(self, fbank: torch.Tensor, mask_size: int = 400, cluster: bool = True, mpg_weight: float = 10.0,
+                objective: Literal["joint", "mpc", "mpg"] = "joint", shared_mask: bool = False,
+                mask_mpc: Optional[torch.Tensor] = None, mask_mpg: Optional[torch.Tensor] = None,
+                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+        """The pretraining objective. Faithful mode (the released models): loss = MPC + mpg_weight * MPG from
+        two encoder passes with independently drawn masks. ``shared_mask`` (not in the reference) runs one pass
+        with one mask and feeds both heads: about half the compute."""
+        out: dict[str, torch.Tensor] = {}
+        draw = lambda: self.draw_mask(fbank.shape[0], mask_size, cluster, generator).to(fbank.device)
+        if shared_mask and objective == "joint":
+            mask = mask_mpc if mask_mpc is not None else draw()
+            h, target = self._masked_outputs(fbank, mask)
+            out["mpc_acc"], out["mpc_loss"] = self._info_nce(target, self.cpredlayer(h))
+            out["mpg_loss"] = F.mse_loss(self.gpredlayer(h).float(), target.float())
+        else:
+            if objective in ("joint", "mpc"):
+                out["mpc_acc"], out["mpc_loss"] = self.mpc(fbank, mask_mpc if mask_mpc is not None else draw())
+            if objective in ("joint", "mpg"):
+                out["mpg_loss"] = self.mpg(fbank, mask_mpg if mask_mpg is not None else draw())
+        out["loss"] = out.get("mpc_loss", 0.0) + mpg_weight * out.get("mpg_loss", 0.0)
+        return out
+
+    @classmethod
+    def from_checkpoint(cls, source, **overrides) -> "SSASTModel":
+        """Load this project's checkpoint or a released SSAST pretraining checkpoint (path or state dict)."""
+        from ssast.models.checkpoint import load_pretraining
+
+        return load_pretraining(source, **overrides)
+
+
+def adapt_pos_embed(pos_embed: torch.Tensor, num_prefix: int, old_grid: tuple[int, int],
+                    new_grid: tuple[int, int], reference_quirks: bool = False) -> torch.Tensor:
+    """Positional embedding of a pretraining grid (pf, pt) adapted to a new grid (f, t), prefix copied.
+
+    Per axis: a smaller axis takes the centred slice starting at old // 2 - new // 2; otherwise bilinear
+    resize (align_corners False). `reference_quirks` reproduces two slips of the reference that none of its
+    recipes trigger: a time resize goes to 8 frequency rows (not pf), and the frequency slice is t rows long.
+    """
+    (pf, pt), (f, t) = old_grid, new_grid
+    dim = pos_embed.shape[-1]
+    grid = pos_embed[:, num_prefix:].detach().reshape(1, pf, pt, dim).permute(0, 3, 1, 2)
+    if t < pt:
+        grid = grid[..., pt // 2 - t // 2 : pt // 2 - t // 2 + t]
+    else:
+        grid = F.interpolate(grid, size=(8 if reference_quirks else pf, t), mode="bilinear")
+    if f < pf:
+        grid = grid[:, :, pf // 2 - f // 2 : pf // 2 - f // 2 + (t if reference_quirks else f)]
+    else:
+        grid = F.interpolate(grid, size=(f, t), mode="bilinear")
+    return torch.cat([pos_embed[:, :num_prefix].detach(), grid.flatten(2).transpose(1, 2)], 1)
+
+
+class ASTClassifier(nn.Module):
+    """Encoder + ``mlp_head`` (LayerNorm with PyTorch's default eps 1e-5, Linear) on pooled tokens."""
+
+    def __init__(self, cfg: ModelConfig, n_classes: int, pooling: Literal["avgtok", "cls"] = "avgtok"):
+        super().__init__()
+        self.v = ASTEncoder(cfg)
+        self.pooling = pooling
+        self.mlp_head = nn.Sequential(nn.LayerNorm(self.v.embed_dim), nn.Linear(self.v.embed_dim, n_classes))
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.v.cfg
+
+    def embed(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Pooled clip embedding [B, d]."""
+        return self.v.pool(self.v(fbank), self.pooling)
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        return self.mlp_head(self.embed(fbank))
+
+    @classmethod
+    def from_pretrained(cls, ssl: SSASTModel, n_classes: int, fstride: Optional[int] = None,
+                        tstride: Optional[int] = None, input_tdim: Optional[int] = None,
+                        pooling: Literal["avgtok", "cls"] = "avgtok", reference_quirks: bool = False) -> "ASTClassifier":
+        """A fine-tuning model from a pretrained one: same patch weights with a new stride and input length,
+        positional embedding adapted (`adapt_pos_embed`), a fresh ``mlp_head``."""
+        old = ssl.cfg
+        cfg = ModelConfig(**{**old.__dict__, "fstride": fstride or old.fstride, "tstride": tstride or old.tstride,
+                             "input_tdim": input_tdim or old.input_tdim})
+        model = cls(cfg, n_classes, pooling)
+        state = {k: v for k, v in ssl.v.state_dict().items() if k != "pos_embed"}
+        state["pos_embed"] = adapt_pos_embed(ssl.v.pos_embed, ssl.v.num_prefix, ssl.v.grid, model.v.grid,
+                                             reference_quirks)
+        model.v.load_state_dict(state)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, source, **kwargs) -> "ASTClassifier":
+        """Load a classifier from this project's checkpoints or released SSAST/AST checkpoints (path or state
+        dict). A pretraining checkpoint needs ``n_classes`` (and takes fstride/tstride/input_tdim/pooling); a
+        released fine-tuned one needs ``fstride``, ``tstride`` and ``input_tdim``, which it does not store."""
+        from ssast.models.checkpoint import load_classifier
+
+        return load_classifier(source, **kwargs)
