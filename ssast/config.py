@@ -102,8 +102,10 @@ def _set(tree: dict, key: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
-    """Build ``schema`` from a YAML recipe and ``key=value`` overrides (values parsed as YAML)."""
+def load_config(schema: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                sections: typing.Collection[str] | None = None) -> T:
+    """Build ``schema`` from a YAML recipe and ``key=value`` overrides (values parsed as YAML). With `sections`,
+    only those top-level sections of the recipe are read (a tool reusing part of a stage's recipe)."""
     tree: dict = {}
     if path is not None:
         try:
@@ -114,6 +116,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: typi
             raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        if sections is not None:
+            tree = {k: v for k, v in tree.items() if k in sections}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -130,7 +134,8 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: str = "") -> T:
+def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: str = "",
+               sections: typing.Collection[str] | None = None) -> T:
     """Parse ``[--config FILE] [key=value ...]``; a bad configuration prints one line and exits with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     path = None
@@ -141,7 +146,7 @@ def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: 
         path = args[i + 1]
         del args[i : i + 2]
     try:
-        return load_config(schema, path, args)
+        return load_config(schema, path, args, sections)
     except ConfigError as e:
         _fail(prog, str(e))
 

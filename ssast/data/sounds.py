@@ -105,7 +105,7 @@ def door_knock(rng, sr):
 def whistle(rng, sr):
     t = _t(sr, rng.uniform(0.5, 2))
     f = rng.uniform(900, 3000) * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(4, 8) * t))
-    return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * t / t[-1]) ** 0.5
+    return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * t / t[-1]).clip(0) ** 0.5
 
 
 def wind(rng, sr):

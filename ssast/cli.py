@@ -1,0 +1,22 @@
+"""Entry-point helper: errors a user can cause end with one line on stderr, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+from ssast.config import ConfigError
+from ssast.data.pipeline import DataError
+from ssast.data.readers import ManifestError
+from ssast.models.checkpoint import CheckpointError
+
+T = TypeVar("T")
+USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError)
+
+
+def run_cli(prog: str, fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except USER_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None

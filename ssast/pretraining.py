@@ -1,0 +1,67 @@
+"""Masked spectrogram patch modeling as a training task: steps, validation with fixed masks, and images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from ssast.models import SSASTModel
+
+
+@dataclass
+class SSLConfig:
+    mask_size: int = 400  # masked patches per clip
+    valid_mask_size: int = 400  # the reference always validates with 400
+    cluster: bool = True  # cluster masking (patch models); uniform masking otherwise (frame models)
+    objective: Literal["joint", "mpc", "mpg"] = "joint"
+    mpg_weight: float = 10.0
+    shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
+
+
+class PretrainTask:
+    monitor = "mpc_acc"
+
+    def __init__(self, model: SSASTModel, ssl: SSLConfig, valid_loader, device: torch.device, seed: int = 0):
+        self.model, self.ssl, self.valid, self.device, self.seed = model, ssl, valid_loader, device, seed
+
+    def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        s = self.ssl
+        return model(batch["fbank"], mask_size=s.mask_size, cluster=s.cluster, mpg_weight=s.mpg_weight,
+                     objective=s.objective, shared_mask=s.shared_mask, generator=generator)
+
+    def _valid_batches(self):
+        self.valid.reset()
+        for batch in self.valid:
+            yield batch["fbank"].to(self.device)
+
+    def evaluate(self, model: SSASTModel) -> dict[str, float]:
+        """Both objectives with their own masks, drawn from the same seed at every validation."""
+        generator = torch.Generator().manual_seed(self.seed + 7919)
+        totals, count = {}, 0
+        for fbank in self._valid_batches():
+            out = model(fbank, mask_size=self.ssl.valid_mask_size, cluster=self.ssl.cluster,
+                        mpg_weight=self.ssl.mpg_weight, generator=generator)
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(fbank)
+            count += len(fbank)
+        return {k: v / count for k, v in totals.items()}
+
+    def images(self, model: SSASTModel) -> dict[str, torch.Tensor]:
+        """Input fbank, its masked version and the MPG reconstruction of the first validation clip, stacked."""
+        fbank = next(iter(self._valid_batches()))[:1]
+        generator = torch.Generator().manual_seed(self.seed + 7919)
+        mask = model.draw_mask(1, self.ssl.valid_mask_size, self.ssl.cluster, generator).to(fbank.device)
+        patches = model.patches(fbank)
+        tokens = model.v(fbank, mask, model.mask_embed)[:, model.v.num_prefix:]
+        index = mask[..., None].expand(-1, -1, patches.shape[-1])
+        pred = model.gpredlayer(torch.gather(tokens, 1, mask[..., None].expand(-1, -1, tokens.shape[-1])))
+        cfg = model.cfg
+        fold = lambda p: F.fold(p.transpose(1, 2).float(), (cfg.input_fdim, cfg.input_tdim),
+                                (cfg.fshape, cfg.tshape), stride=(cfg.fstride, cfg.tstride))[0, 0]
+        rows = [fold(patches), fold(patches.scatter(1, index, 0.0)), fold(patches.scatter(1, index, pred.float()))]
+        image = torch.cat([r.flip(0) for r in rows], 0)  # low frequencies at the bottom of each panel
+        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
+        return {"valid/fbank_masked_reconstruction": image.expand(3, -1, -1).cpu()}
