@@ -1,12 +1,14 @@
 """Synthetic speech from eSpeak NG (the library bundled by ``espeakng-loader``), through its C API.
 
-eSpeak keeps global state, so one `Speaker` serves a whole process; its output is deterministic for the same
-text, voice and parameters.
+A `Speaker`'s output is deterministic for the same sequence of calls since its creation.
 """
 
 from __future__ import annotations
 
 import ctypes
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +23,11 @@ class Speaker:
     def __init__(self) -> None:
         import espeakng_loader
 
-        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        # eSpeak's output depends on everything synthesised before in the process (static state in the
+        # library). A private copy of the library starts from a clean state, so a Speaker is reproducible.
+        with tempfile.TemporaryDirectory() as tmp:
+            private = shutil.copy(espeakng_loader.get_library_path(), Path(tmp) / "libespeak-ng-private.so")
+            self._lib = ctypes.CDLL(private)
         path = espeakng_loader.get_data_path().encode()
         self.sample_rate = self._lib.espeak_Initialize(_SYNCHRONOUS, 0, path, 0)
         if self.sample_rate <= 0:

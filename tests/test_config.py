@@ -1,0 +1,82 @@
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import pytest
+
+from ssast.config import ConfigError, load_config, save_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    name: Literal["adam", "adamw"] = "adam"
+
+
+@dataclass
+class Stage:
+    root: str
+    steps: int = 10
+    amp: bool = False
+    seed: Optional[int] = None
+    optim: Optim = field(default_factory=Optim)
+
+
+def test_recipe_and_nested_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("root: /data\nsteps: 5\noptim:\n  lr: 0.1\n")
+    cfg = load_config(Stage, recipe, ["optim.lr=2e-4", "optim.betas=[0.95,0.999]", "amp=true", "seed=3"])
+    assert cfg == Stage(root="/data", steps=5, amp=True, seed=3, optim=Optim(lr=2e-4, betas=[0.95, 0.999]))
+    assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == pytest.approx(2e-4)
+
+
+def test_int_is_accepted_for_float_and_round_trips(tmp_path):
+    cfg = load_config(Stage, None, ["root=x", "optim.lr=1"])
+    assert cfg.optim.lr == 1.0 and type(cfg.optim.lr) is float
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(Stage, tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["root=x", "optim.lrr=1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    (["root=x", "bogus.key=1"], "unknown config key 'bogus'"),
+    (["root=x", "steps=ten"], "config key 'steps' must be int, got 'ten'"),
+    (["root=x", "steps=true"], "config key 'steps' must be int, got True"),
+    (["root=x", "optim.name=sgd"], "config key 'optim.name' must be one of ['adam', 'adamw'], got 'sgd'"),
+    (["root=x", "optim=3"], "config key 'optim' must be a mapping, got 3"),
+    (["steps=1"], "missing required config value 'root'"),
+    (["root"], "override 'root' is not of the form key=value"),
+])
+def test_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(Stage, None, overrides)
+    assert str(e.value) == message
+
+
+def test_cli_exits_2_with_one_line_naming_the_key():
+    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "bogus.key=1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bogus" in lines[0], out.stderr
+
+
+def test_cli_suggests_the_closest_key():
+    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml",
+                          "train.max_stepz=3"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "did you mean 'train.max_steps'?" in out.stderr
+
+
+def test_every_recipe_parses():
+    from pathlib import Path
+
+    from pretrain.config import PretrainConfig
+
+    recipes = sorted(Path("configs/pretrain").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        load_config(PretrainConfig, recipe)

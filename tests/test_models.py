@@ -1,0 +1,202 @@
+import math
+
+import pytest
+import torch
+
+import spec_reference as spec
+from ssast.models import (ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, grid_size,
+                          model_state)
+
+VARIANTS = ["16x16", "128x2"]
+GOLDEN = {"16x16": (6.083646, 0.0025, 0.357947), "128x2": (6.107419, 0.0025, 0.359121)}
+
+
+def load(reference, name, kind):
+    return torch.load(reference / f"ssast_tiny2_{name}_{kind}", map_location="cpu", weights_only=True)
+
+
+def strip(sd):
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("fused", [True, False])
+def test_pretraining_losses_match_the_reference_golden_values(reference, name, fused):
+    io = load(reference, name, "io.pt")
+    model = SSASTModel.from_checkpoint(reference / f"ssast_tiny2_{name}_pretrain.pth", fused_attn=fused).eval()
+    assert model.cfg.depth == 2 and model.cfg.size == "tiny"
+    with torch.no_grad():
+        acc, loss = model.mpc(io["x"], io["mask_mpc"])
+        mpg = model.mpg(io["x"], io["mask_mpg"])
+        joint = model(io["x"], mask_mpc=io["mask_mpc"], mask_mpg=io["mask_mpg"])
+    tol = 1e-5 if fused else 1e-6  # explicit attention: within float32 rounding of the reference's kernels
+    assert abs(loss.item() - float(io["mpc_loss"])) <= tol
+    assert acc.item() == float(io["mpc_acc"])
+    assert abs(mpg.item() - float(io["mpg_loss"])) <= tol
+    assert (loss.item(), acc.item(), mpg.item()) == pytest.approx(GOLDEN[name], abs=1e-6)
+    assert joint["loss"].item() == pytest.approx(loss.item() + 10 * mpg.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_pretraining_matches_a_plain_reading_of_the_spec(reference, name):
+    io = load(reference, name, "io.pt")
+    sd = strip(load(reference, name, "pretrain.pth"))
+    x, m1, m2 = io["x"][:1], io["mask_mpc"][:1, :64], io["mask_mpg"][:1, :64]
+    model = SSASTModel.from_checkpoint(sd).eval()
+    with torch.no_grad():
+        ours = (*model.mpc(x, m1), model.mpg(x, m2))
+        plain = spec.mpc_mpg(sd, x, m1, m2)
+    for a, b in zip(ours, plain):
+        assert abs(float(a) - float(b)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("pooling", ["avgtok", "cls"])
+def test_released_finetuned_checkpoint_gives_the_reference_logits(reference, name, pooling):
+    ft = load(reference, name, "io.pt")["finetune"]
+    kwargs = dict(fstride=ft["fstride"], tstride=ft["tstride"], input_tdim=ft["input_tdim"], pooling=pooling)
+    model = ASTClassifier.from_checkpoint(reference / f"ssast_tiny2_{name}_finetuned.pth", **kwargs).eval()
+    with torch.no_grad():
+        logits = model(ft["x"])
+    assert logits.shape == (2, ft["n_classes"])
+    assert (logits - ft[f"logits_{pooling}"]).abs().max() <= 1e-5
+    plain = spec.classify(strip(load(reference, name, "finetuned.pth")), ft["x"], (ft["fstride"], ft["tstride"]), pooling)
+    assert (logits - plain).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_classifier_from_pretraining_checkpoint_adapts_positions_like_the_reference(reference, name):
+    ft = load(reference, name, "io.pt")["finetune"]
+    model = ASTClassifier.from_checkpoint(reference / f"ssast_tiny2_{name}_pretrain.pth", n_classes=ft["n_classes"],
+                                          fstride=ft["fstride"], tstride=ft["tstride"], input_tdim=ft["input_tdim"])
+    assert model.v.pos_embed.shape == ft["pos_embed"].shape
+    assert (model.v.pos_embed - ft["pos_embed"]).abs().max() <= 1e-5
+    finetuned = strip(load(reference, name, "finetuned.pth"))
+    model.mlp_head.load_state_dict({k.removeprefix("mlp_head."): v for k, v in finetuned.items() if "mlp_head" in k})
+    with torch.no_grad():
+        assert (model.eval()(ft["x"]) - ft["logits_avgtok"]).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_checkpoints_load_without_module_prefix_and_round_trip(reference, name, tmp_path):
+    official = load(reference, name, "pretrain.pth")
+    model = SSASTModel.from_checkpoint(strip(official))
+    exported = export_official(model)
+    assert exported.keys() == official.keys()
+    for k, v in official.items():
+        if ".head" not in k:
+            assert torch.equal(exported[k], v), k
+    torch.save(model_state(model), tmp_path / "own.pt")
+    again = SSASTModel.from_checkpoint(tmp_path / "own.pt")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    ft = load(reference, name, "finetuned.pth")
+    io = load(reference, name, "io.pt")["finetune"]
+    clf = ASTClassifier.from_checkpoint(ft, fstride=io["fstride"], tstride=io["tstride"], input_tdim=io["input_tdim"])
+    assert export_official(clf).keys() == ft.keys()
+
+
+def test_checkpoint_errors_are_one_line_and_name_the_keys(reference, tmp_path):
+    sd = strip(load(reference, "16x16", "pretrain.pth"))
+    broken = {k: v for k, v in sd.items() if k != "v.blocks.1.attn.proj.bias"} | {"v.extra": torch.zeros(1)}
+    with pytest.raises(CheckpointError) as e:
+        SSASTModel.from_checkpoint(broken)
+    assert "missing: v.blocks.1.attn.proj.bias" in str(e.value) and "unexpected: v.extra" in str(e.value)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="does not store fstride, tstride, input_tdim"):
+        ASTClassifier.from_checkpoint(reference / "ssast_tiny2_16x16_finetuned.pth")
+    with pytest.raises(CheckpointError, match="v.pos_embed has 602 tokens but stride"):
+        ASTClassifier.from_checkpoint(reference / "ssast_tiny2_16x16_finetuned.pth", fstride=16, tstride=16,
+                                      input_tdim=512)
+    with pytest.raises(CheckpointError, match="fine-tuned"):
+        SSASTModel.from_checkpoint(reference / "ssast_tiny2_16x16_finetuned.pth")
+    with pytest.raises(CheckpointError, match="needs n_classes"):
+        ASTClassifier.from_checkpoint(reference / "ssast_tiny2_16x16_pretrain.pth")
+    (tmp_path / "torn.pth").write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        SSASTModel.from_checkpoint(tmp_path / "torn.pth")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        SSASTModel.from_checkpoint(tmp_path / "nope.pth")
+
+
+# Released pretraining models count the unused timm heads (2 x (1000 d + 1000)) and two int64 buffers.
+@pytest.mark.parametrize("size, dim, reference_count", [
+    ("tiny", 192, 6_046_290), ("small", 384, 22_854_354), ("base", 768, 88_763_346)])
+def test_parameter_counts_of_the_pretraining_models(size, dim, reference_count):
+    model = SSASTModel(ModelConfig(size=size))
+    ours = sum(p.numel() for p in model.parameters())
+    assert ours + 2 * (1000 * dim + 1000) + 2 == reference_count
+
+
+@pytest.mark.parametrize("shape, stride, tdim, grid, n_classes, reference_count", [
+    ((16, 16), (10, 10), 1024, (12, 101), 527, 88_132_063),
+    ((16, 16), (10, 10), 512, (12, 50), 50, None),
+    ((16, 16), (10, 10), 128, (12, 12), 35, 86_933_491),
+    ((128, 2), (128, 1), 1024, (1, 1023), 527, None),
+    ((128, 2), (128, 1), 512, (1, 511), 50, None),
+    ((128, 2), (128, 1), 128, (1, 127), 35, None),
+])
+def test_token_and_parameter_counts_of_the_finetuning_recipes(shape, stride, tdim, grid, n_classes, reference_count):
+    cfg = ModelConfig("base", 12, *shape, *stride, 128, tdim)
+    assert grid_size(cfg) == grid
+    if reference_count:
+        model = ASTClassifier(cfg, n_classes)
+        assert model.v.pos_embed.shape[1] == 2 + grid[0] * grid[1]
+        assert sum(p.numel() for p in model.parameters()) + 2 * (1000 * 768 + 1000) == reference_count
+
+
+def test_all_zero_input_at_initialisation_gives_ln_m_and_one_over_m():
+    torch.manual_seed(0)
+    model = SSASTModel(ModelConfig(size="tiny", depth=2))
+    out = model(torch.zeros(2, 1024, 128), mask_size=400, generator=torch.Generator().manual_seed(0))
+    assert out["mpc_loss"].item() == pytest.approx(math.log(400), abs=1e-6)
+    assert out["mpc_acc"].item() == pytest.approx(1 / 400, abs=1e-9)
+
+
+def test_masked_patches_are_replaced_before_positions_are_added():
+    torch.manual_seed(0)
+    model = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=64)).eval()
+    fbank, mask = torch.randn(1, 64, 128), torch.tensor([[0, 5, 31]])
+    seen = {}
+    model.v.blocks[0].register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    model.v(fbank, mask, model.mask_embed)
+    x, pos = seen["x"][0], model.v.pos_embed[0]
+    expected = model.mask_embed[0, 0] + pos[2 + mask[0]]
+    assert torch.allclose(x[2 + mask[0]], expected, atol=1e-6)
+    unmasked = model.v.patch_embed(fbank)[0, 1] + pos[3]
+    assert torch.allclose(x[3], unmasked, atol=1e-6)
+
+
+def test_pooling_and_train_eval_equality():
+    torch.manual_seed(0)
+    model = ASTClassifier(ModelConfig(size="tiny", depth=2, fstride=10, tstride=10, input_tdim=128), 5)
+    fbank = torch.randn(2, 128, 128)
+    tokens = model.v(fbank)
+    assert tokens.shape == (2, 2 + 12 * 12, 192)
+    assert torch.allclose(model.v.pool(tokens, "avgtok"), tokens[:, 2:].mean(1))
+    assert torch.allclose(model.v.pool(tokens, "cls"), (tokens[:, 0] + tokens[:, 1]) / 2)
+    assert torch.equal(model.train()(fbank), model.eval()(fbank))
+
+
+def test_mpc_targets_carry_no_gradient_and_shared_mask_feeds_both_heads():
+    torch.manual_seed(0)
+    model = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=64))
+    fbank = torch.randn(2, 64, 128, requires_grad=True)
+    mask = model.draw_mask(2, 20, cluster=True, generator=torch.Generator().manual_seed(1))
+    h, target = model._masked_outputs(fbank, mask)
+    assert h.requires_grad and not target.requires_grad
+    shared = model(fbank, mask_size=20, shared_mask=True, mask_mpc=mask)
+    acc, mpc = model.mpc(fbank, mask)
+    assert shared["mpc_loss"].item() == pytest.approx(mpc.item(), abs=1e-6)
+    assert shared["mpg_loss"].item() == pytest.approx(model.mpg(fbank, mask).item(), abs=1e-6)
+    assert shared["loss"].item() == pytest.approx(mpc.item() + 10 * shared["mpg_loss"].item(), abs=1e-5)
+
+
+def test_base_nokd_has_one_prefix_token_and_loads_back(tmp_path):
+    model = ASTClassifier(ModelConfig(size="base_nokd", depth=1, input_tdim=64), 3)
+    assert model.v.pos_embed.shape[1] == 1 + 8 * 4 and model.v.dist_token is None
+    sd = export_official(model)
+    assert "module.v.dist_token" not in sd and "module.v.head_dist.weight" not in sd
+    again = ASTClassifier.from_checkpoint(sd, fstride=16, tstride=16, input_tdim=64)
+    assert again.cfg.size == "base_nokd"
+    fbank = torch.randn(1, 64, 128)
+    assert torch.equal(again(fbank), model(fbank))
