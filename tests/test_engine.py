@@ -1,0 +1,113 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ssast.engine import OptimConfig, Schedule
+from ssast.models import SSASTModel
+
+
+def pretrain_args(demo_root, run_dir, *extra):
+    return [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}",
+            "data.valid_holdout=8", f"run_dir={run_dir}", "train.log_every=1", "train.eval_every=5",
+            "train.checkpoint_every=4", "train.max_steps=12", "ssl.shared_mask=false", *extra]
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def wait_for_step(run_dir, step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (run_dir / "metrics.jsonl").exists() and any(m.get("step") == step for m in metrics(run_dir)):
+            return
+        assert proc.poll() is None, "training ended early"
+        time.sleep(0.05)
+    raise TimeoutError(step)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_root, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "a"
+    subprocess.run(pretrain_args(demo_root, run_dir), check=True, capture_output=True)
+    return run_dir
+
+
+def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
+    rows = metrics(uninterrupted)
+    train = [r for r in rows if "loss" in r]
+    valid = [r for r in rows if "valid_mpc_acc" in r]
+    assert [r["step"] for r in train] == list(range(1, 13)) and [r["step"] for r in valid] == [5, 10, 12]
+    assert set(train[0]) == {"step", "loss", "mpc_loss", "mpc_acc", "mpg_loss", "lr", "grad_norm", "clips_per_s",
+                             "bad_clips"}
+    for r in train:
+        assert r["loss"] == pytest.approx(r["mpc_loss"] + 10 * r["mpg_loss"], rel=1e-5)
+    assert train[-1]["loss"] < train[0]["loss"]
+    ckpts = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
+    assert ckpts == ["best.pt", "last.pt", "step_00000010.pt", "step_00000012.pt"]
+    assert torch.load(uninterrupted / "checkpoints" / "last.pt", weights_only=True)["step"] == 12
+    model = SSASTModel.from_checkpoint(uninterrupted / "checkpoints" / "last.pt")
+    assert model.cfg.depth == 4 and model.cfg.input_tdim == 128
+    assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
+    assert (uninterrupted / "config.yaml").read_text().startswith("run_dir:")
+
+
+def test_killed_run_resumes_exactly(demo_root, uninterrupted, tmp_path):
+    run_dir = tmp_path / "b"
+    proc = subprocess.Popen(pretrain_args(demo_root, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_step(run_dir, 7, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] in (4, 5)
+    subprocess.run(pretrain_args(demo_root, run_dir, "resume=auto"), check=True, capture_output=True)
+    timeless = lambda rows: [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+    assert timeless(metrics(run_dir)) == timeless(metrics(uninterrupted))  # every loss bit for bit, step for step
+
+
+def test_sigterm_writes_a_checkpoint_and_stops(demo_root, tmp_path):
+    run_dir = tmp_path / "c"
+    proc = subprocess.Popen(pretrain_args(demo_root, run_dir, "train.max_steps=1000"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_step(run_dir, 6, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    step = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
+    assert step == max(m["step"] for m in metrics(run_dir)) and step >= 6
+    assert f"signal {int(signal.SIGTERM)}: checkpoint written at step {step}" in err
+
+
+def test_two_process_ddp_keeps_weights_identical_and_data_disjoint(demo_root, tmp_path):
+    env = {**os.environ, "RECORD_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "tests/ddp_worker.py", "configs/pretrain/demo.yaml", f"data.root={demo_root}",
+                    "data.valid_holdout=8", "data.batch_size=4", f"run_dir={tmp_path / 'run'}", "train.max_steps=6",
+                    "train.eval_every=3", "train.checkpoint_every=3", "train.threads=1", "train.tensorboard=false"],
+                   check=True, capture_output=True, env=env)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 6
+    weights = [[s["weights"] for s in r] for r in ranks]
+    assert weights[0] == weights[1] and len(set(weights[0])) == 6  # identical on both ranks, changing every step
+    seen = [set(p for s in r for p in s["paths"]) for r in ranks]
+    assert len(seen[0]) == len(seen[1]) == 16 and not seen[0] & seen[1]  # 32 training clips, 16 per rank
+
+
+def test_reference_schedule_is_a_staircase_warmup_then_plateau_halving():
+    model = torch.nn.Linear(2, 2)
+    optim = torch.optim.Adam(model.parameters(), lr=5e-4)
+    schedule = Schedule(OptimConfig(lr=5e-4), optim, 10_000)
+    lrs = []
+    for step in range(1100):
+        schedule.before_step(step)
+        lrs.append(optim.param_groups[0]["lr"])
+    assert lrs[0] == 0.0 and lrs[49] == 0.0 and lrs[50] == pytest.approx(2.5e-5) and lrs[99] == pytest.approx(2.5e-5)
+    assert lrs[999] == pytest.approx(4.75e-4) and lrs[1000] == lrs[1099] == pytest.approx(5e-4)
+    for metric in [0.5, 0.6, 0.6, 0.6, 0.6]:  # patience 2: the third evaluation without improvement halves
+        schedule.after_eval(metric)
+    assert optim.param_groups[0]["lr"] == pytest.approx(2.5e-4)
