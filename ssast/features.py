@@ -19,7 +19,7 @@ from scipy.signal import resample_poly
 
 @dataclass
 class FeatureConfig:
-    """Front end of one data stream. Defaults are the AudioSet recipe's (SSAST_SPEC.md section 1)."""
+    """Front end of one data stream. Defaults are the AudioSet recipe's."""
 
     sample_rate: int = 16000
     channel: Optional[int] = 0  # channel of multi-channel audio to use; null averages the channels

@@ -1,4 +1,4 @@
-"""Mask generators for masked spectrogram patch modeling (SSAST_SPEC.md section 3).
+"""Mask generators for masked spectrogram patch modeling, as the SSAST reference draws them.
 
 Both return LongTensor [B, mask_size] of patch indices in [0, num_patches) (prefix tokens excluded), drawn
 from an explicit `torch.Generator`, vectorised over the batch.

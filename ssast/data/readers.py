@@ -1,6 +1,6 @@
 """Dataset readers: each turns one on-disk format into a `Dataset` (a list of examples and the class names).
 
-Formats (SSAST_SPEC.md section 6): AST data json + label csv, AudioSet segment csvs mapped onto a local audio
+Formats: AST data json + label csv, AudioSet segment csvs mapped onto a local audio
 folder, ESC-50, Speech Commands V2, and plain folders or file lists of unlabelled audio. Relative paths are
 resolved against ``root``. A manifest that does not parse raises `ManifestError` naming the file and line.
 """

@@ -2,7 +2,7 @@
 
 from ssast.models.ast import (SIZES, ASTClassifier, ASTEncoder, ModelConfig, SSASTModel, adapt_pos_embed,
                               grid_size)
-from ssast.models.checkpoint import CheckpointError, export_official, model_state
+from ssast.models.checkpoint import CheckpointError, export_official, load_encoder, model_state
 
 __all__ = ["SIZES", "ASTClassifier", "ASTEncoder", "CheckpointError", "ModelConfig", "SSASTModel",
-           "adapt_pos_embed", "export_official", "grid_size", "model_state"]
+           "adapt_pos_embed", "export_official", "grid_size", "load_encoder", "model_state"]

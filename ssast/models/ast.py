@@ -2,7 +2,7 @@
 
 Module and parameter names follow the reference (``v.cls_token``, ``v.blocks.0.attn.qkv``, ``mask_embed``,
 ``cpredlayer``, ``mlp_head``, ...), so a released checkpoint maps onto these models key for key
-(see `ssast.models.checkpoint`). Conventions (SSAST_SPEC.md section 2):
+(see `ssast.models.checkpoint`). Conventions of the reference:
 
 - input fbank [B, T, F] is transposed to an image [B, 1, F, T]: frequency is the height, row 0 the lowest bin;
 - patches are tokenised frequency-major: token = f_idx * t_dim + t_idx;

@@ -1,4 +1,4 @@
-"""Model checkpoints: this project's format and the released SSAST/AST format (SSAST_SPEC.md section 8).
+"""Model checkpoints: this project's format and the released SSAST/AST format.
 
 This project's checkpoint is a dict with ``kind`` ("pretraining" or "classifier"), ``model_config``, ``model``
 (the state dict), for classifiers ``n_classes`` and ``pooling``, plus whatever training state the engine adds.
@@ -153,3 +153,12 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
         sd["p_input_fdim"] = torch.tensor(model.cfg.input_fdim)
         sd["p_input_tdim"] = torch.tensor(model.cfg.input_tdim)
     return {"module." + k: v for k, v in sd.items()}
+
+
+def load_encoder(source, fused_attn: Optional[bool] = None):
+    """The encoder (``v``) of any SSAST checkpoint this module reads: pretraining or fine-tuned classifier
+    (released fine-tuned ones need their stride and input length: use `load_classifier` for those)."""
+    ckpt = read(source)
+    if _kind(ckpt) == "pretraining":
+        return load_pretraining(ckpt, fused_attn).v
+    return load_classifier(ckpt, fused_attn=fused_attn).v

@@ -1,0 +1,35 @@
+"""The probe stage's configuration schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ssast.data.pipeline import DataConfig
+from ssast.data.readers import DatasetConfig
+from ssast.features import FeatureConfig
+from ssast.models import ModelConfig
+
+
+@dataclass
+class ProbeTaskConfig:
+    name: str = ""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    protocol: Literal["split", "folds"] = "split"  # split: train on one split, test on another; folds: ESC-50 CV
+    train_split: str = "training"
+    test_split: str = "testing"
+    folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    target_length: int = 128  # frames; a multiple of the encoder's input length
+
+
+@dataclass
+class ProbeConfig:
+    checkpoints: list[str] = field(default_factory=list)  # pretraining or fine-tuned checkpoints to probe
+    random_init_seeds: list[int] = field(default_factory=list)  # the same encoder at random initialisation
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture when no checkpoint is given
+    fbank_baseline: bool = True  # also probe the fbank's mean and std over time (no learning)
+    c: float = 1.0  # inverse L2 strength of the logistic regression
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: list[ProbeTaskConfig] = field(default_factory=list)
+    output: str = ""  # optional path of a JSON file with every number
