@@ -19,8 +19,23 @@ $(DEPS): pyproject.toml
 install: $(DEPS)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
+DEMO_RUNS ?= runs/demo
+DEMO_SEEDS := 0 1 2
+comma := ,
+space := $(subst x, ,x)
+list = $(subst $(space),$(comma),$(strip $(1)))
+
+# Built-in data -> three pretraining seeds (resumed if interrupted) -> linear probes of the pretrained and the
+# randomly initialised encoders and of fbank statistics.
 demo: install
 	$(PY) -m ssast.data.demo --root $(DEMO_DATA) --scale full
+	for s in $(DEMO_SEEDS); do \
+	  $(PY) -m pretrain --config configs/pretrain/demo.yaml data.root=$(DEMO_DATA) run_dir=$(DEMO_RUNS)/seed$$s \
+	    train.seed=$$s resume=auto || exit 1; done
+	$(PY) -m probes linear --config configs/probes/demo.yaml data.root=$(DEMO_DATA) \
+	  checkpoints=[$(call list,$(foreach s,$(DEMO_SEEDS),$(DEMO_RUNS)/seed$(s)/checkpoints/last.pt))] \
+	  random_init_seeds=[$(call list,$(DEMO_SEEDS))] \
+	  output=$(DEMO_RUNS)/probes.json
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

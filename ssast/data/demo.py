@@ -54,7 +54,7 @@ class Scale:
 
 
 SCALES = {"small": Scale(speakers=10, esc_per_class=5, audioset_train=24, audioset_eval=12, unlabeled=40),
-          "full": Scale(speakers=40, esc_per_class=40, audioset_train=400, audioset_eval=100, unlabeled=2000)}
+          "full": Scale(speakers=40, esc_per_class=25, audioset_train=400, audioset_eval=100, unlabeled=2000)}
 
 
 def _rng(seed: int, set_id: int, index: int) -> np.random.Generator:
