@@ -119,7 +119,7 @@ def _mask_along(x: torch.Tensor, dim: int, max_width: int, g: torch.Generator) -
     value = torch.rand((), generator=g).item() * max_width
     start = torch.rand((), generator=g).item() * (x.shape[dim] - value)
     x = x.clone()
-    x.narrow(dim, int(start), int(start + value) - int(start)).zero_()
+    x.narrow(dim, int(start), int(value)).zero_()
     return x
 
 

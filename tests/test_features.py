@@ -68,8 +68,8 @@ def test_specaugment_masks_one_band_and_one_span_before_normalisation():
     g = torch.Generator().manual_seed(2)  # replay the draws: width floor(U * max), start U * (size - width)
     u = torch.rand(4, generator=g).tolist()
     fw, tw = u[0] * 24, u[2] * 20
-    cols = torch.arange(int(u[1] * (128 - fw)), int(u[1] * (128 - fw) + fw))
-    rows = torch.arange(int(u[3] * (98 - tw)), int(u[3] * (98 - tw) + tw))
+    cols = torch.arange(int(u[1] * (128 - fw)), int(u[1] * (128 - fw)) + int(fw))
+    rows = torch.arange(int(u[3] * (98 - tw)), int(u[3] * (98 - tw)) + int(tw))
     assert len(cols) > 0 and len(rows) > 0
     assert torch.equal((aug == 0).all(0).nonzero().flatten(), cols)
     assert torch.equal((aug == 0).all(1).nonzero().flatten(), rows)
@@ -107,3 +107,14 @@ def test_resample_matches_torchaudio_on_a_tone():
     ours, ref = resample(tone, 22050, 16000), torchaudio.functional.resample(tone, 22050, 16000)
     assert ours.shape == ref.shape == (16000,)
     assert (ours - ref)[200:-200].abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_specaugment_equals_torchaudio_masking_for_the_same_draws(seed):
+    cfg = FeatureConfig(target_length=200, mean=0.0, std=0.5, freqm=48, timem=96)
+    wave = real_like(32000, seed)
+    ours = fbank_features(wave, cfg, train=True, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)  # torchaudio draws from the global generator
+    image = pad_or_crop(kaldi_fbank(wave), 200).T[None]
+    image = torchaudio.transforms.TimeMasking(96)(torchaudio.transforms.FrequencyMasking(48)(image))
+    assert torch.equal(ours, image[0].T)
