@@ -88,12 +88,11 @@ class ClipReader:
             audio = self._decode(self._files(path)["data"])
         except Exception as e:  # fairseq2 raises several native error types for missing and corrupt files
             raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
-        wave = audio["waveform"]
-        if wave.numel() == 0:
+        if audio["waveform"].numel() == 0:
             raise ValueError("no samples")
-        if not torch.isfinite(wave).all():
+        wave = prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features)
+        if not torch.isfinite(wave[0]):  # one NaN or inf sample makes the removed mean, so every sample, non-finite
             raise ValueError("NaN or inf samples")
-        wave = prepare_waveform(wave, int(audio["sample_rate"]), self.features)
         if wave.shape[0] < self._min_samples:
             raise ValueError(f"{wave.shape[0]} samples, shorter than one frame")
         return wave
@@ -114,19 +113,21 @@ class ClipLoader:
         return t
 
     def __call__(self, item: dict) -> Optional[dict]:
-        example, number = item["example"], item["number"]
-        seed = int(np.random.SeedSequence([self.seed, self.rank, number]).generate_state(1)[0])
-        rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+        example = item["example"]
         try:
             wave = self.read(example["path"])
         except ValueError as e:
             self.bad.record(False, example["path"], str(e))
             return None
         self.bad.record(True)
-        target = self.target(example["labels"])
-        if self.train and self.mixup > 0 and rng.random() < self.mixup:
-            wave, target = self._mix(wave, target, rng)
-        fbank = fbank_features(wave, self.features, self.train, gen)
+        target, generator = self.target(example["labels"]), None
+        if self.train:
+            seed = int(np.random.SeedSequence([self.seed, self.rank, item["number"]]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)
+            rng = np.random.default_rng(seed)
+            if self.mixup > 0 and rng.random() < self.mixup:
+                wave, target = self._mix(wave, target, rng)
+        fbank = fbank_features(wave, self.features, self.train, generator)
         return {"fbank": fbank, "target": target, "path": example["path"]}
 
     def _mix(self, wave: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
