@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -26,7 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ssast.distributed import Dist, all_mean, init_distributed
-from ssast.models.checkpoint import model_state, read
+from ssast.models.checkpoint import load_state, model_state, read
 
 log = logging.getLogger("ssast")
 
@@ -148,8 +149,6 @@ def _link(src: Path, dst: Path) -> None:
     try:
         os.link(src, tmp)
     except OSError:
-        import shutil
-
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
 
@@ -224,7 +223,7 @@ class Trainer:
 
     def restore(self, path: Path, model, optimizer, schedule, scaler, generator, loader) -> None:
         state = read(path)
-        model.load_state_dict(state["model"])
+        load_state(model, state["model"], f"checkpoint {path}")
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state["scaler"])

@@ -111,3 +111,14 @@ def test_reference_schedule_is_a_staircase_warmup_then_plateau_halving():
     for metric in [0.5, 0.6, 0.6, 0.6, 0.6]:  # patience 2: the third evaluation without improvement halves
         schedule.after_eval(metric)
     assert optim.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
+def test_resuming_into_another_architecture_fails_with_one_line(demo_root, uninterrupted, tmp_path):
+    import shutil
+
+    shutil.copytree(uninterrupted / "checkpoints", tmp_path / "d" / "checkpoints")
+    out = subprocess.run(pretrain_args(demo_root, tmp_path / "d", "resume=auto", "model.depth=2", "train.max_steps=13"),
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m pretrain: error: checkpoint ") and "unexpected: v.blocks.2." in last

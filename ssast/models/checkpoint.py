@@ -87,7 +87,7 @@ def infer_config(sd: dict, fstride: Optional[int] = None, tstride: Optional[int]
     return cfg
 
 
-def _load(model: torch.nn.Module, sd: dict, name: str) -> None:
+def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
     """Strict load with a one-line error naming the missing and unexpected keys."""
     sd = {k: v for k, v in sd.items() if k not in _TIMM_HEADS and k not in ("p_input_fdim", "p_input_tdim")}
     expected = model.state_dict()
@@ -109,7 +109,7 @@ def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
     if fused_attn is not None:
         cfg = dataclasses.replace(cfg, fused_attn=fused_attn)
     model = SSASTModel(cfg)
-    _load(model, sd if sd is not None else ckpt["model"], "pretraining checkpoint")
+    load_state(model, sd if sd is not None else ckpt["model"], "pretraining checkpoint")
     return model
 
 
@@ -137,7 +137,7 @@ def load_classifier(source, n_classes: Optional[int] = None, fstride: Optional[i
     if fused_attn is not None:
         cfg = dataclasses.replace(cfg, fused_attn=fused_attn)
     model = ASTClassifier(cfg, n, pooling or "avgtok")
-    _load(model, sd, "classifier checkpoint")
+    load_state(model, sd, "classifier checkpoint")
     return model
 
 
