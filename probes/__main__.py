@@ -18,9 +18,9 @@ import torch
 
 from probes.config import ProbeConfig, ProbeTaskConfig
 from ssast.cli import run_cli
-from ssast.config import cli_config
+from ssast.config import ConfigError, cli_config
 from ssast.data.readers import read_dataset
-from ssast.models import ASTEncoder, load_encoder
+from ssast.models import ASTEncoder, SSASTModel, load_encoder
 from ssast.probing import Features, embed, fbank_statistics, fold_accuracy, linear_probe, read_features
 
 PROG = "python -m probes"
@@ -51,16 +51,13 @@ def encoders(cfg: ProbeConfig) -> dict[str, list[ASTEncoder]]:
     random_init = []
     for seed in cfg.random_init_seeds:
         torch.manual_seed(seed)  # the pretraining stage's initialisation for this seed
-        from ssast.models import SSASTModel
-
         random_init.append(SSASTModel(arch).v)
     return {name: group for name, group in (("random init", random_init), ("pretrained", trained)) if group}
 
 
 def linear(cfg: ProbeConfig) -> dict:
     if not cfg.tasks:
-        raise ValueError("the recipe lists no tasks")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+        raise ConfigError("the recipe lists no tasks")
     groups = encoders(cfg)
     results: dict[str, dict[str, list[float]]] = {}
     for task in cfg.tasks:

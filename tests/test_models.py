@@ -200,3 +200,12 @@ def test_base_nokd_has_one_prefix_token_and_loads_back(tmp_path):
     assert again.cfg.size == "base_nokd"
     fbank = torch.randn(1, 64, 128)
     assert torch.equal(again(fbank), model(fbank))
+
+
+def test_models_engine_and_masking_import_without_fairseq2():
+    import subprocess
+    import sys
+
+    code = ("import sys; import ssast.models, ssast.masking, ssast.engine, ssast.pretraining, ssast.distributed; "
+            "sys.exit('fairseq2' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -194,8 +194,7 @@ class AudioLoader:
                        else EpochSampler(items[rank::world], seed * 1000 + rank))
             source = DataPipeline.count().map(lambda n: {"example": sampler(n), "number": n})
         else:
-            source = read_sequence(items).shard(rank, world, allow_uneven=True).map(
-                lambda e: {"example": e, "number": 0})
+            source = read_sequence(items).shard(rank, world, allow_uneven=True).map(lambda e: {"example": e})
         loader = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0, self.bad)
         self.pipeline = (source.map(loader, num_parallel_calls=data.num_parallel_calls)
                          .filter(lambda x: x is not None)
