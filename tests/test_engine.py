@@ -122,3 +122,14 @@ def test_resuming_into_another_architecture_fails_with_one_line(demo_root, unint
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("python -m pretrain: error: checkpoint ") and "unexpected: v.blocks.2." in last
+
+
+def test_bf16_autocast_trains_close_to_fp32(demo_root, uninterrupted, tmp_path):
+    subprocess.run(pretrain_args(demo_root, tmp_path / "e", "train.precision=bf16", "train.max_steps=3"),
+                   check=True, capture_output=True)
+    fp32 = [r for r in metrics(uninterrupted) if "loss" in r][:3]
+    bf16 = [r for r in metrics(tmp_path / "e") if "loss" in r]
+    assert [r["step"] for r in bf16] == [1, 2, 3]
+    for a, b in zip(fp32, bf16):
+        assert a["loss"] != b["loss"]  # autocast is on
+        assert b["loss"] == pytest.approx(a["loss"], rel=0.05)
