@@ -56,7 +56,8 @@ def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low: float, high: 
 def _mel_bands(num_bins: int, n_fft: int, sample_rate: float, low: float, high: float,
                device: torch.device, groups: int = 8) -> tuple[tuple[int, int, torch.Tensor], ...]:
     """The filters in groups of neighbours, each with the range of FFT bins it covers, so that the product
-    skips the zeros of the triangular filters: 3x fewer multiply-adds than one dense product."""
+    skips the zeros of the triangular filters (7.7x fewer multiply-adds than one dense product for 128
+    filters and a 512-point FFT)."""
     banks = _mel_banks(num_bins, n_fft, sample_rate, low, high, device)
     bands = []
     for cols in torch.arange(num_bins).chunk(groups):
@@ -89,7 +90,7 @@ def kaldi_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: 
     args = (sample_rate, num_mel_bins, window, length, shift, preemphasis, low_freq, high_freq)
     waveform = waveform.float()
     if waveform.dim() > 1 and waveform.device.type == "cpu":
-        # On CPU one clip at a time stays in cache: 2.7x faster than one batched pass for 32 clips of 10 s.
+        # On CPU one clip at a time: its frames stay in cache, which a batched pass over many clips loses.
         clips = [_fbank(w, *args) for w in waveform.reshape(-1, waveform.shape[-1])]
         return torch.stack(clips).reshape(*waveform.shape[:-1], *clips[0].shape)
     return _fbank(waveform, *args)

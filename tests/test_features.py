@@ -118,3 +118,15 @@ def test_specaugment_equals_torchaudio_masking_for_the_same_draws(seed):
     image = pad_or_crop(kaldi_fbank(wave), 200).T[None]
     image = torchaudio.transforms.TimeMasking(96)(torchaudio.transforms.FrequencyMasking(48)(image))
     assert torch.equal(ours, image[0].T)
+
+
+def test_banded_mel_product_equals_the_dense_one_with_fewer_multiply_adds():
+    from ssast.features import _mel_bands, _mel_banks
+
+    args = (128, 512, 16000.0, 20.0, 0.0, torch.device("cpu"))
+    banks, bands = _mel_banks(*args), _mel_bands(*args)
+    power = torch.rand(50, 257, generator=torch.Generator().manual_seed(0))
+    banded = torch.cat([power[:, lo:hi] @ w for lo, hi, w in bands], -1)
+    assert torch.allclose(banded, power @ banks, rtol=1e-5, atol=1e-6)
+    macs = sum((hi - lo) * w.shape[1] for lo, hi, w in bands)
+    assert 257 * 128 / macs > 7.5
