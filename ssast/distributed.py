@@ -41,10 +41,25 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _tensor(values: list) -> torch.Tensor:
+    """A tensor where the backend can reduce it (NCCL only reduces GPU tensors)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
 def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
     """Mean of scalar metrics over processes."""
     if d.world == 1 or not values:
         return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64)
+    t = _tensor(list(values.values()))
     dist.all_reduce(t)
     return dict(zip(values, (t / d.world).tolist()))
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every process when it is true on any (a signal delivered to one rank stops them all)."""
+    if d.world == 1:
+        return flag
+    t = _tensor([float(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssast.distributed import Dist, all_mean, init_distributed
+from ssast.distributed import Dist, all_mean, any_rank, init_distributed
 from ssast.models.checkpoint import load_state, model_state, read
 
 log = logging.getLogger("ssast")
@@ -151,10 +151,6 @@ def _link(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-class _Stop(Exception):
-    pass
 
 
 class Trainer:
@@ -315,12 +311,10 @@ class Trainer:
                         self.save(*run_state, best=True)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save(*run_state)
-                if self._signal is not None:
+                if any_rank(self._signal is not None, self.dist):  # every rank stops at the same step
                     self.save(*run_state)
-                    log.info("signal %d: checkpoint written at step %d, stopping", self._signal, self.step)
-                    raise _Stop
-        except _Stop:
-            pass
+                    log.info("signal %s: checkpoint written at step %d, stopping", self._signal, self.step)
+                    break
         finally:
             if metrics_file:
                 metrics_file.close()
