@@ -8,7 +8,9 @@ PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: install demo test test-all clean
 
-$(DEPS): pyproject.toml
+# The stamp's name carries the hash of pyproject.toml, so it needs no timestamp prerequisite (a fresh clone's
+# files are all new).
+$(DEPS):
 	@ldconfig -p | grep -q libsndfile.so.1 || (apt-get update -qq && apt-get install -y -qq libsndfile1)
 	test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools
