@@ -124,3 +124,21 @@ def test_too_many_bad_clips_stop_with_a_clear_error(bad_dataset):
     loader = AudioLoader(Dataset(bad + good), FeatureConfig(target_length=16), DataConfig(batch_size=4), False)
     with pytest.raises(DataError, match=r"of \d+ clips read were unreadable \(limit data.max_bad_fraction=0.01\)"):
         list(loader)
+
+
+def test_wav_flac_ogg_and_other_rates_give_the_same_features(tmp_path):
+    t = np.arange(32000) / 16000
+    wave = 0.4 * np.sin(2 * np.pi * 440 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    pcm = np.round(wave * 32767).astype(np.int16)  # the same samples in both lossless files
+    files = {"a.wav": (pcm, 16000, "PCM_16"), "b.flac": (pcm, 16000, "PCM_16"), "c.ogg": (wave, 16000, "VORBIS")}
+    for sr in (8000, 44100):
+        files[f"d{sr}.wav"] = (np.interp(np.arange(2 * sr) / sr, t, wave), sr, "FLOAT")
+    for name, (x, sr, subtype) in files.items():
+        sf.write(tmp_path / name, x, sr, subtype=subtype)
+    ds = Dataset([Example(str(tmp_path / n)) for n in files])
+    fbank = next(iter(AudioLoader(ds, FeatureConfig(target_length=198), DataConfig(batch_size=5), False)))["fbank"]
+    assert fbank.shape == (5, 198, 128)
+    assert torch.equal(fbank[0], fbank[1])  # FLAC is lossless
+    assert (fbank[2] - fbank[0]).abs()[:, :40].mean() < 0.05  # Vorbis is close below 1.6 kHz
+    assert (fbank[4] - fbank[0]).abs()[:, :100].mean() < 0.05  # 44.1 kHz resampled to 16 kHz
+    assert (fbank[3] - fbank[0]).abs()[:, :60].mean() < 0.1  # 8 kHz has nothing above 4 kHz
