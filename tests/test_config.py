@@ -80,3 +80,11 @@ def test_every_recipe_parses():
     assert recipes
     for recipe in recipes:
         load_config(PretrainConfig, recipe)
+
+
+def test_missing_data_ends_with_one_line_and_exit_1(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml",
+                          f"data.root={tmp_path}/nowhere", f"run_dir={tmp_path}/run"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [(
+        f"python -m pretrain: error: audio folder not found: {tmp_path}/nowhere/unlabeled")]
