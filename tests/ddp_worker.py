@@ -5,7 +5,6 @@ import json
 import os
 import sys
 
-import torch
 
 import pretrain.__main__ as stage
 from pretrain.config import PretrainConfig
