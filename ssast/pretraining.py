@@ -55,9 +55,8 @@ class PretrainTask:
         generator = torch.Generator().manual_seed(self.seed + 7919)
         mask = model.draw_mask(1, self.ssl.valid_mask_size, self.ssl.cluster, generator).to(fbank.device)
         patches = model.patches(fbank)
-        tokens = model.v(fbank, mask, model.mask_embed)[:, model.v.num_prefix:]
         index = mask[..., None].expand(-1, -1, patches.shape[-1])
-        pred = model.gpredlayer(torch.gather(tokens, 1, mask[..., None].expand(-1, -1, tokens.shape[-1])))
+        pred = model.gpredlayer(model.masked_outputs(fbank, mask)[0])
         cfg = model.cfg
         fold = lambda p: F.fold(p.transpose(1, 2).float(), (cfg.input_fdim, cfg.input_tdim),
                                 (cfg.fshape, cfg.tshape), stride=(cfg.fstride, cfg.tstride))[0, 0]

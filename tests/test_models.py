@@ -182,7 +182,7 @@ def test_mpc_targets_carry_no_gradient_and_shared_mask_feeds_both_heads():
     model = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=64))
     fbank = torch.randn(2, 64, 128, requires_grad=True)
     mask = model.draw_mask(2, 20, cluster=True, generator=torch.Generator().manual_seed(1))
-    h, target = model._masked_outputs(fbank, mask)
+    h, target = model.masked_outputs(fbank, mask)
     assert h.requires_grad and not target.requires_grad
     shared = model(fbank, mask_size=20, shared_mask=True, mask_mpc=mask)
     acc, mpc = model.mpc(fbank, mask)

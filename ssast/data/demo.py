@@ -156,7 +156,7 @@ def make_audioset(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
     root = root / "audioset"
     classes = EVENT_NAMES + ["speech"]
     mids = {name: f"/m/demo{i:02d}" for i, name in enumerate(classes)}
-    (root).mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     with open(root / "class_labels_indices.csv", "w", newline="") as f:
         csv.writer(f).writerows([["index", "mid", "display_name"],
                                  *[[i, mids[n], n.replace("_", " ").capitalize()] for i, n in enumerate(classes)]])

@@ -158,16 +158,16 @@ class SSASTModel(nn.Module):
             return cluster_patch_mask(batch, self.v.num_patches, mask_size, self.v.grid[1], generator)
         return random_frame_mask(batch, self.v.num_patches, mask_size, generator)
 
-    def _masked_outputs(self, fbank: torch.Tensor, mask_index: torch.Tensor):
+    def masked_outputs(self, fbank: torch.Tensor, mask_index: torch.Tensor):
         """Encoder outputs [B, M, d] and target patches [B, M, P] at the masked positions."""
         tokens = self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:]
         take = lambda x: torch.gather(x, 1, mask_index[..., None].expand(-1, -1, x.shape[-1]))
         return take(tokens), take(self.patches(fbank)).detach()
 
-    @staticmethod
-    def _info_nce(target: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a]; a column b is correct when
+    def _mpc_loss(self, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """InfoNCE of ``cpredlayer(h)``: scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a]; a column b is correct when
         the argmax over a of the row-softmaxed S is b. Negatives are the clip's other masked patches."""
+        pred = self.cpredlayer(h)
         with torch.autocast(target.device.type, enabled=False):  # raw dot products overflow half precision
             scores = torch.bmm(target.float(), pred.float().transpose(1, 2))  # [B, M, M]
         m = scores.shape[-1]
@@ -176,15 +176,16 @@ class SSASTModel(nn.Module):
         hits = scores.softmax(-1).argmax(1) == torch.arange(m, device=scores.device)
         return hits.float().mean(), loss
 
+    def _mpg_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.gpredlayer(h).float(), target.float())
+
     def mpc(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked patch classification: (accuracy, loss)."""
-        h, target = self._masked_outputs(fbank, mask_index)
-        return self._info_nce(target, self.cpredlayer(h))
+        return self._mpc_loss(*self.masked_outputs(fbank, mask_index))
 
     def mpg(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
         """Masked patch generation: mean squared error of the reconstructed patches."""
-        h, target = self._masked_outputs(fbank, mask_index)
-        return F.mse_loss(self.gpredlayer(h).float(), target.float())
+        return self._mpg_loss(*self.masked_outputs(fbank, mask_index))
 
     def forward(self, fbank: torch.Tensor, mask_size: int = 400, cluster: bool = True, mpg_weight: float = 10.0,
                 objective: Literal["joint", "mpc", "mpg"] = "joint", shared_mask: bool = False,
@@ -197,9 +198,9 @@ class SSASTModel(nn.Module):
         draw = lambda: self.draw_mask(fbank.shape[0], mask_size, cluster, generator).to(fbank.device)
         if shared_mask and objective == "joint":
             mask = mask_mpc if mask_mpc is not None else draw()
-            h, target = self._masked_outputs(fbank, mask)
-            out["mpc_acc"], out["mpc_loss"] = self._info_nce(target, self.cpredlayer(h))
-            out["mpg_loss"] = F.mse_loss(self.gpredlayer(h).float(), target.float())
+            h, target = self.masked_outputs(fbank, mask)
+            out["mpc_acc"], out["mpc_loss"] = self._mpc_loss(h, target)
+            out["mpg_loss"] = self._mpg_loss(h, target)
         else:
             if objective in ("joint", "mpc"):
                 out["mpc_acc"], out["mpc_loss"] = self.mpc(fbank, mask_mpc if mask_mpc is not None else draw())
