@@ -56,14 +56,15 @@ def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low: float, high: 
 def _mel_bands(num_bins: int, n_fft: int, sample_rate: float, low: float, high: float,
                device: torch.device, groups: int = 8) -> tuple[tuple[int, int, torch.Tensor], ...]:
     """The filters in groups of neighbours, each with the range of FFT bins it covers, so that the product
-    skips the zeros of the triangular filters (7.7x fewer multiply-adds than one dense product for 128
-    filters and a 512-point FFT)."""
+    skips the zeros of the triangular filters. Each row is doubled to weigh the squared (re, im) pairs of the
+    interleaved spectrum; even so, 3.8x fewer multiply-adds than one dense product over |X|^2 for 128
+    filters and a 512-point FFT."""
     banks = _mel_banks(num_bins, n_fft, sample_rate, low, high, device)
     bands = []
     for cols in torch.arange(num_bins).chunk(groups):
         rows = (banks[:, cols] != 0).any(1).nonzero().flatten()
         lo, hi = int(rows[0]), int(rows[-1]) + 1
-        bands.append((lo, hi, banks[lo:hi, cols.to(device)].contiguous()))
+        bands.append((lo, hi, banks[lo:hi, cols.to(device)].repeat_interleave(2, 0)))  # rows per (re, im)
     return tuple(bands)
 
 
@@ -105,11 +106,10 @@ def _fbank(waveform: torch.Tensor, sample_rate: int, num_mel_bins: int, window: 
     x[..., 1:] -= preemphasis * x[..., :-1]  # the right side is evaluated before the in-place update
     x[..., 0] *= 1 - preemphasis  # the first sample is its own predecessor
     x *= _window(window, length, x.device)
-    spectrum = torch.fft.rfft(padded)
-    re, im = spectrum.real, spectrum.imag
-    power = torch.addcmul(re * re, im, im)  # |X|^2 without the square root of abs()
+    # |X|^2 squared in place on the interleaved (re, im) pairs; the filters' rows are doubled to match.
+    power = torch.view_as_real(torch.fft.rfft(padded)).square_().flatten(-2)
     bands = _mel_bands(num_mel_bins, n_fft, float(sample_rate), low_freq, high_freq, power.device)
-    mel = torch.cat([power[..., lo:hi] @ weights for lo, hi, weights in bands], -1)
+    mel = torch.cat([power[..., 2 * lo : 2 * hi] @ weights for lo, hi, weights in bands], -1)
     return mel.clamp_(min=torch.finfo(torch.float32).eps).log_()
 
 
@@ -145,13 +145,11 @@ def pad_or_crop(fbank: torch.Tensor, target_length: int, offset: int = 0) -> tor
     return fbank[offset : offset + target_length]
 
 
-def _mask_along(x: torch.Tensor, dim: int, max_width: int, g: torch.Generator) -> torch.Tensor:
+def _mask_along_(x: torch.Tensor, dim: int, max_width: int, g: torch.Generator) -> None:
     """One mask of width floor(U * max_width) at a uniform start, filled with 0 (torchaudio's semantics)."""
     value = torch.rand((), generator=g).item() * max_width
     start = torch.rand((), generator=g).item() * (x.shape[dim] - value)
-    x = x.clone()
     x.narrow(dim, int(start), int(value)).zero_()
-    return x
 
 
 def fbank_features(waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False,
@@ -165,14 +163,14 @@ def fbank_features(waveform: torch.Tensor, cfg: FeatureConfig, train: bool = Fal
     offset = 0
     if train and cfg.crop == "random" and fbank.shape[0] > cfg.target_length:
         offset = int(torch.randint(fbank.shape[0] - cfg.target_length + 1, (), generator=generator))
-    fbank = pad_or_crop(fbank, cfg.target_length, offset)
+    fbank = pad_or_crop(fbank, cfg.target_length, offset)  # from here on in place: the tensor is ours
     if train and cfg.freqm:
-        fbank = _mask_along(fbank, 1, cfg.freqm, generator)
+        _mask_along_(fbank, 1, cfg.freqm, generator)
     if train and cfg.timem:
-        fbank = _mask_along(fbank, 0, cfg.timem, generator)
-    fbank = (fbank - cfg.mean) / (2 * cfg.std)
+        _mask_along_(fbank, 0, cfg.timem, generator)
+    fbank.sub_(cfg.mean).div_(2 * cfg.std)
     if train and cfg.noise:
         scale = torch.rand((), generator=generator) / 10
-        fbank = fbank + torch.rand(fbank.shape, generator=generator) * scale
+        fbank.add_(torch.rand(fbank.shape, generator=generator) * scale)
         fbank = torch.roll(fbank, int(torch.randint(-10, 10, (), generator=generator)), 0)
     return fbank
