@@ -101,7 +101,8 @@ def _fbank(waveform: torch.Tensor, sample_rate: int, num_mel_bins: int, window: 
            preemphasis: float, low_freq: float, high_freq: float) -> torch.Tensor:
     n_fft = 1 << (length - 1).bit_length()
     frames = waveform.unfold(-1, length, shift)  # [..., T, length], a view
-    padded = frames.new_zeros(*frames.shape[:-1], n_fft)  # zero-padded to the FFT size, written in place
+    padded = frames.new_empty(*frames.shape[:-1], n_fft)  # zero-padded to the FFT size, written in place
+    padded[..., length:] = 0
     x = torch.sub(frames, frames.mean(-1, keepdim=True), out=padded[..., :length])  # remove the DC offset
     x[..., 1:] -= preemphasis * x[..., :-1]  # the right side is evaluated before the in-place update
     x[..., 0] *= 1 - preemphasis  # the first sample is its own predecessor

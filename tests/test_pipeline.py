@@ -38,12 +38,19 @@ def test_resume_from_state_dict_gives_identical_batches(esc, consumed):
     for _ in range(consumed):
         next(stream)
     state = first.state_dict()
+    assert state == {"batches": consumed, "bad": {"seen": 8 * consumed, "bad": 0}}  # no buffered data in it
     expected = [next(stream) for _ in range(4)]  # crosses the epoch boundary for consumed=12
     resumed = AudioLoader(esc, ESC_FEATURES, data, train=True, seed=3)
     resumed.load_state_dict(state)
     for a, b in zip(expected, take(resumed, 4)):
         assert a["path"] == b["path"]
         assert torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["target"], b["target"])
+
+
+def test_a_data_state_of_another_format_is_refused_in_one_line(esc):
+    loader = AudioLoader(esc, ESC_FEATURES, DataConfig(batch_size=8), train=True)
+    with pytest.raises(DataError, match="start a fresh run directory"):
+        loader.load_state_dict({"pipeline": {}, "bad": {"seen": 0, "bad": 0}})
 
 
 def test_epochs_are_reshuffled_and_cover_the_data(esc):

@@ -1,26 +1,29 @@
 """Training and evaluation data pipelines on fairseq2's native data pipeline.
 
 training: running number -> example (per-epoch permutation of the rank's shard, or class-balanced draw);
-evaluation: examples -> shard(rank, world); then read + decode + front end (threads) -> drop bad clips ->
-batch -> collate -> prefetch.
+evaluation: examples -> shard(rank, world); then batch the examples -> read + decode + front end + collate,
+a whole batch per thread, `num_parallel_calls` batches at a time -> prefetch. Bad clips are dropped from their
+batch, which then comes out smaller. A batch per thread rather than a clip: fairseq2's ordered parallel map
+waits for its whole group before handing results on, so with clips as the unit the threads sat idle while
+the pipeline thread collated (`benchmarks/data_pipeline.py` measures both).
 
 Every random draw of an example (crop, SpecAugment, noise, mixup) comes from a generator seeded by (seed, rank,
-the example's running number). That number is produced by the pipeline itself, so ``state_dict()`` /
-``load_state_dict()`` of the pipeline restore exactly the batches an uninterrupted run would have seen.
-This is the only module that imports fairseq2.
+the example's running number), and batch k always holds the examples numbered k * B to (k + 1) * B - 1. The
+state of a loader is therefore the number of batches it has handed out: a resumed loader starts its counter
+there and yields exactly the batches an uninterrupted run would have seen, with nothing buffered in the
+checkpoint. This is the only module that imports fairseq2.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 from fairseq2.data.audio import AudioDecoder
-from fairseq2.data.data_pipeline import Collater, DataPipeline, FileMapper, read_sequence
+from fairseq2.data.data_pipeline import DataPipeline, FileMapper, read_sequence
 
 from ssast.data.readers import Dataset, DatasetConfig
 from ssast.features import FeatureConfig, fbank_features, prepare_waveform
@@ -35,7 +38,7 @@ class DataConfig:
     valid: DatasetConfig = field(default_factory=DatasetConfig)  # empty path: hold out `valid_holdout` clips
     valid_holdout: int = 0
     batch_size: int = 24  # per process
-    num_parallel_calls: int = 2  # decode + front-end threads
+    num_parallel_calls: int = 2  # batches prepared in parallel, one thread each
     prefetch: int = 2  # batches
     balanced: bool = False  # class-balanced sampling with replacement (AudioSet-2M)
     mixup: float = 0.0  # probability of waveform mixup per training clip
@@ -47,21 +50,20 @@ class DataError(RuntimeError):
 
 
 class BadClips:
-    """Thread-safe count of unreadable clips, each logged once per occurrence with its reason."""
+    """Count of the unreadable clips in the batches handed out, each logged with its reason."""
 
     def __init__(self, dataset_size: int, max_fraction: float):
         self.dataset_size, self.max_fraction = dataset_size, max_fraction
         self.seen = self.bad = 0
         self.last: list[str] = []
-        self._lock = threading.Lock()
 
-    def record(self, ok: bool, path: str = "", reason: str = "") -> None:
-        with self._lock:
-            self.seen += 1
-            if not ok:
-                self.bad += 1
-                self.last = (self.last + [f"{path}: {reason}"])[-100:]
-                log.warning("skipping bad clip %s: %s", path, reason)
+    def record(self, good: int, bad: list[str]) -> None:
+        """One batch: `good` clips read, `bad` as "path: reason" lines."""
+        self.seen += good + len(bad)
+        self.bad += len(bad)
+        for line in bad:
+            log.warning("skipping bad clip %s", line)
+        self.last = (self.last + bad)[-100:]
 
     def check(self) -> None:
         if self.bad > self.max_fraction * max(self.seen, self.dataset_size):
@@ -99,12 +101,12 @@ class ClipReader:
 
 
 class ClipLoader:
-    """One numbered example -> {"fbank", "target", "path"}, or None for a bad clip (counted in `bad`)."""
+    """One numbered example -> {"fbank", "target", "path"}; ValueError with the reason for a bad clip."""
 
     def __init__(self, dataset: Dataset, features: FeatureConfig, train: bool, seed: int, rank: int,
-                 mixup: float, bad: BadClips):
+                 mixup: float):
         self.dataset, self.features, self.train = dataset, features, train
-        self.seed, self.rank, self.mixup, self.bad = seed, rank, mixup, bad
+        self.seed, self.rank, self.mixup = seed, rank, mixup
         self.read = ClipReader(features)
 
     def target(self, labels) -> torch.Tensor:
@@ -112,14 +114,9 @@ class ClipLoader:
         t[list(labels)] = 1.0
         return t
 
-    def __call__(self, item: dict) -> Optional[dict]:
+    def __call__(self, item: dict) -> dict:
         example = item["example"]
-        try:
-            wave = self.read(example["path"])
-        except ValueError as e:
-            self.bad.record(False, example["path"], str(e))
-            return None
-        self.bad.record(True)
+        wave = self.read(example["path"])
         target, generator = self.target(example["labels"]), None
         if self.train:
             seed = int(np.random.SeedSequence([self.seed, self.rank, item["number"]]).generate_state(1)[0])
@@ -129,6 +126,19 @@ class ClipLoader:
                 wave, target = self._mix(wave, target, rng)
         fbank = fbank_features(wave, self.features, self.train, generator)
         return {"fbank": fbank, "target": target, "path": example["path"]}
+
+    def batch(self, items: list[dict]) -> dict:
+        """Numbered examples -> one collated batch of the readable clips, with "bad": "path: reason" lines."""
+        clips, bad = [], []
+        for item in items:
+            try:
+                clips.append(self(item))
+            except ValueError as e:
+                bad.append(f"{item['example']['path']}: {e}")
+        if not clips:
+            return {"path": [], "bad": bad}
+        return {"fbank": torch.stack([c["fbank"] for c in clips]), "target": torch.stack([c["target"] for c in clips]),
+                "path": [c["path"] for c in clips], "bad": bad}
 
     def _mix(self, wave: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
         """Waveform mixup with a uniformly drawn partner, lambda ~ Beta(10, 10), mixed labels."""
@@ -180,40 +190,55 @@ class BalancedSampler:
 
 
 class AudioLoader:
-    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B]} with exact resume.
+    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B]} with exact resume
+    (B is the batch size, less the batch's unreadable clips).
 
     Training is an endless stream: each rank reads its shard (every world-th example) in a new order each
     epoch, or samples the whole set class-balanced. Evaluation is one pass over the rank's shard."""
 
     def __init__(self, dataset: Dataset, features: FeatureConfig, data: DataConfig, train: bool, seed: int = 0,
                  rank: int = 0, world: int = 1, batch_size: Optional[int] = None):
+        self.data, self.train, self.batch_size = data, train, batch_size or data.batch_size
         self.bad = BadClips(len(dataset.examples), data.max_bad_fraction)
         items = [{"path": e.path, "labels": list(e.labels)} for e in dataset.examples]
         if train:
             sampler = (BalancedSampler(items, class_balanced_weights(dataset), seed * 1000 + rank) if data.balanced
                        else EpochSampler(items[rank::world], seed * 1000 + rank))
-            source = DataPipeline.count().map(lambda n: {"example": sampler(n), "number": n})
+            self._examples = lambda first: (DataPipeline.count(first)
+                                            .map(lambda n: {"example": sampler(n), "number": n}))
         else:
-            source = read_sequence(items).shard(rank, world, allow_uneven=True).map(lambda e: {"example": e})
-        loader = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0, self.bad)
-        self.pipeline = (source.map(loader, num_parallel_calls=data.num_parallel_calls)
-                         .filter(lambda x: x is not None)
-                         .bucket(batch_size or data.batch_size, drop_remainder=train)
-                         .map(Collater())
-                         .prefetch(data.prefetch)
+            self._examples = lambda first: (read_sequence(items).shard(rank, world, allow_uneven=True).skip(first)
+                                            .map(lambda e: {"example": e}))
+        self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0)
+        self._start(0)
+
+    def _start(self, batches: int) -> None:
+        """(Re)build the pipeline so that it hands out batches from number `batches` on."""
+        self.batches = batches
+        self.pipeline = (self._examples(batches * self.batch_size)
+                         .bucket(self.batch_size, drop_remainder=self.train)
+                         .map(self._clips.batch, num_parallel_calls=self.data.num_parallel_calls)
+                         .prefetch(self.data.prefetch)
                          .and_return())
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self.pipeline:
+            self.batches += 1
+            self.bad.record(len(batch["path"]), batch.pop("bad"))
             self.bad.check()
-            yield batch
+            if batch["path"]:
+                yield batch
 
     def reset(self) -> None:
-        self.pipeline.reset()
+        """Back to the first batch (for another evaluation pass)."""
+        self._start(0)
 
     def state_dict(self) -> dict:
-        return {"pipeline": self.pipeline.state_dict(), "bad": self.bad.state_dict()}
+        return {"batches": self.batches, "bad": self.bad.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.pipeline.load_state_dict(state["pipeline"])
+        if "batches" not in state:
+            raise DataError("the checkpoint's data state is from an older pipeline that cannot be resumed exactly; "
+                            "start a fresh run directory")
+        self._start(state["batches"])
         self.bad.load_state_dict(state["bad"])
