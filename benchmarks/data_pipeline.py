@@ -1,6 +1,6 @@
 """Throughput of the data pipeline against the reference approach, measured in the same run.
 
-    python benchmarks/data_pipeline.py [--clips 384] [--workers 2] [--repeats 5]
+    python benchmarks/data_pipeline.py [--clips 384] [--workers 2] [--repeats 9]
 
 - pipeline: clips/s of 10-s 16-kHz WAVs through decode + fbank (hanning, faithful) + pad + normalise, with
   `ssast.data.pipeline.AudioLoader` (`workers` threads, a batch each) against a `torch.utils.data.DataLoader`
@@ -90,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=384)  # 12 batches: even over 2 workers
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one thread per worker / decode thread: no oversubscription of the cores
 

@@ -1,21 +1,22 @@
 """Training and evaluation data pipelines on fairseq2's native data pipeline.
 
-training: running number -> example (per-epoch permutation of the rank's shard, or class-balanced draw);
-evaluation: examples -> shard(rank, world); then batch the examples -> read + decode + front end + collate,
-a whole batch per thread, `num_parallel_calls` batches at a time -> prefetch. Bad clips are dropped from their
-batch, which then comes out smaller. A batch per thread rather than a clip: fairseq2's ordered parallel map
-waits for its whole group before handing results on, so with clips as the unit the threads sat idle while
-the pipeline thread collated (`benchmarks/data_pipeline.py` measures both).
+Batch k holds the examples numbered k * B to (k + 1) * B - 1: in training a running number picks an example
+(per-epoch permutation of the rank's shard, or a class-balanced draw), in evaluation it indexes the rank's
+shard. `num_parallel_calls` worker pipelines each read + decode + run the front end + collate every W-th batch
+in their own prefetch thread, and the loader takes their batches in turn, the way a DataLoader's worker
+processes do. Bad clips are dropped from their batch, which then comes out smaller. Whole batches per thread
+rather than fairseq2's parallel map over clips: that map waits for its whole group before handing results on,
+so its threads sat idle while the pipeline thread collated (`benchmarks/data_pipeline.py` measures both).
 
 Every random draw of an example (crop, SpecAugment, noise, mixup) comes from a generator seeded by (seed, rank,
-the example's running number), and batch k always holds the examples numbered k * B to (k + 1) * B - 1. The
-state of a loader is therefore the number of batches it has handed out: a resumed loader starts its counter
+the example's running number), and batch k always holds the same examples. The state of a loader is therefore the number of batches it has handed out: a resumed loader starts its counter
 there and yields exactly the batches an uninterrupted run would have seen, with nothing buffered in the
 checkpoint. This is the only module that imports fairseq2.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -165,17 +166,18 @@ def class_balanced_weights(dataset: Dataset) -> np.ndarray:
 class EpochSampler:
     """Running example number -> example: a fresh permutation of `items` per epoch, seeded by (seed, epoch).
 
-    The running number is the sampler's only state, so the pipeline's counter restores it exactly."""
+    The running number is the sampler's only state, so the loader's batch counter restores it exactly."""
 
     def __init__(self, items: list, seed: int):
         self.items, self.seed = items, seed
-        self._epoch, self._order = -1, np.arange(0)
+
+    @functools.lru_cache(maxsize=2)  # thread-safe; the workers straddle at most two epochs
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
 
     def __call__(self, number: int):
         epoch, i = divmod(number, len(self.items))
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
-        return self.items[self._order[i]]
+        return self.items[self.order(epoch)[i]]
 
 
 class BalancedSampler:
@@ -198,31 +200,39 @@ class AudioLoader:
 
     def __init__(self, dataset: Dataset, features: FeatureConfig, data: DataConfig, train: bool, seed: int = 0,
                  rank: int = 0, world: int = 1, batch_size: Optional[int] = None):
-        self.data, self.train, self.batch_size = data, train, batch_size or data.batch_size
+        self.data, self.batch_size = data, batch_size or data.batch_size
         self.bad = BadClips(len(dataset.examples), data.max_bad_fraction)
         items = [{"path": e.path, "labels": list(e.labels)} for e in dataset.examples]
         if train:
             sampler = (BalancedSampler(items, class_balanced_weights(dataset), seed * 1000 + rank) if data.balanced
                        else EpochSampler(items[rank::world], seed * 1000 + rank))
-            self._examples = lambda first: (DataPipeline.count(first)
-                                            .map(lambda n: {"example": sampler(n), "number": n}))
+            self._examples = lambda k: [{"example": sampler(n), "number": n}
+                                        for n in range(k * self.batch_size, (k + 1) * self.batch_size)]
+            self._numbers = DataPipeline.count  # (first, step): endless
         else:
-            self._examples = lambda first: (read_sequence(items).shard(rank, world, allow_uneven=True).skip(first)
-                                            .map(lambda e: {"example": e}))
+            shard = items[rank::world]
+            self._examples = lambda k: [{"example": e} for e in shard[k * self.batch_size : (k + 1) * self.batch_size]]
+            count = -(-len(shard) // self.batch_size)
+            self._numbers = lambda first, step: read_sequence(range(first, count, step))
         self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0)
         self._start(0)
 
     def _start(self, batches: int) -> None:
-        """(Re)build the pipeline so that it hands out batches from number `batches` on."""
-        self.batches = batches
-        self.pipeline = (self._examples(batches * self.batch_size)
-                         .bucket(self.batch_size, drop_remainder=self.train)
-                         .map(self._clips.batch, num_parallel_calls=self.data.num_parallel_calls)
-                         .prefetch(self.data.prefetch)
-                         .and_return())
+        """(Re)build the workers so that the loader hands out batches from number `batches` on."""
+        self.batches = self._first = batches
+        workers = self.data.num_parallel_calls
+        self._workers = [iter(self._numbers(batches + j, workers)
+                              .map(lambda k: self._clips.batch(self._examples(k)))
+                              .prefetch(self.data.prefetch)
+                              .and_return())
+                         for j in range(workers)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for batch in self.pipeline:
+        while True:
+            try:
+                batch = next(self._workers[(self.batches - self._first) % len(self._workers)])
+            except StopIteration:  # the worker due for the next batch has none left: the pass is over
+                return
             self.batches += 1
             self.bad.record(len(batch["path"]), batch.pop("bad"))
             self.bad.check()
