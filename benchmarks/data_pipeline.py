@@ -92,14 +92,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one thread per worker / decode thread: no oversubscription of the cores
+    torch.set_num_threads(1)  # one torch thread per data worker: no oversubscription of the cores
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_clips(Path(tmp), args.clips)
         dataset = Dataset([Example(p) for p in paths])
         data = DataConfig(batch_size=32, num_parallel_calls=args.workers, prefetch=2)
         loader = AudioLoader(dataset, FEATURES, data, train=False)
-        # Persistent workers started by a fork server: forking this process once its decode threads run can
+        # Persistent workers started by a fork server: forking this process once its data threads run can
         # deadlock a worker; the start method does not change the steady-state rate.
         reference_loader = torch.utils.data.DataLoader(ReferenceDataset(paths), batch_size=32,
                                                        num_workers=args.workers, persistent_workers=True,
@@ -128,7 +128,7 @@ def main() -> None:
         rate_ours, rate_ref, rate_clips = (statistics.median(r) for r in zip(*runs))
     print(f"pipeline, 10-s clips, {args.workers} workers: AudioLoader {rate_ours:.1f} clips/s, "
           f"DataLoader + torchaudio {rate_ref:.1f} clips/s, ratio {rate_ours / rate_ref:.2f}x; "
-          f"a clip per parallel call {rate_clips:.1f} clips/s (batch per call {rate_ours / rate_clips:.2f}x faster)")
+          f"a clip per parallel call {rate_clips:.1f} clips/s (batch per worker: {rate_ours / rate_clips:.2f}x)")
 
     wave = 0.1 * torch.randn(160_000)
     batch = 0.1 * torch.randn(32, 160_000)

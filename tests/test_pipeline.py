@@ -47,6 +47,18 @@ def test_resume_from_state_dict_gives_identical_batches(esc, consumed):
         assert torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["target"], b["target"])
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_the_number_of_workers_does_not_change_the_batches(esc, train):
+    def batches(workers):
+        data = DataConfig(batch_size=8, mixup=0.5, num_parallel_calls=workers)
+        return take(AudioLoader(esc, ESC_FEATURES, data, train=train, seed=1), 13)  # eval: 100 clips in 13 batches
+
+    one, three = batches(1), batches(3)
+    assert [len(b["path"]) for b in three] == ([8] * 13 if train else [8] * 12 + [4])
+    for a, b in zip(one, three, strict=True):
+        assert a["path"] == b["path"] and torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["target"], b["target"])
+
+
 def test_a_data_state_of_another_format_is_refused_in_one_line(esc):
     loader = AudioLoader(esc, ESC_FEATURES, DataConfig(batch_size=8), train=True)
     with pytest.raises(DataError, match="start a fresh run directory"):

@@ -6,12 +6,13 @@ shard. `num_parallel_calls` worker pipelines each read + decode + run the front 
 in their own prefetch thread, and the loader takes their batches in turn, the way a DataLoader's worker
 processes do. Bad clips are dropped from their batch, which then comes out smaller. Whole batches per thread
 rather than fairseq2's parallel map over clips: that map waits for its whole group before handing results on,
-so its threads sat idle while the pipeline thread collated (`benchmarks/data_pipeline.py` measures both).
+and its pipeline thread collates alone (`benchmarks/data_pipeline.py` measures both).
 
 Every random draw of an example (crop, SpecAugment, noise, mixup) comes from a generator seeded by (seed, rank,
-the example's running number), and batch k always holds the same examples. The state of a loader is therefore the number of batches it has handed out: a resumed loader starts its counter
-there and yields exactly the batches an uninterrupted run would have seen, with nothing buffered in the
-checkpoint. This is the only module that imports fairseq2.
+the example's running number), and batch k always holds the same examples. The state of a loader is
+therefore the number of batches it has handed out: a resumed loader starts its counter there and yields
+exactly the batches an uninterrupted run would have seen, with nothing buffered in the checkpoint. This is the
+only module that imports fairseq2.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class DataConfig:
     valid: DatasetConfig = field(default_factory=DatasetConfig)  # empty path: hold out `valid_holdout` clips
     valid_holdout: int = 0
     batch_size: int = 24  # per process
-    num_parallel_calls: int = 2  # batches prepared in parallel, one thread each
-    prefetch: int = 2  # batches
+    num_parallel_calls: int = 2  # worker threads, each preparing whole batches
+    prefetch: int = 2  # batches queued per worker
     balanced: bool = False  # class-balanced sampling with replacement (AudioSet-2M)
     mixup: float = 0.0  # probability of waveform mixup per training clip
     max_bad_fraction: float = 0.01  # stop when more clips than this fraction are unreadable
