@@ -171,9 +171,10 @@ class EpochSampler:
 
     def __init__(self, items: list, seed: int):
         self.items, self.seed = items, seed
+        # Per-epoch order, cached thread-safely: the worker threads straddle at most two epochs.
+        self.order = functools.lru_cache(maxsize=2)(self._permutation)
 
-    @functools.lru_cache(maxsize=2)  # thread-safe; the workers straddle at most two epochs
-    def order(self, epoch: int) -> np.ndarray:
+    def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
 
     def __call__(self, number: int):
