@@ -112,7 +112,7 @@ def _fbank(waveform: torch.Tensor, window: torch.Tensor, bands: List[Tuple[int, 
     x[..., 1:] -= preemphasis * x[..., :-1]  # the right side is evaluated before the in-place update
     x[..., 0] *= 1 - preemphasis  # the first sample is its own predecessor
     x *= window
-    # |X|^2 squared in place on the interleaved (re, im) pairs; the filters' rows are doubled to match.
+    # |X|^2 as the interleaved (re, im) pairs squared in place; the filters' rows are doubled to match.
     power = torch.view_as_real(torch.fft.rfft(padded)).square_().flatten(-2)
     mel = torch.cat([power[..., 2 * lo : 2 * hi] @ weights for lo, hi, weights in bands], -1)
     return mel.clamp_(min=1.1920928955078125e-07).log_()  # float32 eps
