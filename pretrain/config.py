@@ -15,6 +15,7 @@ from ssast.pretraining import SSLConfig
 class PretrainConfig:
     run_dir: str = ""  # default: runs/pretrain-<date>-<time>
     resume: str = "none"  # none | auto (latest checkpoint of run_dir) | path of a checkpoint
+    overwrite: bool = False  # replace a run already in run_dir (without it, such a run_dir is refused)
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -8,10 +8,11 @@ from typing import Callable, TypeVar
 from ssast.config import ConfigError
 from ssast.data.pipeline import DataError
 from ssast.data.readers import ManifestError
+from ssast.engine import RunError
 from ssast.models.checkpoint import CheckpointError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError)
+USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError, RunError)
 
 
 def run_cli(prog: str, fn: Callable[[], T]) -> T:

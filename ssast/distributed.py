@@ -63,3 +63,26 @@ def any_rank(flag: bool, d: Dist) -> bool:
     t = _tensor([float(flag)])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_true(flag: torch.Tensor, d: Dist) -> bool:
+    """True when a boolean tensor is true on every process; the caller's only host-device sync."""
+    if d.world > 1:
+        flag = flag.to(torch.float64).reshape(1)
+        flag = flag if dist.get_backend() == "nccl" else flag.cpu()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
+
+
+def gather(obj, d: Dist) -> list:
+    """Every process's `obj`, in rank order (on every process)."""
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()

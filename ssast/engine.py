@@ -2,9 +2,10 @@
 
 One `Trainer` runs a `Task` (what a step computes and how validation scores it) with: single process or DDP,
 fp32 / bf16 / fp16 autocast (a grad scaler for fp16), gradient accumulation and clipping, the reference's
-optimiser and schedules or modern ones, atomic checkpoints (every N steps and on SIGTERM / SIGUSR1 / SIGUSR2)
-that resume exactly (model, optimiser, scheduler, scaler, the run's generator, data pipeline, step), and logs
-(``metrics.jsonl``, TensorBoard, a progress line with clips/s and ETA).
+optimiser and schedules or modern ones, atomic checkpoints (every N steps and on SIGINT / SIGTERM / SIGUSR1 /
+SIGUSR2) that resume exactly from any of them (model, optimiser, scheduler, scaler, each rank's generator and
+data pipeline, step), steps with a non-finite loss or gradient skipped and counted, and logs (``metrics.jsonl``,
+TensorBoard, a progress line with clips/s and ETA).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional, Protocol
 
 import torch
+import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssast.distributed import Dist, all_mean, any_rank, init_distributed
-from ssast.models.checkpoint import load_state, model_state, read
+from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, gather, init_distributed
+from ssast.models.checkpoint import CheckpointError, load_state, model_state, read
 
 log = logging.getLogger("ssast")
 
@@ -61,13 +63,21 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     tensorboard: bool = True
+    max_skipped_steps: int = 5  # steps in a row with a non-finite loss or gradient before the run stops
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on (a run folder in the way, diverged training); one line for the user."""
 
 
 class Task(Protocol):
     """What a stage trains: the model, one step's losses, and validation."""
 
     model: nn.Module
-    monitor: str  # validation metric for the plateau schedule and best.pt (higher is better)
+    # Validation metric for the plateau schedule and best.pt, and whether higher ("max") or lower ("min") is
+    # better; None: the task has no validation data (no validation, no best.pt).
+    monitor: Optional[str]
+    mode: Literal["max", "min"]
 
     def step(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Losses of one micro-batch; "loss" is minimised, the others are logged."""
@@ -99,10 +109,11 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer
 class Schedule:
     """Learning rate per step, plus the reference's ReduceLROnPlateau on the monitored metric."""
 
-    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, max_steps: int):
+    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, max_steps: int,
+                 mode: Literal["max", "min"] = "max"):
         self.cfg, self.optimizer, self.max_steps = cfg, optimizer, max_steps
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
     def _set(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -153,10 +164,60 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints")  # what a run writes in its folder
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.rsplit("_", 1)[1])
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint restores. The model, optimiser, schedule and scaler are the same on every
+    process; the generator and the data pipeline are each process's own, so a checkpoint holds one of those
+    per rank and any checkpoint of the run (``step_N.pt``, ``best.pt``) resumes exactly."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    loader: Any
+    step: int = 0
+    best: Optional[float] = None  # best monitored validation value so far
+    skipped: int = 0  # steps skipped for a non-finite loss or gradient
+
+    def local_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "data": self.loader.state_dict()}
+
+    def state_dict(self, ranks: list[dict]) -> dict:
+        return {**model_state(self.model), "step": self.step, "best": self.best, "skipped_steps": self.skipped,
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(), "ranks": ranks}
+
+    def load_state_dict(self, state: dict, path: Path, d: Dist) -> None:
+        if "optimizer" not in state:
+            raise CheckpointError(f"{path} holds model weights only, not a run to resume")
+        if len(state["ranks"]) != d.world:
+            raise CheckpointError(f"{path} was written by {len(state['ranks'])} process(es); resume it with that "
+                                  f"many (this run has {d.world})")
+        load_state(self.model, state["model"], f"checkpoint {path}")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.best, self.skipped = state["step"], state["best"], state["skipped_steps"]
+        self.generator.set_state(state["ranks"][d.rank]["generator"])
+        self.loader.load_state_dict(state["ranks"][d.rank]["data"])
+
+
 class Trainer:
+    """Runs a `Task` in a run folder. Construction checks the folder (a run already there is continued only with
+    ``resume``, replaced only with ``overwrite``) and writes the resolved configuration."""
+
     def __init__(self, cfg: TrainConfig, optim: OptimConfig, run_dir: str | Path, run_config: dict,
-                 find_unused_parameters: bool = False):
-        self.cfg, self.optim_cfg, self.run_config = cfg, optim, run_config
+                 resume: str = "none", overwrite: bool = False, find_unused_parameters: bool = False):
+        self.cfg, self.optim_cfg, self.run_config, self.resume = cfg, optim, run_config, resume
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = resolve_device(cfg.device)
@@ -168,10 +229,23 @@ class Trainer:
             torch.cuda.set_device(self.device)
         setup_logging(self.dist.main)
         self.find_unused = find_unused_parameters
-        self.step = 0
-        self.best = -math.inf
         self._saved_step = -1
         self._signal: Optional[int] = None
+        self._open_run_dir(overwrite)
+
+    def _open_run_dir(self, overwrite: bool) -> None:
+        existing = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        if existing and self.resume == "none" and not overwrite:
+            raise RunError(f"{self.run_dir} already holds a run ({', '.join(existing)}): continue it with "
+                           f"resume=auto, choose another run_dir, or pass overwrite=true to replace it")
+        barrier(self.dist)  # every rank has looked before the main one writes
+        if self.dist.main:
+            if overwrite and self.resume == "none":
+                for name in existing:
+                    path = self.run_dir / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.run_config, sort_keys=False))
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -183,73 +257,69 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self._signal = signum  # acted on between steps: checkpoint, then stop
 
-    def _install_signals(self) -> None:
-        for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(s, self._on_signal)
-
     # -- checkpoints --------------------------------------------------------------------------------------
-    def save(self, model: nn.Module, optimizer, schedule: Schedule, scaler, generator, loader,
-             best: bool = False) -> None:
-        """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``). Under DDP
-        each rank also writes its own generator and data-pipeline state beside it."""
-        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
-        if self._saved_step != self.step:
-            self._write(path, model, optimizer, schedule, scaler, generator, loader)
-            self._saved_step = self.step
+    def save(self, run: RunState, best: bool = False) -> None:
+        """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``)."""
+        path = self.ckpt_dir / f"step_{run.step:08d}.pt"
+        if self._saved_step != run.step:
+            finite = torch.stack([p.detach().isfinite().all() for p in run.model.parameters()]).all()
+            if not finite:  # cannot happen through a step (non-finite steps are skipped); guard the files anyway
+                raise RunError(f"refusing to write a checkpoint with non-finite weights at step {run.step}")
+            ranks = gather(run.local_state(), self.dist)
+            if self.dist.main:
+                self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+                atomic_save({**run.state_dict(ranks), "config": self.run_config}, path)
+                _link(path, self.ckpt_dir / "last.pt")
+                self._prune(run.step)
+            self._saved_step = run.step
         if best and self.dist.main:
             _link(path, self.ckpt_dir / "best.pt")
 
-    def _write(self, path: Path, model, optimizer, schedule, scaler, generator, loader) -> None:
-        state = {**model_state(model), "step": self.step, "best": self.best, "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
-                 "generator": generator.get_state(), "data": loader.state_dict(), "config": self.run_config}
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        if self.dist.world > 1:  # each rank keeps its own data-pipeline and generator state
-            atomic_save({"generator": state["generator"], "data": state["data"]},
-                        self.ckpt_dir / f"rank{self.dist.rank}_step_{self.step:08d}.pt")
-        if not self.dist.main:
-            return
-        atomic_save(state, path)
-        _link(path, self.ckpt_dir / "last.pt")
-        for old in sorted(self.ckpt_dir.glob("step_*.pt"))[: -self.cfg.keep_last or None]:
+    def _prune(self, step: int) -> None:
+        """Keep the newest `keep_last` step checkpoints; drop those of steps after `step` (a run resumed from an
+        older checkpoint abandons them, as it drops their metrics)."""
+        steps = sorted(self.ckpt_dir.glob("step_*.pt"), key=_step_of)
+        kept = [p for p in steps if _step_of(p) <= step][-self.cfg.keep_last or len(steps):]
+        for old in set(steps) - set(kept):
             old.unlink()
-        for old in self.ckpt_dir.glob("rank*_step_*.pt"):
-            if int(old.stem.rsplit("_", 1)[1]) < self.step - self.cfg.keep_last * self.cfg.checkpoint_every:
-                old.unlink(missing_ok=True)
 
-    def restore(self, path: Path, model, optimizer, schedule, scaler, generator, loader) -> None:
-        state = read(path)
-        load_state(model, state["model"], f"checkpoint {path}")
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        self.step, self.best = state["step"], state["best"]
-        self._saved_step = self.step
-        if self.dist.world > 1:
-            state = read(self.ckpt_dir / f"rank{self.dist.rank}_step_{self.step:08d}.pt")
-        generator.set_state(state["generator"])
-        loader.load_state_dict(state["data"])
-        log.info("resumed from %s at step %d", path, self.step)
+    def _checkpoint_to_resume(self) -> Optional[tuple[Path, dict]]:
+        """(path, state) of the checkpoint `resume` names. ``auto``: ``last.pt``, or, if it cannot be read, the
+        newest readable ``step_N.pt`` (with a warning); None when the folder holds no checkpoint yet."""
+        if self.resume == "none":
+            return None
+        if self.resume != "auto":
+            return Path(self.resume), read(self.resume)
+        candidates = [self.ckpt_dir / "last.pt", *sorted(self.ckpt_dir.glob("step_*.pt"), key=_step_of, reverse=True)]
+        candidates = [p for p in candidates if p.exists()]
+        for path in candidates:
+            try:
+                return path, read(path)
+            except CheckpointError as e:
+                log.warning("%s; trying an older checkpoint", e)
+        if candidates:
+            raise CheckpointError(f"no readable checkpoint in {self.ckpt_dir}: start a fresh run_dir")
+        return None
 
     # -- logging ------------------------------------------------------------------------------------------
-    def _open_logs(self):
+    def _open_logs(self, step: int):
         if not self.dist.main:
             return None, None
         metrics = self.run_dir / "metrics.jsonl"
         if metrics.exists():  # drop lines of steps after the checkpoint we resumed from
-            keep = [l for l in metrics.read_text().splitlines() if l and json.loads(l).get("step", 0) <= self.step]
+            keep = [l for l in metrics.read_text().splitlines() if l and json.loads(l).get("step", 0) <= step]
             metrics.write_text("".join(l + "\n" for l in keep))
         writer = None
         if self.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
+            writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
         return open(metrics, "a"), writer
 
     def _progress(self, record: dict, start: float, start_step: int) -> None:
-        done = self.step - start_step
-        eta = (time.perf_counter() - start) / max(done, 1) * (self.cfg.max_steps - self.step)
-        line = (f"step {self.step}/{self.cfg.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+        done = record["step"] - start_step
+        eta = (time.perf_counter() - start) / max(done, 1) * (self.cfg.max_steps - record["step"])
+        line = (f"step {record['step']}/{self.cfg.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                 f"{record['clips_per_s']:.1f} clips/s eta {int(eta) // 60}m{int(eta) % 60:02d}s")
         if sys.stderr.isatty():
             print("\r" + line, end="", file=sys.stderr, flush=True)
@@ -257,78 +327,94 @@ class Trainer:
             log.info(line)
 
     # -- the loop -----------------------------------------------------------------------------------------
-    def fit(self, task: Task, loader, resume: str = "none") -> dict:
+    def fit(self, task: Task, loader) -> dict:
         cfg = self.cfg
         model = task.model.to(self.device)
         optimizer = build_optimizer(self.optim_cfg, model)
-        schedule = Schedule(self.optim_cfg, optimizer, cfg.max_steps)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank)
-        run_state = (model, optimizer, schedule, scaler, generator, loader)
-        checkpoint = self._resume_path(resume)
-        if checkpoint is not None:
-            self.restore(checkpoint, *run_state)
+        run = RunState(model, optimizer, Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode),
+                       torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16"),
+                       torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank), loader)
+        resumed = self._checkpoint_to_resume()
+        if resumed is not None:
+            run.load_state_dict(resumed[1], resumed[0], self.dist)
+            self._saved_step = run.step
+            log.info("resumed from %s at step %d", resumed[0], run.step)
+        if task.monitor is None:
+            log.info("no validation data: training without validation; checkpoints keep last.pt, no best.pt")
         ddp = model if self.dist.world == 1 else DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
             find_unused_parameters=self.find_unused)
-        metrics_file, writer = self._open_logs()
-        self._install_signals()
+        metrics_file, writer = self._open_logs(run.step)
+        handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         batches: Iterator = iter(loader)
-        start, start_step, last_log, clips = time.perf_counter(), self.step, time.perf_counter(), 0
-        last_eval: dict = {}
+        start, start_step, last_log, clips = time.perf_counter(), run.step, time.perf_counter(), 0
+        in_a_row, last_eval = 0, {}
         try:
-            while self.step < cfg.max_steps:
-                schedule.before_step(self.step)
+            while run.step < cfg.max_steps:
+                run.schedule.before_step(run.step)
                 model.train()
                 optimizer.zero_grad(set_to_none=True)
-                totals: dict[str, float] = {}
+                totals: dict[str, torch.Tensor] = {}
+                paths: list[str] = []
                 for micro in range(cfg.grad_accum):
                     batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                              for k, v in next(batches).items()}
                     sync = micro == cfg.grad_accum - 1 or self.dist.world == 1
                     with (nullcontext() if sync else ddp.no_sync()), self._autocast():
-                        out = task.step(ddp, batch, generator)
-                    scaler.scale(out["loss"] / cfg.grad_accum).backward()
-                    for k, v in out.items():
-                        totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
-                    clips += batch["fbank"].shape[0]
-                scaler.unscale_(optimizer)
+                        out = task.step(ddp, batch, generator=run.generator)
+                    run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
+                    for k, v in out.items():  # on the device: read only at log steps
+                        totals[k] = totals.get(k, 0.0) + v.detach().float() / cfg.grad_accum
+                    paths += batch["path"]
+                clips += len(paths)
+                run.scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad or math.inf)
-                scaler.step(optimizer)
-                scaler.update()
-                self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                # fp16: the grad scaler skips steps with non-finite gradients itself (and lowers its scale)
+                finite = totals["loss"].isfinite() & (grad_norm.isfinite() if cfg.precision != "fp16" else True)
+                if all_true(finite, self.dist):
+                    run.scaler.step(optimizer)
+                    in_a_row = 0
+                else:
+                    run.skipped, in_a_row = run.skipped + 1, in_a_row + 1
+                    log.warning("step %d: non-finite loss %s or gradient norm %s; optimiser not stepped (%d in a "
+                                "row); clips: %s", run.step + 1, float(totals["loss"]), float(grad_norm), in_a_row,
+                                " ".join(paths))
+                run.scaler.update()
+                run.step += 1
+                if in_a_row > cfg.max_skipped_steps:
+                    self.save(run)  # the weights are those of the last finite step
+                    raise RunError(f"{in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
+                                   f"{run.step}; limit train.max_skipped_steps={cfg.max_skipped_steps}); checkpoint "
+                                   f"written: lower optim.lr, set train.clip_grad or check the data")
+                if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
                     now = time.perf_counter()
-                    record = {"step": self.step, **totals, "lr": optimizer.param_groups[0]["lr"],
-                              "grad_norm": float(grad_norm), "clips_per_s": clips * self.dist.world / (now - last_log),
-                              "bad_clips": loader.bad.bad}
+                    record = {"step": run.step, **{k: float(v) for k, v in totals.items()},
+                              "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+                              "clips_per_s": clips * self.dist.world / (now - last_log), "bad_clips": loader.bad.bad,
+                              "skipped_steps": run.skipped}
                     last_log, clips = now, 0
                     self._log(record, metrics_file, writer, start, start_step)
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    last_eval = self._evaluate(task, model, schedule, writer, metrics_file)
-                    if last_eval[task.monitor] > self.best:
-                        self.best = last_eval[task.monitor]
-                        self.save(*run_state, best=True)
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
-                    self.save(*run_state)
+                if task.monitor and (run.step % cfg.eval_every == 0 or run.step == cfg.max_steps):
+                    last_eval = self._evaluate(task, model, run.schedule, writer, metrics_file, run.step)
+                    value = last_eval[task.monitor]
+                    if run.best is None or (value > run.best if task.mode == "max" else value < run.best):
+                        run.best = value
+                        self.save(run, best=True)
+                if run.step % cfg.checkpoint_every == 0 or run.step == cfg.max_steps:
+                    self.save(run)
                 if any_rank(self._signal is not None, self.dist):  # every rank stops at the same step
-                    self.save(*run_state)
-                    log.info("signal %s: checkpoint written at step %d, stopping", self._signal, self.step)
+                    self.save(run)
+                    name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
+                    log.info("%s: checkpoint written at step %d, stopping (resume=auto continues)", name, run.step)
                     break
         finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
             if metrics_file:
                 metrics_file.close()
             if writer:
                 writer.close()
         return last_eval
-
-    def _resume_path(self, resume: str) -> Optional[Path]:
-        if resume == "none":
-            return None
-        if resume == "auto":
-            last = self.ckpt_dir / "last.pt"
-            return last if last.exists() else None
-        return Path(resume)
 
     def _log(self, record: dict, metrics_file, writer, start: float, start_step: int) -> None:
         if not self.dist.main:
@@ -338,10 +424,10 @@ class Trainer:
         if writer:
             for k, v in record.items():
                 if k != "step":
-                    writer.add_scalar(f"train/{k}", v, self.step)
+                    writer.add_scalar(f"train/{k}", v, record["step"])
         self._progress(record, start, start_step)
 
-    def _evaluate(self, task: Task, model: nn.Module, schedule: Schedule, writer, metrics_file) -> dict:
+    def _evaluate(self, task: Task, model: nn.Module, schedule: Schedule, writer, metrics_file, step: int) -> dict:
         model.eval()
         with torch.no_grad(), self._autocast():
             result = all_mean(task.evaluate(model), self.dist)
@@ -350,13 +436,12 @@ class Trainer:
         if self.dist.main:
             if sys.stderr.isatty():
                 print(file=sys.stderr)
-            log.info("valid step %d: %s", self.step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
-            metrics_file.write(json.dumps({"step": self.step, **{f"valid_{k}": v for k, v in result.items()}}) + "\n")
+            log.info("valid step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
+            metrics_file.write(json.dumps({"step": step, **{f"valid_{k}": v for k, v in result.items()}}) + "\n")
             metrics_file.flush()
             if writer:
                 for k, v in result.items():
-                    writer.add_scalar(f"valid/{k}", v, self.step)
+                    writer.add_scalar(f"valid/{k}", v, step)
                 for k, img in images.items():
-                    writer.add_image(k, img, self.step)
+                    writer.add_image(k, img, step)
         return result
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,14 @@ class SSLConfig:
 
 
 class PretrainTask:
-    monitor = "mpc_acc"
+    """Validation computes what the objective trains and follows MPC accuracy (joint, mpc) or the MPG loss
+    (mpg); without a validation loader the run has no validation."""
 
-    def __init__(self, model: SSASTModel, ssl: SSLConfig, valid_loader, device: torch.device, seed: int = 0):
+    def __init__(self, model: SSASTModel, ssl: SSLConfig, valid_loader: Optional[object], device: torch.device,
+                 seed: int = 0):
         self.model, self.ssl, self.valid, self.device, self.seed = model, ssl, valid_loader, device, seed
+        self.monitor = None if valid_loader is None else "mpg_loss" if ssl.objective == "mpg" else "mpc_acc"
+        self.mode = "min" if ssl.objective == "mpg" else "max"
 
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         s = self.ssl
@@ -38,12 +42,12 @@ class PretrainTask:
             yield batch["fbank"].to(self.device)
 
     def evaluate(self, model: SSASTModel) -> dict[str, float]:
-        """Both objectives with their own masks, drawn from the same seed at every validation."""
+        """The objective's losses, each head with its own masks, drawn from the same seed at every validation."""
         generator = torch.Generator().manual_seed(self.seed + 7919)
         totals, count = {}, 0
         for fbank in self._valid_batches():
             out = model(fbank, mask_size=self.ssl.valid_mask_size, cluster=self.ssl.cluster,
-                        mpg_weight=self.ssl.mpg_weight, generator=generator)
+                        mpg_weight=self.ssl.mpg_weight, objective=self.ssl.objective, generator=generator)
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(fbank)
             count += len(fbank)

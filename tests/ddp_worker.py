@@ -5,10 +5,7 @@ import json
 import os
 import sys
 
-
 import pretrain.__main__ as stage
-from pretrain.config import PretrainConfig
-from ssast.config import load_config
 from ssast.pretraining import PretrainTask
 
 records = []
@@ -22,6 +19,6 @@ def recording_step(self, model, batch, generator):
 
 
 PretrainTask.step = recording_step
-stage.run(load_config(PretrainConfig, sys.argv[1], sys.argv[2:]))
-with open(os.path.join(os.environ["RECORD_DIR"], f"rank{os.environ['RANK']}.json"), "w") as f:
+stage.main(["--config", *sys.argv[1:]])
+with open(os.path.join(os.environ["RECORD_DIR"], f"rank{os.environ.get('RANK', 0)}.json"), "w") as f:
     json.dump(records, f)

@@ -201,10 +201,11 @@ def read_dataset(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
 
 
 def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
-    """Every k-th example held out (deterministic) so that ``count`` remain for validation."""
-    step = max(2, len(dataset.examples) // max(count, 1))
-    held = set(range(0, len(dataset.examples), step)[:count])
+    """(rest, held out): exactly ``count`` examples, evenly spaced through the list, held out (deterministic)."""
+    n = len(dataset.examples)
+    if not 0 <= count < n:
+        raise ManifestError(f"cannot hold out {count} of the {n} examples for validation")
+    held = {i * n // count for i in range(count)}  # distinct, as n / count > 1
     pick = lambda keep: [e for i, e in enumerate(dataset.examples) if (i in held) != keep]
     rest = dict(classes=dataset.classes, multi_label=dataset.multi_label)
     return Dataset(pick(True), **rest), Dataset(pick(False), **rest)
-

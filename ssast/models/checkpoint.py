@@ -10,6 +10,7 @@ tensors; the unused 1000-class timm heads ``v.head``/``v.head_dist`` are dropped
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 from pathlib import Path
 from typing import Optional
@@ -32,8 +33,11 @@ def read(source) -> dict:
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
+    try:  # weights_only: a checkpoint is data; a pickle that would build arbitrary objects (run code) is refused
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                              f"containers, and unpickling them could run code") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
