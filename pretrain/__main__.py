@@ -1,7 +1,14 @@
-"""Pretraining: ``python -m pretrain --config configs/pretrain/<recipe>.yaml [key=value ...]``."""
+"""Pretrain an AST encoder with SSAST's masked spectrogram patch modeling (MPC + MPG).
+
+Writes config.yaml, metrics.jsonl, TensorBoard events and checkpoints/ into run_dir; resume=auto continues a
+stopped run exactly, init=<checkpoint> starts from released or earlier weights. Example:
+    python -m pretrain --config configs/pretrain/demo.yaml data.root=data/demo run_dir=runs/demo
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -13,10 +20,12 @@ from ssast.config import cli_config, to_dict
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import read_dataset, split_holdout
 from ssast.engine import Trainer
-from ssast.models import SSASTModel
+from ssast.models import CheckpointError, SSASTModel
+from ssast.models.checkpoint import load_pretraining
 from ssast.pretraining import PretrainTask
 
 PROG = "python -m pretrain"
+log = logging.getLogger("ssast")
 
 
 def run(cfg: PretrainConfig) -> dict:
@@ -26,20 +35,38 @@ def run(cfg: PretrainConfig) -> dict:
         valid = read_dataset(cfg.data.valid, cfg.data.root)
     elif cfg.data.valid_holdout:
         train, valid = split_holdout(train, cfg.data.valid_holdout)
+    torch.manual_seed(cfg.train.seed)
+    model = SSASTModel(cfg.model)
+    if cfg.init:
+        start_from(model, cfg.init)
     run_dir = Path(cfg.run_dir or f"runs/pretrain-{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(cfg.train, cfg.optim, run_dir, to_dict(cfg), cfg.resume, cfg.overwrite,
                       find_unused_parameters=cfg.ssl.objective != "joint")
     rank, world = trainer.dist.rank, trainer.dist.world
-    torch.manual_seed(cfg.train.seed)
-    model = SSASTModel(cfg.model)
+    m, (f, t) = cfg.model, model.v.grid
+    log.info("train: %d clips (%s %s)%s", len(train.examples), cfg.data.train.kind, cfg.data.train.path,
+             f"; valid: {len(valid.examples)} clips" if valid else "")
+    log.info("model: SSAST %s, %d layers, %dx%d patches, %dx%d grid, %.2fM parameters%s; objective %s%s", m.size,
+             m.depth, m.fshape, m.tshape, f, t, sum(p.numel() for p in model.parameters()) / 1e6,
+             f", from {cfg.init}" if cfg.init else "", cfg.ssl.objective, ", shared mask" if cfg.ssl.shared_mask else "")
     train_loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=world)
     valid_loader = valid and AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=world)
     task = PretrainTask(model, cfg.ssl, valid_loader, trainer.device, cfg.train.seed)
     return trainer.fit(task, train_loader)
 
 
+def start_from(model: SSASTModel, path: str) -> None:
+    """Copy the weights of a pretraining checkpoint whose architecture is the recipe's."""
+    source = load_pretraining(path)
+    ours, theirs = dataclasses.asdict(model.cfg), dataclasses.asdict(source.cfg)
+    differ = [f"model.{k}={theirs[k]}" for k in ours if k != "fused_attn" and ours[k] != theirs[k]]
+    if differ:
+        raise CheckpointError(f"init checkpoint {path} has another architecture: set {' '.join(differ)}")
+    model.load_state_dict(source.state_dict())
+
+
 def main(argv: list[str] | None = None) -> dict:
-    cfg = cli_config(PretrainConfig, argv, prog=PROG)
+    cfg = cli_config(PretrainConfig, argv, prog=PROG, doc=__doc__, recipes="pretrain")
     return run_cli(PROG, lambda: run(cfg))
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ssast.config import invalid
 from ssast.data.pipeline import DataConfig
 from ssast.engine import OptimConfig, TrainConfig
 from ssast.features import FeatureConfig
-from ssast.models import ModelConfig
+from ssast.models import ModelConfig, grid_size
 from ssast.pretraining import SSLConfig
 
 
@@ -16,9 +17,26 @@ class PretrainConfig:
     run_dir: str = ""  # default: runs/pretrain-<date>-<time>
     resume: str = "none"  # none | auto (latest checkpoint of run_dir) | path of a checkpoint
     overwrite: bool = False  # replace a run already in run_dir (without it, such a run_dir is refused)
+    init: str = ""  # start from the weights of a checkpoint (released SSAST pretraining or this project's)
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        m = self.model
+        if (m.fstride, m.tstride) != (m.fshape, m.tshape):
+            raise invalid("model.fstride", [m.fstride, m.tstride], f"the patch shape [{m.fshape}, {m.tshape}] "
+                          "(pretraining uses non-overlapping patches)")
+        if self.features.target_length != m.input_tdim:
+            raise invalid("features.target_length", self.features.target_length,
+                          f"model.input_tdim ({m.input_tdim}), the frames the encoder takes")
+        if self.features.num_mel_bins != m.input_fdim:
+            raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"model.input_fdim ({m.input_fdim})")
+        f, t = grid_size(m)
+        most = f * t - 2 if self.ssl.cluster else f * t  # cluster masks never take patch 0 and need one spare
+        for key in ("mask_size", "valid_mask_size"):
+            if getattr(self.ssl, key) > most:
+                raise invalid(f"ssl.{key}", getattr(self.ssl, key), f"<= {most} for a {f}x{t} patch grid")

@@ -3,7 +3,8 @@
     python -m probes linear --config configs/probes/<recipe>.yaml [checkpoints=[a.pt,b.pt]] [key=value ...]
 
 Linear probe of each checkpoint, of the same encoder at random initialisation, and of the fbank-statistics
-baseline on every task of the recipe; prints a table of mean +- std over seeds / checkpoints.
+baseline on every task of the recipe; prints a table of mean +- std over seeds / checkpoints. Example:
+    python -m probes linear --config configs/probes/demo.yaml checkpoints=[runs/demo/seed0/checkpoints/last.pt]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from probes.config import ProbeConfig, ProbeTaskConfig
 from ssast.cli import run_cli
-from ssast.config import ConfigError, cli_config
+from ssast.config import ConfigError, cli_config, usage
 from ssast.data.readers import read_dataset
 from ssast.models import ASTEncoder, SSASTModel, load_encoder
 from ssast.probing import Features, embed, fbank_statistics, fold_accuracy, linear_probe, read_features
@@ -31,7 +32,7 @@ def task_features(cfg: ProbeConfig, task: ProbeTaskConfig) -> dict[str, Features
     features = dataclasses.replace(cfg.features, target_length=task.target_length)
     parts = ([str(f) for f in task.folds] if task.protocol == "folds" else [task.train_split, task.test_split])
     return {p: read_features(read_dataset(dataclasses.replace(task.dataset, split=p), cfg.data.root), features,
-                             cfg.data) for p in parts}
+                             cfg.data, desc=f"{task.name}: reading {p}") for p in parts}
 
 
 def score(task: ProbeTaskConfig, parts: dict[str, Features], represent, c: float) -> float:
@@ -46,12 +47,19 @@ def score(task: ProbeTaskConfig, parts: dict[str, Features], represent, c: float
 
 
 def encoders(cfg: ProbeConfig) -> dict[str, list[ASTEncoder]]:
-    trained = [load_encoder(p) for p in cfg.checkpoints]
+    """The encoders to probe, checked against every task's clip length before any clip is read."""
+    trained = [load_encoder(p, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
+               for p in cfg.checkpoints]
     arch = trained[0].cfg if trained else cfg.model
     random_init = []
     for seed in cfg.random_init_seeds:
         torch.manual_seed(seed)  # the pretraining stage's initialisation for this seed
         random_init.append(SSASTModel(arch).v)
+    for i, task in enumerate(cfg.tasks):
+        for encoder in trained + random_init[:1]:
+            if task.target_length % encoder.cfg.input_tdim:
+                raise ConfigError(f"config key 'tasks[{i}].target_length' must be a multiple of the encoder input "
+                                  f"({encoder.cfg.input_tdim} frames), got {task.target_length}")
     return {name: group for name, group in (("random init", random_init), ("pretrained", trained)) if group}
 
 
@@ -66,7 +74,8 @@ def linear(cfg: ProbeConfig) -> dict:
             results.setdefault("fbank mean+std", {})[task.name] = [score(task, parts, fbank_statistics, cfg.c)]
         for name, group in groups.items():
             results.setdefault(name, {})[task.name] = [
-                score(task, parts, lambda x, e=e: embed(e, x), cfg.c) for e in group]
+                score(task, parts, lambda x, e=e, i=i: embed(e, x, desc=f"{task.name}: {name} {i + 1}/{len(group)}"),
+                      cfg.c) for i, e in enumerate(group)]
     print(table(results, [t.name for t in cfg.tasks]))
     if cfg.output:
         Path(cfg.output).write_text(json.dumps(results, indent=1))
@@ -87,10 +96,11 @@ def table(results: dict[str, dict[str, list[float]]], tasks: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "linear":
-        print(f"usage: {PROG} linear --config FILE [key=value ...]", file=sys.stderr)
-        raise SystemExit(2)
-    cfg = cli_config(ProbeConfig, args[1:], prog=f"{PROG} linear")
+    if not args or args[0] != "linear":  # the only evaluation so far
+        wants_help = args[:1] in (["-h"], ["--help"])
+        print(usage(f"{PROG} linear", __doc__, "probes"), file=sys.stdout if wants_help else sys.stderr)
+        raise SystemExit(0 if wants_help else 2)
+    cfg = cli_config(ProbeConfig, args[1:], prog=f"{PROG} linear", doc=__doc__, recipes="probes")
     run_cli(PROG, lambda: linear(cfg))
 
 

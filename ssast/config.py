@@ -1,9 +1,10 @@
 """Typed configuration: dataclass schemas, YAML recipes and dotted ``key=value`` overrides.
 
 Each stage declares one schema, a tree of dataclasses. A recipe (YAML) and command-line overrides are merged
-into a plain dict, then checked against the schema: unknown keys, wrong types and missing required values raise
-`ConfigError` naming the dotted key (and the closest valid key for a typo). `cli_config` turns that error into
-one line on stderr and exit code 2.
+into a plain dict, then checked against the schema: unknown keys, wrong types, values out of their range (fields
+annotated ``Annotated[int, Range(ge=1)]``, or the aliases below), checks across fields (a dataclass's
+``__post_init__`` raising `invalid(...)`) and missing required values raise `ConfigError` naming the dotted key
+(and the closest valid key for a typo). `cli_config` turns that error into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Optional, TypeVar
 
 import yaml
 
@@ -23,6 +25,36 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration the schema rejects; the message names the offending key."""
+
+
+def invalid(key: str, value: Any, allowed: str) -> ConfigError:
+    """The error of a value out of what `key` allows (`key` relative to the dataclass that checks it)."""
+    return ConfigError(f"config key '{key}' must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric config value (``ge``: >=, ``gt``: >, ``le``: <=, ``lt``: <)."""
+
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+
+    def __str__(self) -> str:
+        ops = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return " and ".join(f"{op} {bound:g}" for op, bound in ops if bound is not None)
+
+    def contains(self, v: float) -> bool:
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+
+Positive = Annotated[int, Range(ge=1)]
+NonNegative = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(ge=0, le=1)]
 
 
 def _keys(schema: type, prefix: str = "") -> list[str]:
@@ -45,6 +77,13 @@ def _unknown(key: str, root: type) -> ConfigError:
 
 def _coerce(value: Any, tp: Any, key: str, root: type) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _coerce(value, base, key, root)
+        for bound in extras:
+            if isinstance(bound, Range) and value is not None and not bound.contains(value):
+                raise invalid(key, value, str(bound))
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
@@ -78,7 +117,7 @@ def _coerce(value: Any, tp: Any, key: str, root: type) -> Any:
 
 
 def _build(schema: type[T], values: dict, prefix: str, root: type) -> T:
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)
     names = {f.name for f in dataclasses.fields(schema)}
     for name in values:
         if name not in names:
@@ -92,7 +131,10 @@ def _build(schema: type[T], values: dict, prefix: str, root: type) -> T:
             kwargs[f.name] = _build(hints[f.name], {}, key + ".", root)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing required config value '{key}'")
-    return schema(**kwargs)
+    try:
+        return schema(**kwargs)
+    except ConfigError as e:  # a check across fields names keys relative to its dataclass
+        raise ConfigError(str(e).replace("config key '", f"config key '{prefix}", 1)) from None
 
 
 def _set(tree: dict, key: str, value: Any) -> None:
@@ -116,7 +158,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: typi
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML:{where} {getattr(e, 'problem', None) or e}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         if sections is not None:
@@ -137,21 +181,73 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
+def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
+    """One line per config key: ``key: value  # type`` (values of `cfg`, or the schema's defaults)."""
+    cfg = cfg if cfg is not None else schema()
+    lines = []
+    hints = typing.get_type_hints(schema, include_extras=True)
+    for f in dataclasses.fields(schema):
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += describe(tp, value, prefix + f.name + ".")
+        else:
+            shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...")
+            lines.append(f"{prefix}{f.name}: {shown}  # {_type_name(tp)}")
+    return lines
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return f"{_type_name(args[0])}, {' '.join(str(a) for a in args[1:] if isinstance(a, Range))}"
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args if a is not type(None)) + " | null"
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def usage(prog: str, doc: str, recipes: str = "") -> str:
+    """The help text of an entry point: how to call it, what it does, and the recipes in `recipes`."""
+    text = (f"usage: {prog} --config FILE [key=value ...]\n"
+            f"       {prog} --config FILE [key=value ...] --print-config   (every key, its type and value)\n\n"
+            f"{doc.strip()}\n")
+    folder = Path(__file__).resolve().parents[1] / "configs" / recipes
+    if recipes and folder.is_dir():
+        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        text += f"\nrecipes in configs/{recipes}/: {names}\n"
+    return text
+
+
 def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: str = "",
-               sections: typing.Collection[str] | None = None) -> T:
-    """Parse ``[--config FILE] [key=value ...]``; a bad configuration prints one line and exits with code 2."""
+               sections: typing.Collection[str] | None = None, doc: str = "", recipes: str = "") -> T:
+    """Parse ``--config FILE [key=value ...] [--print-config]``. ``--help`` prints the usage; no ``--config``
+    prints it as an error (exit 2), so that no stage runs on defaults by accident; a bad configuration prints
+    one line and exits with code 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    path = None
-    if "--config" in args:
-        i = args.index("--config")
-        if i + 1 >= len(args):
-            _fail(prog, "--config needs a file")
-        path = args[i + 1]
-        del args[i : i + 2]
+    if "--help" in args or "-h" in args:
+        print(usage(prog, doc, recipes))
+        raise SystemExit(0)
+    if "--config" not in args:
+        print(usage(prog, doc, recipes), file=sys.stderr)
+        _fail(prog, "--config FILE is required (a recipe from the list above, or your own)")
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        _fail(prog, "--config needs a file")
+    path = args[i + 1]
+    del args[i : i + 2]
+    show = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
     try:
-        return load_config(schema, path, args, sections)
+        cfg = load_config(schema, path, args, sections)
     except ConfigError as e:
         _fail(prog, str(e))
+    if show:
+        print("\n".join(describe(schema, cfg)))
+        raise SystemExit(0)
+    return cfg
 
 
 def _fail(prog: str, message: str) -> typing.NoReturn:

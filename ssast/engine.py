@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -21,13 +22,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional, Protocol
+from typing import Annotated, Any, Iterator, Literal, Optional, Protocol
 
 import torch
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid
 from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, gather, init_distributed
 from ssast.models.checkpoint import CheckpointError, load_state, model_state, read
 
@@ -37,33 +39,41 @@ log = logging.getLogger("ssast")
 @dataclass
 class OptimConfig:
     name: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
-    weight_decay: float = 5e-7
+    lr: NonNegativeFloat = 1e-4
+    betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.95, 0.999])
+    weight_decay: NonNegativeFloat = 5e-7
     # reference: staircase warm-up (every 50 steps lr = step / warmup_steps * lr), then halve on a plateau of
     # the monitored validation metric; cosine: linear warm-up then cosine decay to min_lr; constant.
     schedule: Literal["reference", "cosine", "constant"] = "reference"
-    warmup_steps: int = 1000
-    plateau_factor: float = 0.5
-    plateau_patience: int = 2
-    min_lr: float = 0.0
+    warmup_steps: NonNegative = 1000
+    plateau_factor: Annotated[float, Range(gt=0, lt=1)] = 0.5
+    plateau_patience: NonNegative = 2
+    min_lr: NonNegativeFloat = 0.0
+
+    def __post_init__(self):
+        if len(self.betas) != 2:
+            raise invalid("betas", self.betas, "two numbers [beta1, beta2]")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 100_000
+    max_steps: Positive = 100_000
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    grad_accum: int = 1  # micro-batches per optimiser step
-    clip_grad: float = 0.0  # max gradient norm; 0 = no clipping (the norm is logged either way)
-    log_every: int = 10
-    eval_every: int = 800
-    checkpoint_every: int = 800
-    keep_last: int = 2  # step checkpoints kept besides last.pt and best.pt
+    grad_accum: Positive = 1  # micro-batches per optimiser step
+    clip_grad: NonNegativeFloat = 0.0  # max gradient norm; 0 = no clipping (the norm is logged either way)
+    log_every: Positive = 10
+    eval_every: Positive = 800
+    checkpoint_every: Positive = 800
+    keep_last: NonNegative = 2  # step checkpoints kept besides last.pt and best.pt
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    threads: NonNegative = 0  # torch intra-op threads; 0 keeps torch's default
     tensorboard: bool = True
-    max_skipped_steps: int = 5  # steps in a row with a non-finite loss or gradient before the run stops
+    max_skipped_steps: NonNegative = 5  # steps in a row with a non-finite loss or gradient before the run stops
+
+    def __post_init__(self):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise invalid("device", self.device, "auto, cpu, cuda or cuda:N")
 
 
 class RunError(RuntimeError):
@@ -164,7 +174,7 @@ def _link(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "tensorboard", "checkpoints")  # what a run writes in its folder
+RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that has started leaves in its folder
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -198,7 +208,8 @@ class RunState:
 
     def load_state_dict(self, state: dict, path: Path, d: Dist) -> None:
         if "optimizer" not in state:
-            raise CheckpointError(f"{path} holds model weights only, not a run to resume")
+            raise CheckpointError(f"{path} holds model weights only, not a run to resume: start from its weights "
+                                  f"with init={path}")
         if len(state["ranks"]) != d.world:
             raise CheckpointError(f"{path} was written by {len(state['ranks'])} process(es); resume it with that "
                                   f"many (this run has {d.world})")
@@ -240,7 +251,7 @@ class Trainer:
                            f"resume=auto, choose another run_dir, or pass overwrite=true to replace it")
         barrier(self.dist)  # every rank has looked before the main one writes
         if self.dist.main:
-            if overwrite and self.resume == "none":
+            if overwrite and self.resume == "none":  # only what a run writes: never the folder itself
                 for name in existing:
                     path = self.run_dir / name
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -339,6 +350,8 @@ class Trainer:
             run.load_state_dict(resumed[1], resumed[0], self.dist)
             self._saved_step = run.step
             log.info("resumed from %s at step %d", resumed[0], run.step)
+        log.info("device %s, precision %s, %d process(es), run folder %s", self.device, cfg.precision, self.dist.world,
+                 self.run_dir)
         if task.monitor is None:
             log.info("no validation data: training without validation; checkpoints keep last.pt, no best.pt")
         ddp = model if self.dist.world == 1 else DistributedDataParallel(
@@ -386,7 +399,7 @@ class Trainer:
                     raise RunError(f"{in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
                                    f"{run.step}; limit train.max_skipped_steps={cfg.max_skipped_steps}); checkpoint "
                                    f"written: lower optim.lr, set train.clip_grad or check the data")
-                if run.step % cfg.log_every == 0 or run.step == cfg.max_steps:
+                if run.step % cfg.log_every == 0 or run.step in (1, cfg.max_steps):  # step 1: shows it runs
                     now = time.perf_counter()
                     record = {"step": run.step, **{k: float(v) for k, v in totals.items()},
                               "lr": optimizer.param_groups[0]["lr"], "grad_norm": float(grad_norm),

@@ -16,22 +16,30 @@ import numpy as np
 import torch
 from scipy.signal import resample_poly
 
+from ssast.config import NonNegative, Positive, PositiveFloat, invalid
+
 
 @dataclass
 class FeatureConfig:
     """Front end of one data stream. Defaults are the AudioSet recipe's."""
 
-    sample_rate: int = 16000
-    channel: Optional[int] = 0  # channel of multi-channel audio to use; null averages the channels
-    num_mel_bins: int = 128
+    sample_rate: Positive = 16000
+    channel: Optional[NonNegative] = 0  # channel of multi-channel audio to use; null averages the channels
+    num_mel_bins: Positive = 128
     window: Literal["hanning", "povey"] = "hanning"
-    target_length: int = 1024  # frames after pad/crop
+    target_length: Positive = 1024  # frames after pad/crop
     crop: Literal["start", "random"] = "start"  # where long clips are cut; the reference keeps the start
     mean: float = -4.2677393
-    std: float = 4.5689974
-    freqm: int = 0  # SpecAugment: max frequency-mask width (0 = off)
-    timem: int = 0  # SpecAugment: max time-mask width (0 = off)
+    std: PositiveFloat = 4.5689974
+    freqm: NonNegative = 0  # SpecAugment: max frequency-mask width (0 = off)
+    timem: NonNegative = 0  # SpecAugment: max time-mask width (0 = off)
     noise: bool = False  # add uniform noise and roll along time (training only)
+
+    def __post_init__(self):
+        if self.freqm > self.num_mel_bins:
+            raise invalid("freqm", self.freqm, f"<= num_mel_bins ({self.num_mel_bins})")
+        if self.timem > self.target_length:
+            raise invalid("timem", self.timem, f"<= target_length ({self.target_length})")
 
 
 def _mel(f):

@@ -8,16 +8,17 @@ from typing import Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from ssast.config import NonNegativeFloat, Positive
 from ssast.models import SSASTModel
 
 
 @dataclass
 class SSLConfig:
-    mask_size: int = 400  # masked patches per clip
-    valid_mask_size: int = 400  # the reference always validates with 400
+    mask_size: Positive = 400  # masked patches per clip
+    valid_mask_size: Positive = 400  # the reference always validates with 400
     cluster: bool = True  # cluster masking (patch models); uniform masking otherwise (frame models)
     objective: Literal["joint", "mpc", "mpg"] = "joint"
-    mpg_weight: float = 10.0
+    mpg_weight: NonNegativeFloat = 10.0
     shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
 
 

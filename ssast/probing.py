@@ -13,6 +13,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
 
 from ssast.data.pipeline import AudioLoader, DataConfig
 from ssast.data.readers import Dataset
@@ -29,17 +30,19 @@ class Features:
     paths: list[str]
 
 
-def read_features(dataset: Dataset, features: FeatureConfig, data: DataConfig) -> Features:
+def read_features(dataset: Dataset, features: FeatureConfig, data: DataConfig, desc: str = "reading") -> Features:
     fbanks, labels, paths = [], [], []
-    for batch in AudioLoader(dataset, features, data, train=False, batch_size=64):
-        fbanks.append(batch["fbank"])
-        labels.append(batch["target"].argmax(1).numpy())
-        paths += batch["path"]
+    with tqdm(total=len(dataset.examples), desc=desc, unit="clip", mininterval=1) as bar:
+        for batch in AudioLoader(dataset, features, data, train=False, batch_size=64):
+            fbanks.append(batch["fbank"])
+            labels.append(batch["target"].argmax(1).numpy())
+            paths += batch["path"]
+            bar.update(len(batch["path"]))
     return Features(torch.cat(fbanks), np.concatenate(labels), paths)
 
 
 @torch.no_grad()
-def embed(encoder: ASTEncoder, fbank: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+def embed(encoder: ASTEncoder, fbank: torch.Tensor, batch_size: int = 128, desc: str = "") -> np.ndarray:
     """[N, T, F] -> [N, d]: windows of the encoder's input length, avgtok pooling, mean over windows."""
     encoder.eval()
     n, t, f = fbank.shape
@@ -47,8 +50,9 @@ def embed(encoder: ASTEncoder, fbank: torch.Tensor, batch_size: int = 128) -> np
     if t % window:
         raise ValueError(f"clip length {t} frames is not a multiple of the encoder input ({window} frames)")
     windows = fbank.reshape(n * t // window, window, f)
-    pooled = torch.cat([encoder.pool(encoder(windows[i : i + batch_size]), "avgtok")
-                        for i in range(0, len(windows), batch_size)])
+    starts = tqdm(range(0, len(windows), batch_size), desc=desc or "embedding", unit="batch", mininterval=1,
+                  disable=not desc)
+    pooled = torch.cat([encoder.pool(encoder(windows[i : i + batch_size]), "avgtok") for i in starts])
     return pooled.reshape(n, t // window, -1).mean(1).numpy()
 
 

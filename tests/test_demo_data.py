@@ -1,6 +1,8 @@
 import csv
 import hashlib
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -58,7 +60,7 @@ def test_audioset_layout(demo_root):
         for item in data:
             labels = item["labels"].split(",")
             assert 1 <= len(labels) <= 4 and set(labels) <= mids and len(set(labels)) == len(labels)
-            info = sf.info(item["wav"])
+            info = sf.info(root / item["wav"])
             assert (info.samplerate, info.frames) == (16000, 160000)
 
 
@@ -78,3 +80,40 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     assert a == b and len(a) == 35 + 2 + 2 + 25 + 1 + 3 + 2 + 1  # clips, noise, lists, esc, esc csv, as, csv
     clips = lambda d: {v for k, v in d.items() if k.endswith(".wav") and "_background_noise_" not in k}
     assert len(clips(a)) == 35 + 25 + 3 + 2 and not clips(a) & clips(c)  # another seed: other clips
+
+
+def generate(root, *extra):
+    return subprocess.run([sys.executable, "-m", "ssast.data.demo", "--root", str(root), *extra],
+                          capture_output=True, text=True)
+
+
+def test_two_generations_in_separate_processes_are_byte_identical_and_movable(tmp_path):
+    for name in "ab":
+        assert generate(tmp_path / name, "--scale", "small").returncode == 0
+    digest = lambda root: {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+                           for p in sorted(root.rglob("*")) if p.is_file()}
+    a = digest(tmp_path / "a")
+    assert len(a) == 350 + 2 + 2 + 125 + 1 + 36 + 3 + 40 + 1  # every file, the manifests and the marker too
+    assert a == digest(tmp_path / "b")
+    (tmp_path / "a").rename(tmp_path / "moved")  # manifests hold relative paths
+    data = json.loads((tmp_path / "moved" / "audioset" / "train.json").read_text())["data"]
+    assert all((tmp_path / "moved" / "audioset" / item["wav"]).is_file() for item in data)
+
+
+def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
+    tiny = tmp_path / "d"
+    assert generate(tiny, "--scale", "small").returncode == 0
+    again = generate(tiny, "--scale", "small")
+    assert again.returncode == 0 and again.stdout.strip() == f"demo data already in {tiny} (small, seed 0)"
+    other = generate(tiny, "--scale", "small", "--seed", "1")
+    assert other.returncode == 2 and other.stderr.strip() == (
+        f"python -m ssast.data.demo: error: {tiny} holds built-in data of scale small, seed 0: pass --overwrite to "
+        f"replace it, or choose another --root")
+    before = _digest(tiny)
+    assert generate(tiny, "--scale", "small", "--seed", "1", "--overwrite").returncode == 0
+    after = _digest(tiny)
+    assert len(after) == len(before) and not set(after.values()) & {v for k, v in before.items() if k.endswith(".wav")}
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    foreign = generate(tmp_path / "mine")
+    assert foreign.returncode == 2 and "is not empty and holds no built-in data" in foreign.stderr

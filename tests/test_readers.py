@@ -31,6 +31,10 @@ def test_json_manifest_with_label_csv(tmp_path):
     ('{"data": [\n{"wav": "a.wav",,}]}', "data.json: line 2:"),
     ('[1, 2]', "expected a top-level object with a 'data' list"),
     ('{"data": [{"wav": "a.wav", "labels": "/m/nope"}]}', "entry 0: label '/m/nope' is not in the label csv"),
+    ('{"data": [{"wav": 12}]}', "entry 0: expected an object with a 'wav' path string"),
+    ('{"data": [{"wav": "a.wav", "labels": ["/m/09x0r"]}]}',
+     "entry 0: 'labels' must be a string of comma-separated mids, got ['/m/09x0r']"),
+    ('{"data": {"wav": "a.wav"}}', "expected a top-level object with a 'data' list"),
 ])
 def test_json_manifest_errors_name_file_and_place(tmp_path, text, message):
     (tmp_path / "labels.csv").write_text(LABELS)

@@ -183,7 +183,7 @@ def test_an_existing_run_folder_is_refused_untouched_or_replaced_with_overwrite(
     shutil.copytree(finished, run_dir)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     line = fail(capsys, demo_root, run_dir)
-    assert line == (f"python -m pretrain: error: {run_dir} already holds a run (config.yaml, metrics.jsonl, checkpoints):"
+    assert line == (f"python -m pretrain: error: {run_dir} already holds a run (metrics.jsonl, checkpoints):"
                     f" continue it with resume=auto, choose another run_dir, or pass overwrite=true to replace it")
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     pretrain(demo_root, run_dir, "overwrite=true", "train.max_steps=2")

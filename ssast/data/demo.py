@@ -13,7 +13,10 @@
   clips mixing 1-4 sources among the 25 event classes and speech; labels are the mixed sources.
 - ``unlabeled/``: 2-4 s 16 kHz clips of 1-3 sources (events and speech) over noise, for pretraining.
 
-Every clip is drawn from its own generator seeded by (seed, set, index): the output is the same for a seed.
+Every clip is drawn from its own generator seeded by (seed, set, index), and each utterance re-seeds eSpeak's
+noise: the same seed gives the same bytes in any process. Manifests hold paths relative to their folder, so the
+data can move. ``.demo.json`` records the scale and seed a folder holds; another scale or seed is refused
+unless ``--overwrite`` replaces the sets whole.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,7 @@ VARIANTS = ["", "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6"
 EVENT_NAMES = list(sounds.EVENTS)
 SR = 16000
 ESC_SR = 44100
+SETS = ("speechcommands", "esc50", "audioset", "unlabeled")
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ def _speak(speaker: Speaker, text: str, voice: dict, rng: np.random.Generator) -
     """`text` spoken by `voice` with per-utterance jitter, at 16 kHz, peak 1."""
     jitter = dict(voice, pitch=np.clip(voice["pitch"] + rng.integers(-6, 7), 0, 99),
                   rate=voice["rate"] + rng.integers(-15, 16))
-    x = resample_poly(speaker.say(text, **jitter), SR, speaker.sample_rate).astype(np.float32)
+    x = resample_poly(speaker.say(text, **jitter, seed=int(rng.integers(2**31))), SR, speaker.sample_rate)
+    x = x.astype(np.float32)
     return x / (np.abs(x).max() + 1e-9)
 
 
@@ -168,7 +175,7 @@ def make_audioset(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
             waves, names = _sources(rng, speaker, int(rng.integers(1, 5)))
             path = root / "audio" / split / f"Y{index:07d}.wav"
             _write(path, _mix(rng, waves, 10 * SR, (10, 30)), SR)
-            data.append({"wav": str(path.resolve()), "labels": ",".join(mids[n] for n in names)})
+            data.append({"wav": str(path.relative_to(root)), "labels": ",".join(mids[n] for n in names)})
             index += 1
         (root / f"{split}.json").write_text(json.dumps({"data": data}, indent=1))
     return index
@@ -198,18 +205,37 @@ def build(root: str | Path, scale: str | Scale = "small", seed: int = 0) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ssast.data.demo", description=__doc__.split("\n\n")[0])
+    prog = "python -m ssast.data.demo"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data/demo")
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace built-in data of another scale or seed")
     args = parser.parse_args(argv)
-    stamp = Path(args.root) / f".complete-{args.scale}-{args.seed}"
-    if stamp.exists():
-        print(f"demo data already in {args.root} ({args.scale}, seed {args.seed})")
+    root, wanted = Path(args.root), {"scale": args.scale, "seed": args.seed}
+    marker = root / ".demo.json"  # what the folder holds; "complete" once every set is written
+    found = json.loads(marker.read_text()) if marker.exists() else None
+    if found == {**wanted, "complete": True}:
+        print(f"demo data already in {root} ({args.scale}, seed {args.seed})")
         return
-    for name, (clips, seconds) in build(args.root, args.scale, args.seed).items():
+    if not args.overwrite:
+        if found and {k: found[k] for k in wanted} != wanted:
+            _fail(prog, f"{root} holds built-in data of scale {found['scale']}, seed {found['seed']}: pass --overwrite "
+                        f"to replace it, or choose another --root")
+        if not found and root.is_dir() and any(root.iterdir()):
+            _fail(prog, f"{root} is not empty and holds no built-in data: choose another --root, or pass --overwrite")
+    for name in SETS:  # replaced whole: no mix of scales, seeds or an unfinished generation
+        shutil.rmtree(root / name, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({**wanted, "complete": False}))
+    for name, (clips, seconds) in build(root, args.scale, args.seed).items():
         print(f"{name:15s} {clips:5d} clips  {seconds:6.1f} s")
-    stamp.touch()
+    marker.write_text(json.dumps({**wanted, "complete": True}))
+
+
+def _fail(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

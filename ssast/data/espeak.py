@@ -1,6 +1,6 @@
 """Synthetic speech from eSpeak NG (the library bundled by ``espeakng-loader``), through its C API.
 
-A `Speaker`'s output is deterministic for the same sequence of calls since its creation.
+A `Speaker`'s output is deterministic for the same sequence of calls (with the same seeds) since its creation.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ class Speaker:
         self._lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
 
-    def say(self, text: str, variant: str = "", rate: int = 175, pitch: int = 50, pitch_range: int = 50) -> np.ndarray:
-        """Waveform in [-1, 1] of `text` spoken by voice ``en`` with an optional variant (e.g. ``f3``, ``klatt``)."""
+    def say(self, text: str, variant: str = "", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
+            seed: int = 0) -> np.ndarray:
+        """Waveform in [-1, 1] of `text` spoken by voice ``en`` with an optional variant (e.g. ``f3``, ``klatt``).
+        Voices with breath noise (f2, f3, f5, whisper) draw it from eSpeak's own generator, which it seeds from the
+        clock: `seed` re-seeds it, so the same call gives the same samples in every process."""
         voice = f"en+{variant}" if variant else "en"
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"eSpeak NG has no voice {voice!r}")
@@ -53,6 +56,7 @@ class Speaker:
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks = []
         data = text.encode() + b"\0"
+        self._lib.espeak_ng_SetRandSeed(seed)
         self._lib.espeak_Synth(data, len(data), 0, 1, 0, 0, None, None)
         self._lib.espeak_Synchronize()
         if not self._chunks:

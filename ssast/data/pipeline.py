@@ -27,6 +27,7 @@ import torch
 from fairseq2.data.audio import AudioDecoder
 from fairseq2.data.data_pipeline import DataPipeline, FileMapper, read_sequence
 
+from ssast.config import Fraction, NonNegative, Positive
 from ssast.data.readers import Dataset, DatasetConfig
 from ssast.features import FeatureConfig, fbank_features, prepare_waveform
 
@@ -38,13 +39,13 @@ class DataConfig:
     root: str = ""  # prefix for relative data paths
     train: DatasetConfig = field(default_factory=DatasetConfig)
     valid: DatasetConfig = field(default_factory=DatasetConfig)  # empty path: hold out `valid_holdout` clips
-    valid_holdout: int = 0
-    batch_size: int = 24  # per process
-    num_parallel_calls: int = 2  # worker threads, each preparing whole batches
-    prefetch: int = 2  # batches queued per worker
+    valid_holdout: NonNegative = 0
+    batch_size: Positive = 24  # per process
+    num_parallel_calls: Positive = 2  # worker threads, each preparing whole batches
+    prefetch: Positive = 2  # batches queued per worker
     balanced: bool = False  # class-balanced sampling with replacement (AudioSet-2M)
-    mixup: float = 0.0  # probability of waveform mixup per training clip
-    max_bad_fraction: float = 0.01  # stop when more clips than this fraction are unreadable
+    mixup: Fraction = 0.0  # probability of waveform mixup per training clip
+    max_bad_fraction: Fraction = 0.01  # stop when more clips than this fraction are unreadable
 
 
 class DataError(RuntimeError):

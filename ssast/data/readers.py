@@ -76,7 +76,8 @@ def _labels(mids: str, index: dict[str, int], where: str) -> tuple[int, ...]:
 
 
 def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
-    """AST/SSAST data json: {"data": [{"wav": path, "labels": "mid1,mid2"}, ...]}."""
+    """AST/SSAST data json: {"data": [{"wav": path, "labels": "mid1,mid2"}, ...]}; a relative ``wav`` path is
+    relative to the json's folder, so a data set with its manifest can move."""
     path = _resolve(cfg.path, root)
     try:
         data = json.loads(path.read_text())["data"]
@@ -86,13 +87,18 @@ def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
         raise ManifestError(f"{path}: line {e.lineno}: {e.msg}") from None
     except (KeyError, TypeError):
         raise ManifestError(f"{path}: expected a top-level object with a 'data' list") from None
+    if not isinstance(data, list):
+        raise ManifestError(f"{path}: expected a top-level object with a 'data' list")
     classes, index = _label_csv(_resolve(cfg.labels, root)) if cfg.labels else ([], {})
     examples = []
     for i, item in enumerate(data):
-        if not isinstance(item, dict) or "wav" not in item:
-            raise ManifestError(f"{path}: entry {i}: expected an object with 'wav'")
+        if not isinstance(item, dict) or not isinstance(item.get("wav"), str):
+            raise ManifestError(f"{path}: entry {i}: expected an object with a 'wav' path string")
+        if not isinstance(item.get("labels", ""), str):
+            raise ManifestError(f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, "
+                                f"got {item['labels']!r}")
         labels = _labels(item.get("labels", ""), index, f"{path}: entry {i}") if index else ()
-        examples.append(Example(str(_resolve(item["wav"], path.parent if not str(root) else root)), labels))
+        examples.append(Example(str(_resolve(item["wav"], path.parent)), labels))
     return Dataset(examples, classes, multi_label=True)
 
 

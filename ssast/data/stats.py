@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ssast.config import cli_config
+from ssast.cli import run_cli
+from ssast.config import Positive, cli_config
 from ssast.data.pipeline import AudioLoader, DataConfig
 from ssast.data.readers import read_dataset
 from ssast.features import FeatureConfig
@@ -25,7 +26,7 @@ from ssast.features import FeatureConfig
 class StatsConfig:
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    batch_size: int = 1000
+    batch_size: Positive = 1000
 
 
 def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
@@ -38,10 +39,11 @@ def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
     return float(np.mean(means)), float(np.mean(stds))
 
 
-def main() -> None:
-    cfg = cli_config(StatsConfig, prog="python -m ssast.data.stats", sections=("data", "features"))
+def main(argv: list[str] | None = None) -> None:
+    prog = "python -m ssast.data.stats"
+    cfg = cli_config(StatsConfig, argv, prog=prog, sections=("data", "features"), doc=__doc__, recipes="pretrain")
     torch.set_num_threads(1)
-    mean, std = dataset_stats(cfg)
+    mean, std = run_cli(prog, lambda: dataset_stats(cfg))
     print(f"features.mean={mean:.7g} features.std={std:.7g}")
 
 

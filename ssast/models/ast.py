@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from ssast.config import Positive, invalid
 from ssast.masking import cluster_patch_mask, random_frame_mask
 
 # size: (embedding dim, heads, prefix tokens)
@@ -32,14 +33,20 @@ class ModelConfig:
     """Encoder architecture and input geometry. Pretraining requires stride == shape."""
 
     size: Literal["tiny", "small", "base", "base_nokd"] = "base"
-    depth: int = 12
-    fshape: int = 16
-    tshape: int = 16
-    fstride: int = 16
-    tstride: int = 16
-    input_fdim: int = 128
-    input_tdim: int = 1024
+    depth: Positive = 12
+    fshape: Positive = 16
+    tshape: Positive = 16
+    fstride: Positive = 16
+    tstride: Positive = 16
+    input_fdim: Positive = 128
+    input_tdim: Positive = 1024
     fused_attn: bool = True  # torch SDPA; False computes attention explicitly (bit-exact with the reference)
+
+    def __post_init__(self):
+        if self.input_fdim < self.fshape:
+            raise invalid("input_fdim", self.input_fdim, f">= fshape ({self.fshape})")
+        if self.input_tdim < self.tshape:
+            raise invalid("input_tdim", self.input_tdim, f">= tshape ({self.tshape})")
 
 
 def grid_size(cfg: ModelConfig) -> tuple[int, int]:

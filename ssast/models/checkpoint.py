@@ -35,9 +35,11 @@ def read(source) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:  # weights_only: a checkpoint is data; a pickle that would build arbitrary objects (run code) is refused
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
-                              f"containers, and unpickling them could run code") from None
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # torch's weights-only unpickler names the class it blocked
+            raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                                  f"containers, and unpickling them could run code") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint file") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
@@ -159,10 +161,10 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
     return {"module." + k: v for k, v in sd.items()}
 
 
-def load_encoder(source, fused_attn: Optional[bool] = None):
+def load_encoder(source, fused_attn: Optional[bool] = None, **geometry):
     """The encoder (``v``) of any SSAST checkpoint this module reads: pretraining or fine-tuned classifier
-    (released fine-tuned ones need their stride and input length: use `load_classifier` for those)."""
+    (released fine-tuned ones need their ``fstride``, ``tstride`` and ``input_tdim`` as keyword arguments)."""
     ckpt = read(source)
     if _kind(ckpt) == "pretraining":
         return load_pretraining(ckpt, fused_attn).v
-    return load_classifier(ckpt, fused_attn=fused_attn).v
+    return load_classifier(ckpt, fused_attn=fused_attn, **geometry).v
