@@ -28,13 +28,13 @@ class PretrainConfig:
     def __post_init__(self):
         m = self.model
         if (m.fstride, m.tstride) != (m.fshape, m.tshape):
-            raise invalid("model.fstride", [m.fstride, m.tstride], f"the patch shape [{m.fshape}, {m.tshape}] "
-                          "(pretraining uses non-overlapping patches)")
+            raise invalid("model.fstride", [m.fstride, m.tstride], f"equal to the patch shape [{m.fshape}, "
+                          f"{m.tshape}] (pretraining uses non-overlapping patches)")
         if self.features.target_length != m.input_tdim:
             raise invalid("features.target_length", self.features.target_length,
-                          f"model.input_tdim ({m.input_tdim}), the frames the encoder takes")
+                          f"equal to model.input_tdim ({m.input_tdim})")
         if self.features.num_mel_bins != m.input_fdim:
-            raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"model.input_fdim ({m.input_fdim})")
+            raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"equal to model.input_fdim ({m.input_fdim})")
         f, t = grid_size(m)
         most = f * t - 2 if self.ssl.cluster else f * t  # cluster masks never take patch 0 and need one spare
         for key in ("mask_size", "valid_mask_size"):

@@ -33,13 +33,16 @@ def read(source) -> dict:
     path = Path(source)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        if f.read(4)[:2] not in (b"PK", b"\x80\x02"):  # torch.save's zip archive, or its legacy pickle
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint file")
     try:  # weights_only: a checkpoint is data; a pickle that would build arbitrary objects (run code) is refused
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # torch's weights-only unpickler names the class it blocked
             raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
                                   f"containers, and unpickling them could run code") from None
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint file") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: its pickled data is corrupt") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
