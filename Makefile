@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_DATA ?= data/demo
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-fast clean
 
 # The stamp's name carries the hash of pyproject.toml, so it needs no timestamp prerequisite (a fresh clone's
 # files are all new).
@@ -39,11 +39,13 @@ demo: install
 	  random_init_seeds=[$(call list,$(DEMO_SEEDS))] \
 	  output=$(DEMO_RUNS)/probes.json
 
+# The whole suite, slow integration tests included (real SLURM, fault injection): what CI runs.
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: PYTEST_ARGS =
-test-all: test
+# Without the tests marked slow, for quick iterations.
+test-fast: PYTEST_ARGS = -m "not slow"
+test-fast: test
 
 clean:
 	rm -rf runs data/demo .pytest_cache

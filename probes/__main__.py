@@ -94,14 +94,14 @@ def table(results: dict[str, dict[str, list[float]]], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] != "linear":  # the only evaluation so far
         wants_help = args[:1] in (["-h"], ["--help"])
         print(usage(f"{PROG} linear", __doc__, "probes"), file=sys.stdout if wants_help else sys.stderr)
         raise SystemExit(0 if wants_help else 2)
     cfg = cli_config(ProbeConfig, args[1:], prog=f"{PROG} linear", doc=__doc__, recipes="probes")
-    run_cli(PROG, lambda: linear(cfg))
+    return run_cli(PROG, lambda: linear(cfg))
 
 
 if __name__ == "__main__":

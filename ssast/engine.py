@@ -178,6 +178,11 @@ RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that h
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
+def weights_checksum(model: nn.Module) -> float:
+    """Sum of the weights and of their squares, in float64: equal for equal weights, non-finite if any is."""
+    return float(sum(p.detach().double().sum() + p.detach().double().square().sum() for p in model.parameters()))
+
+
 def _step_of(path: Path) -> int:
     return int(path.stem.rsplit("_", 1)[1])
 
@@ -241,7 +246,7 @@ class Trainer:
         setup_logging(self.dist.main)
         self.find_unused = find_unused_parameters
         self._saved_step = -1
-        self._signal: Optional[int] = None
+        self._signals: list[int] = []  # received during fit, in order
         self._open_run_dir(overwrite)
 
     def _open_run_dir(self, overwrite: bool) -> None:
@@ -266,17 +271,20 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _on_signal(self, signum, frame) -> None:
-        self._signal = signum  # acted on between steps: checkpoint, then stop
+        self._signals.append(signum)  # acted on between steps: checkpoint, then stop
 
     # -- checkpoints --------------------------------------------------------------------------------------
     def save(self, run: RunState, best: bool = False) -> None:
         """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``)."""
         path = self.ckpt_dir / f"step_{run.step:08d}.pt"
         if self._saved_step != run.step:
-            finite = torch.stack([p.detach().isfinite().all() for p in run.model.parameters()]).all()
-            if not finite:  # cannot happen through a step (non-finite steps are skipped); guard the files anyway
+            # Each rank's weights checksum travels with its state: equal on every rank under DDP, finite always.
+            ranks = gather({**run.local_state(), "weights": weights_checksum(run.model)}, self.dist)
+            if not math.isfinite(ranks[0]["weights"]):  # non-finite steps are skipped: guard the files anyway
                 raise RunError(f"refusing to write a checkpoint with non-finite weights at step {run.step}")
-            ranks = gather(run.local_state(), self.dist)
+            if len({r["weights"] for r in ranks}) > 1:
+                raise RunError(f"the processes' weights differ at step {run.step} (checksums "
+                               f"{[r['weights'] for r in ranks]}): refusing to checkpoint a diverged run")
             if self.dist.main:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 atomic_save({**run.state_dict(ranks), "config": self.run_config}, path)
@@ -415,9 +423,9 @@ class Trainer:
                         self.save(run, best=True)
                 if run.step % cfg.checkpoint_every == 0 or run.step == cfg.max_steps:
                     self.save(run)
-                if any_rank(self._signal is not None, self.dist):  # every rank stops at the same step
+                if any_rank(bool(self._signals), self.dist):  # every rank stops at the same step
                     self.save(run)
-                    name = signal.Signals(self._signal).name if self._signal else "a signal on another rank"
+                    name = signal.Signals(self._signals[0]).name if self._signals else "a signal on another rank"
                     log.info("%s: checkpoint written at step %d, stopping (resume=auto continues)", name, run.step)
                     break
         finally:
@@ -427,6 +435,11 @@ class Trainer:
                 metrics_file.close()
             if writer:
                 writer.close()
+        # A launcher that asked to hear of these signals (submitit requeues the job on SIGUSR2) is told once the
+        # checkpoint is written; the interpreter's own Ctrl-C handler is not (it would raise KeyboardInterrupt).
+        for s in dict.fromkeys(self._signals):
+            if callable(handlers[s]) and handlers[s] is not signal.default_int_handler:
+                signal.raise_signal(s)
         return last_eval
 
     def _log(self, record: dict, metrics_file, writer, start: float, start_step: int) -> None:

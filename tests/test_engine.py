@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from ssast.engine import OptimConfig, Schedule
+from ssast.engine import OptimConfig, Schedule, weights_checksum
 from ssast.models import SSASTModel
 
 
@@ -114,7 +114,10 @@ def test_two_process_ddp_keeps_weights_identical_data_disjoint_and_resumes_from_
     assert len(seen[0]) == len(seen[1]) == 16 and not seen[0] & seen[1]  # 32 training clips, 16 per rank
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.pt", "last.pt", "step_00000003.pt", "step_00000006.pt"]
-    assert len(torch.load(ckpts / "step_00000003.pt", weights_only=True)["ranks"]) == 2  # each rank's own state
+    state = torch.load(ckpts / "step_00000003.pt", weights_only=True)
+    assert len(state["ranks"]) == 2  # each rank's own state, and the checksum of the weights it held
+    model = SSASTModel.from_checkpoint(state)
+    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_checksum(model)
 
     # An older checkpoint, not the last one, resumes both ranks where they were.
     out = ddp_run(demo_root, tmp_path, tmp_path / "b", f"resume={ckpts / 'step_00000003.pt'}")

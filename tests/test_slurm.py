@@ -1,0 +1,141 @@
+"""The SLURM launcher, on a real single-node SLURM cluster that the tests install and start (slurm_cluster.py).
+
+Where SLURM cannot be installed or started the cluster tests are skipped with the reason, except under CI
+(CI=true), where they must run."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import slurm.__main__ as launcher
+from slurm_cluster import Cluster, install
+from ssast.engine import weights_checksum
+from ssast.models import SSASTModel
+
+# 2-s runs of the demo recipe on the small built-in data, one thread per task.
+PRETRAIN = ["--config", "configs/pretrain/demo.yaml", "model.depth=2", "data.batch_size=4", "data.valid_holdout=8",
+            "train.threads=1", "train.log_every=1", "train.eval_every=100", "train.tensorboard=false"]
+
+
+def test_dry_run_prints_a_script_a_person_can_submit(capsys):
+    launcher.main(["pretrain", "--config", "configs/pretrain/ssast_base_patch400.yaml", "run_dir=runs/base",
+                   "data.batch_size=3", "slurm.nodes=2", "slurm.gpus_per_node=8", "slurm.partition=gpu",
+                   "slurm.time_min=4320", "slurm.account=audio", "--dry-run"])
+    script = capsys.readouterr().out
+    lines = script.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for option in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=gpu", "--time=4320",
+                   "--account=audio", "--signal=USR2@120", "--job-name=ssast-pretrain", "--cpus-per-task=8"):
+        assert f"#SBATCH {option}" in lines
+    assert any(l.startswith("srun ") and l.endswith("-u -m submitit.core._submit "
+                                                    f"{Path('runs/base/slurm/%j').absolute()}") for l in lines)
+    assert not Path("runs/base").exists()  # nothing submitted, nothing written
+
+
+def test_a_sweep_is_an_array_and_bad_keys_stop_before_submitting(capsys):
+    launcher.main(["probes", "--config", "configs/probes/demo.yaml", "--sweep", "c=0.1,1,10", "--sweep",
+                   "model.depth=1,2", "--dry-run"])
+    assert "#SBATCH --array=0-5%6" in capsys.readouterr().out.splitlines()
+    for args, message in [(["slurm.nodez=2"], "unknown config key 'slurm.nodez' (did you mean 'slurm.nodes'?)"),
+                          (["slurm.nodes=0"], "config key 'slurm.nodes' must be >= 1, got 0"),
+                          (["--sweep", "data.batch_size=4,0"], "config key 'data.batch_size' must be >= 1, got 0")]:
+        with pytest.raises(SystemExit) as e:
+            launcher.main(["pretrain", *PRETRAIN, *args, "--dry-run"])
+        assert e.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
+
+
+def test_help_and_the_local_cluster_run_the_same_job(demo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        launcher.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: python -m slurm {pretrain,probes} --config FILE")
+    assert "  slurm.gpus_per_node: 0  # int, >= 0" in out.splitlines()
+    results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
+                             "random_init_seeds=[0]", "model.depth=1", "tasks=[{name: events, dataset: {kind: esc50, "
+                             "path: esc50}, protocol: folds, target_length: 128}]", "slurm.cluster=local",
+                             f"slurm.run_dir={tmp_path}/local"])
+    assert len(results) == 1 and sorted(results[0]) == ["fbank mean+std", "random init"]
+    assert json.loads((tmp_path / "local" / "result.json").read_text()) == results[0]
+    assert len((tmp_path / "local" / "jobs.jsonl").read_text().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = install() or None
+    if reason is None:
+        cluster = Cluster(tmp_path_factory.mktemp("slurm"))
+        reason = cluster.start() or None
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SLURM must run in CI: {reason}")
+        pytest.skip(f"no SLURM cluster: {reason}")
+    saved = dict(os.environ)
+    os.environ.update(cluster.env)  # sbatch, squeue and the sacct stand-in for submitit, here and in the jobs
+    yield cluster
+    cluster.stop()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, demo_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    results = launcher.main(["pretrain", *PRETRAIN, f"data.root={demo_root}", f"run_dir={run_dir}",
+                             "train.max_steps=4", "train.checkpoint_every=2", "slurm.tasks_per_node=2",
+                             "slurm.cpus_per_task=1", "slurm.time_min=10", "--wait"])
+    assert len(results) == 1 and set(results[0]) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}
+    assert f"submitted job " in capsys.readouterr().out
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 4 and len(state["ranks"]) == 2
+    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_checksum(
+        SSASTModel.from_checkpoint(state))
+    started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert len(started) == 1 and started[0]["tasks"] == 2
+    assert list((run_dir / "slurm").glob("*/*_0_log.out")) and list((run_dir / "slurm").glob("*/*_1_log.out"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_requeues_and_resumes_to_the_uninterrupted_losses(cluster, demo_root, tmp_path):
+    args = [*PRETRAIN, f"data.root={demo_root}", "train.max_steps=30", "train.checkpoint_every=5"]
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "pretrain", *args, f"run_dir={reference}"], check=True, capture_output=True)
+    run_dir = tmp_path / "run"
+    (job,) = launcher.main(["pretrain", *args, f"run_dir={run_dir}", "slurm.cpus_per_task=1", "slurm.time_min=10"])
+    deadline = time.time() + 300
+    while not ((run_dir / "metrics.jsonl").exists() and any(m.get("step", 0) >= 8 for m in metrics(run_dir))):
+        assert time.time() < deadline and not job.done(), "the job did not reach step 8"
+        time.sleep(0.5)
+    job._interrupt()  # a preemption: SIGTERM, then SIGUSR2
+    job.result()
+    started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert len(started) == 2 and started[0]["job_id"] == started[1]["job_id"] == job.job_id  # requeued once
+    log = "".join(p.read_text() for p in (run_dir / "slurm").glob("*/*_0_log.err"))
+    assert "checkpoint written at step" in log and "resumed from" in log
+    timeless = lambda rows: [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+    assert timeless(metrics(run_dir)) == timeless(metrics(reference))  # the losses of an uninterrupted run
+
+
+@pytest.mark.slow
+def test_an_array_of_two_probe_runs_writes_each_result_and_a_summary(cluster, demo_root, tmp_path):
+    base = tmp_path / "sweep"
+    results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
+                             "random_init_seeds=[0]", "model.depth=1", "fbank_baseline=false", f"slurm.run_dir={base}",
+                             "--sweep", "c=0.5,2", "slurm.cpus_per_task=1", "slurm.time_min=10", "--wait"])
+    assert len(results) == 2
+    summary = json.loads((base / "summary.json").read_text())
+    assert sorted(summary) == ["c=0.5", "c=2"] and [summary["c=0.5"], summary["c=2"]] == results
+    for name, result in summary.items():
+        assert result == json.loads((base / name / "result.json").read_text())
+        assert list(result) == ["random init"] and sorted(result["random init"]) == ["keywords", "sound events"]
+    logs = sorted(p.name.rsplit("_", 1)[1] for p in (base / "slurm").glob("*_*") if p.is_dir())
+    assert logs == ["0", "1"]  # one log folder per array element
