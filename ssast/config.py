@@ -191,7 +191,9 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp):
             lines += describe(tp, value, prefix + f.name + ".")
         else:
-            shown = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...")
+            plain = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value] \
+                if isinstance(value, list) else value  # lists of sections (a probe recipe's tasks)
+            shown = yaml.safe_dump(plain, default_flow_style=True, width=1000).strip().removesuffix("\n...")
             lines.append(f"{prefix}{f.name}: {shown}  # {_type_name(tp)}")
     return lines
 
