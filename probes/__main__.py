@@ -67,6 +67,12 @@ def linear(cfg: ProbeConfig) -> dict:
     if not cfg.tasks:
         raise ConfigError("the recipe lists no tasks")
     groups = encoders(cfg)
+    for name, group in groups.items():
+        m = group[0].cfg
+        print(f"{name}: {len(group)} encoder(s), {m.size} {m.depth} layers, {m.fshape}x{m.tshape} patches, "
+              f"{sum(p.numel() for p in group[0].parameters()) / 1e6:.2f}M parameters, on cpu", file=sys.stderr)
+    print(f"tasks: {', '.join(f'{t.name} ({t.dataset.kind} {t.dataset.path}, {t.protocol})' for t in cfg.tasks)}",
+          file=sys.stderr)
     results: dict[str, dict[str, list[float]]] = {}
     for task in cfg.tasks:
         parts = task_features(cfg, task)

@@ -20,6 +20,7 @@ class SSLConfig:
     objective: Literal["joint", "mpc", "mpg"] = "joint"
     mpg_weight: NonNegativeFloat = 10.0
     shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
+    norm_target: bool = False  # MPG regresses each patch standardised (MAE's choice), not the raw patch
 
 
 class PretrainTask:
@@ -35,7 +36,8 @@ class PretrainTask:
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         s = self.ssl
         return model(batch["fbank"], mask_size=s.mask_size, cluster=s.cluster, mpg_weight=s.mpg_weight,
-                     objective=s.objective, shared_mask=s.shared_mask, generator=generator)
+                     objective=s.objective, shared_mask=s.shared_mask, generator=generator,
+                     norm_target=s.norm_target)
 
     def _valid_batches(self):
         self.valid.reset()
@@ -48,7 +50,8 @@ class PretrainTask:
         totals, count = {}, 0
         for fbank in self._valid_batches():
             out = model(fbank, mask_size=self.ssl.valid_mask_size, cluster=self.ssl.cluster,
-                        mpg_weight=self.ssl.mpg_weight, objective=self.ssl.objective, generator=generator)
+                        mpg_weight=self.ssl.mpg_weight, objective=self.ssl.objective, generator=generator,
+                        norm_target=self.ssl.norm_target)
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(fbank)
             count += len(fbank)

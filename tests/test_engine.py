@@ -105,7 +105,9 @@ def ddp_run(demo_root, tmp_path, record_dir, *extra, nproc=2):
 
 @pytest.mark.slow
 def test_two_process_ddp_keeps_weights_identical_data_disjoint_and_resumes_from_any_checkpoint(demo_root, tmp_path):
-    assert ddp_run(demo_root, tmp_path, tmp_path / "a").returncode == 0
+    out = ddp_run(demo_root, tmp_path, tmp_path / "a")
+    assert out.returncode == 0, out.stderr
+    assert "Grad strides do not match bucket view strides" not in out.stderr  # gradients in DDP's bucket layout
     ranks = [json.loads((tmp_path / "a" / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == 6
     weights = [[s["weights"] for s in r] for r in ranks]

@@ -14,6 +14,7 @@ import probes.__main__ as probes_stage
 import pretrain.__main__ as pretrain_stage
 from probes.config import ProbeConfig
 from pretrain.config import PretrainConfig
+from slurm.config import LaunchConfig
 from ssast.config import ConfigError, Range, load_config
 from ssast.data import stats
 from ssast.data.stats import StatsConfig
@@ -41,7 +42,7 @@ def outside(bound: Range, integer: bool) -> list:
 
 
 SCHEMAS = [(PretrainConfig, "configs/pretrain/demo.yaml"), (ProbeConfig, "configs/probes/demo.yaml"),
-           (StatsConfig, None)]
+           (StatsConfig, None), (LaunchConfig, None)]
 CASES = [(schema, recipe, key, value) for schema, recipe in SCHEMAS for key, tp, bound in bounded_fields(schema)
          for value in outside(bound, typing.get_args(tp)[0] is int)]
 
@@ -50,7 +51,8 @@ def test_the_walk_covers_every_section():
     keys = {key for _, _, key, _ in CASES}
     assert len(CASES) >= 60 and {"data.batch_size", "data.num_parallel_calls", "train.log_every", "optim.lr",
                                  "train.max_steps", "optim.plateau_factor", "data.mixup", "ssl.mask_size",
-                                 "features.std", "c", "model.depth", "fstride", "batch_size"} <= keys
+                                 "features.std", "c", "model.depth", "fstride", "batch_size",
+                                 "slurm.nodes", "slurm.time_min", "model.decoder_depth"} <= keys
 
 
 @pytest.mark.parametrize("schema, recipe, key, value", CASES, ids=[f"{s.__name__}:{k}={v}" for s, _, k, v in CASES])
@@ -62,7 +64,7 @@ def test_every_bound_of_every_schema_rejects_a_value_outside_it(schema, recipe, 
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.betas=[0.9, 1.5]", "config key 'optim.betas[1]' must be >= 0 and < 1, got 1.5"),
+    ("optim.betas=[0.9,1.5]", "config key 'optim.betas[1]' must be >= 0 and < 1, got 1.5"),
     ("optim.betas=[0.9]", "config key 'optim.betas' must be two numbers [beta1, beta2], got [0.9]"),
     ("model.input_tdim=256", "config key 'features.target_length' must be equal to model.input_tdim (256), got 128"),
     ("model.tstride=8", "config key 'model.fstride' must be equal to the patch shape [16, 16] (pretraining uses "
@@ -70,12 +72,14 @@ def test_every_bound_of_every_schema_rejects_a_value_outside_it(schema, recipe, 
     ("ssl.mask_size=65", "config key 'ssl.mask_size' must be <= 64 for a 8x8 patch grid, got 65"),
     ("features.timem=200", "config key 'features.timem' must be <= target_length (128), got 200"),
     ("train.device=gpu", "config key 'train.device' must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    ("model.decoder_depth=2 model.decoder_heads=5",
+     "config key 'model.decoder_dim' must be a multiple of decoder_heads (5), got 192"),
     ("data.train.kind=mp3", "config key 'data.train.kind' must be one of ['json', 'audioset', 'esc50', "
                             "'speechcommands', 'folder', 'list'], got 'mp3'"),
 ])
 def test_checks_across_fields_name_the_key(override, message):
     with pytest.raises(ConfigError) as e:
-        load_config(PretrainConfig, "configs/pretrain/demo.yaml", [override])
+        load_config(PretrainConfig, "configs/pretrain/demo.yaml", override.split())
     assert str(e.value) == message
 
 
@@ -108,7 +112,7 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
     assert "features.channel: 0  # int, >= 0 | null" in lines
     leaves = lambda schema: sum(leaves(tp) if dataclasses.is_dataclass(tp) else 1
                                 for tp in typing.get_type_hints(schema).values())
-    assert len(lines) == leaves(PretrainConfig) == 70
+    assert len(lines) == leaves(PretrainConfig) == 74
 
 
 def test_the_demo_generator_and_the_probes_answer_help():

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ssast.config import Positive, invalid
+from ssast.config import NonNegative, Positive, invalid
 from ssast.masking import cluster_patch_mask, random_frame_mask
 
 # size: (embedding dim, heads, prefix tokens)
@@ -30,7 +30,8 @@ SIZES = {"tiny": (192, 3, 2), "small": (384, 6, 2), "base": (768, 12, 2), "base_
 
 @dataclass
 class ModelConfig:
-    """Encoder architecture and input geometry. Pretraining requires stride == shape."""
+    """Encoder architecture and input geometry (pretraining requires stride == shape), and the decoder of the
+    fast pretraining mode (``decoder_depth`` 0: the reference's encoder-only model)."""
 
     size: Literal["tiny", "small", "base", "base_nokd"] = "base"
     depth: Positive = 12
@@ -41,12 +42,17 @@ class ModelConfig:
     input_fdim: Positive = 128
     input_tdim: Positive = 1024
     fused_attn: bool = True  # torch SDPA; False computes attention explicitly (bit-exact with the reference)
+    decoder_depth: NonNegative = 0  # fast mode: blocks of the decoder that fills in the masked patches
+    decoder_dim: Positive = 192
+    decoder_heads: Positive = 3
 
     def __post_init__(self):
         if self.input_fdim < self.fshape:
             raise invalid("input_fdim", self.input_fdim, f">= fshape ({self.fshape})")
         if self.input_tdim < self.tshape:
             raise invalid("input_tdim", self.input_tdim, f">= tshape ({self.tshape})")
+        if self.decoder_depth and self.decoder_dim % self.decoder_heads:
+            raise invalid("decoder_dim", self.decoder_dim, f"a multiple of decoder_heads ({self.decoder_heads})")
 
 
 def grid_size(cfg: ModelConfig) -> tuple[int, int]:
@@ -102,18 +108,24 @@ class ASTEncoder(nn.Module):
             blk.attn.fused_attn = fused
 
     def prefix(self, batch: int) -> torch.Tensor:
+        # Each token expanded on its own: its gradient is then a contiguous [1, 1, d] sum, in the layout of
+        # DDP's gradient buckets (a slice of the concatenation's gradient is not, and costs a copy per step).
         tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
-        return torch.cat(tokens, 1).expand(batch, -1, -1)
+        return torch.cat([t.expand(batch, -1, -1) for t in tokens], 1)
 
     def forward(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
-                mask_token: Optional[torch.Tensor] = None, all_layers: bool = False):
+                mask_token: Optional[torch.Tensor] = None, all_layers: bool = False,
+                keep_index: Optional[torch.Tensor] = None):
         """Normed tokens [B, num_prefix + N, d]; patch embeddings at `mask_index` [B, M] are replaced by
-        `mask_token` before positions are added. With `all_layers`, also the list of every block's output."""
+        `mask_token` before positions are added. With `keep_index` [B, K], only those patches (and the prefix)
+        go through the blocks: [B, num_prefix + K, d]. With `all_layers`, also the list of every block's output."""
         x = self.patch_embed(fbank)
         if mask_index is not None:
             masked = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device).scatter_(1, mask_index, True)
             x = torch.where(masked[..., None], mask_token.to(x.dtype), x)
         x = torch.cat([self.prefix(x.shape[0]), x], 1) + self.pos_embed
+        if keep_index is not None:
+            x = torch.cat([x[:, : self.num_prefix], _take(x[:, self.num_prefix:], keep_index)], 1)
         layers = []
         for blk in self.blocks:
             x = blk(x)
@@ -134,6 +146,42 @@ def _ssl_head(dim: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
 
 
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x[b, index[b]] for every clip b: [B, N, C], [B, K] -> [B, K, C]."""
+    return torch.gather(x, 1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class Decoder(nn.Module):
+    """Fast mode's decoder (as in MAE): the encoder's outputs for the visible patches, a learned mask token at
+    every masked position, positions, a few pre-norm blocks. Dropped when the encoder is fine-tuned or probed."""
+
+    def __init__(self, encoder_dim: int, cfg: ModelConfig, num_prefix: int, num_patches: int):
+        super().__init__()
+        dim = cfg.decoder_dim
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix + num_patches, dim))
+        self.blocks = nn.ModuleList(
+            Block(dim, cfg.decoder_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.num_prefix, self.num_patches = num_prefix, num_patches
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_weights)
+
+    def forward(self, tokens: torch.Tensor, keep_index: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
+        """Encoder tokens [B, P + K, d] of the kept patches -> decoder outputs [B, M, dim] at `mask_index`."""
+        x = self.embed(tokens)
+        p, (b, _, dim) = self.num_prefix, x.shape
+        patches = self.mask_token.to(x.dtype).expand(b, self.num_patches, dim).scatter(
+            1, keep_index[..., None].expand(-1, -1, dim), x[:, p:])
+        x = torch.cat([x[:, :p], patches], 1) + self.pos_embed
+        for blk in self.blocks:
+            x = blk(x)
+        return _take(self.norm(x)[:, p:], mask_index)
+
+
 class SSASTModel(nn.Module):
     """Masked spectrogram patch modeling: a discriminative (MPC, InfoNCE) and a generative (MPG) objective."""
 
@@ -143,10 +191,13 @@ class SSASTModel(nn.Module):
             raise ValueError("pretraining needs patch stride == patch shape (non-overlapping patches)")
         self.v = ASTEncoder(cfg)
         dim, patch_dim = self.v.embed_dim, cfg.fshape * cfg.tshape
-        self.mask_embed = nn.Parameter(torch.zeros(1, 1, dim))
-        nn.init.xavier_normal_(self.mask_embed)
-        self.cpredlayer = _ssl_head(dim, patch_dim)
-        self.gpredlayer = _ssl_head(dim, patch_dim)
+        self.decoder = Decoder(dim, cfg, self.v.num_prefix, self.v.num_patches) if cfg.decoder_depth else None
+        self.mask_embed = None if self.decoder else nn.Parameter(torch.zeros(1, 1, dim))  # the decoder has its own
+        if self.mask_embed is not None:
+            nn.init.xavier_normal_(self.mask_embed)
+        head_dim = cfg.decoder_dim if self.decoder else dim
+        self.cpredlayer = _ssl_head(head_dim, patch_dim)
+        self.gpredlayer = _ssl_head(head_dim, patch_dim)
 
     @property
     def cfg(self) -> ModelConfig:
@@ -166,10 +217,15 @@ class SSASTModel(nn.Module):
         return random_frame_mask(batch, self.v.num_patches, mask_size, generator)
 
     def masked_outputs(self, fbank: torch.Tensor, mask_index: torch.Tensor):
-        """Encoder outputs [B, M, d] and target patches [B, M, P] at the masked positions."""
-        tokens = self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:]
-        take = lambda x: torch.gather(x, 1, mask_index[..., None].expand(-1, -1, x.shape[-1]))
-        return take(tokens), take(self.patches(fbank)).detach()
+        """Outputs [B, M, d] and target patches [B, M, P] at the masked positions. The reference's model runs
+        the encoder over every patch, mask tokens included; fast mode runs it over the visible patches only and
+        lets the decoder fill in the masked ones."""
+        targets = _take(self.patches(fbank), mask_index).detach()
+        if self.decoder is None:
+            return _take(self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:], mask_index), targets
+        masked = torch.zeros(fbank.shape[0], self.v.num_patches, dtype=torch.bool, device=fbank.device)
+        keep_index = torch.nonzero(~masked.scatter_(1, mask_index, True))[:, 1].view(fbank.shape[0], -1)
+        return self.decoder(self.v(fbank, keep_index=keep_index), keep_index, mask_index), targets
 
     def _mpc_loss(self, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """InfoNCE of ``cpredlayer(h)``: scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a]; a column b is correct when
@@ -183,36 +239,42 @@ class SSASTModel(nn.Module):
         hits = scores.softmax(-1).argmax(1) == torch.arange(m, device=scores.device)
         return hits.float().mean(), loss
 
-    def _mpg_loss(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.gpredlayer(h).float(), target.float())
+    def _mpg_loss(self, h: torch.Tensor, target: torch.Tensor, norm_target: bool = False) -> torch.Tensor:
+        """Mean squared error of ``gpredlayer(h)``; `norm_target` standardises each target patch first (MAE's
+        choice; the reference regresses the raw patches)."""
+        target = target.float()
+        if norm_target:
+            target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        return F.mse_loss(self.gpredlayer(h).float(), target)
 
     def mpc(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked patch classification: (accuracy, loss)."""
         return self._mpc_loss(*self.masked_outputs(fbank, mask_index))
 
-    def mpg(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
+    def mpg(self, fbank: torch.Tensor, mask_index: torch.Tensor, norm_target: bool = False) -> torch.Tensor:
         """Masked patch generation: mean squared error of the reconstructed patches."""
-        return self._mpg_loss(*self.masked_outputs(fbank, mask_index))
+        return self._mpg_loss(*self.masked_outputs(fbank, mask_index), norm_target)
 
     def forward(self, fbank: torch.Tensor, mask_size: int = 400, cluster: bool = True, mpg_weight: float = 10.0,
                 objective: Literal["joint", "mpc", "mpg"] = "joint", shared_mask: bool = False,
                 mask_mpc: Optional[torch.Tensor] = None, mask_mpg: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+                generator: Optional[torch.Generator] = None, norm_target: bool = False) -> dict[str, torch.Tensor]:
         """The pretraining objective. Faithful mode (the released models): loss = MPC + mpg_weight * MPG from
         two encoder passes with independently drawn masks. ``shared_mask`` (not in the reference) runs one pass
-        with one mask and feeds both heads: about half the compute."""
+        with one mask and feeds both heads: about half the compute. Fast mode (a model with a decoder) always
+        shares its one mask."""
         out: dict[str, torch.Tensor] = {}
         draw = lambda: self.draw_mask(fbank.shape[0], mask_size, cluster, generator).to(fbank.device)
-        if shared_mask and objective == "joint":
+        if (shared_mask or self.decoder is not None) and objective == "joint":
             mask = mask_mpc if mask_mpc is not None else draw()
             h, target = self.masked_outputs(fbank, mask)
             out["mpc_acc"], out["mpc_loss"] = self._mpc_loss(h, target)
-            out["mpg_loss"] = self._mpg_loss(h, target)
+            out["mpg_loss"] = self._mpg_loss(h, target, norm_target)
         else:
             if objective in ("joint", "mpc"):
                 out["mpc_acc"], out["mpc_loss"] = self.mpc(fbank, mask_mpc if mask_mpc is not None else draw())
             if objective in ("joint", "mpg"):
-                out["mpg_loss"] = self.mpg(fbank, mask_mpg if mask_mpg is not None else draw())
+                out["mpg_loss"] = self.mpg(fbank, mask_mpg if mask_mpg is not None else draw(), norm_target)
         out["loss"] = out.get("mpc_loss", 0.0) + mpg_weight * out.get("mpg_loss", 0.0)
         return out
 
@@ -274,7 +336,7 @@ class ASTClassifier(nn.Module):
         positional embedding adapted (`adapt_pos_embed`), a fresh ``mlp_head``."""
         old = ssl.cfg
         cfg = ModelConfig(**{**old.__dict__, "fstride": fstride or old.fstride, "tstride": tstride or old.tstride,
-                             "input_tdim": input_tdim or old.input_tdim})
+                             "input_tdim": input_tdim or old.input_tdim, "decoder_depth": 0})
         model = cls(cfg, n_classes, pooling)
         state = {k: v for k, v in ssl.v.state_dict().items() if k != "pos_embed"}
         state["pos_embed"] = adapt_pos_embed(ssl.v.pos_embed, ssl.v.num_prefix, ssl.v.grid, model.v.grid,

@@ -154,6 +154,9 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
     """The model's state dict in the released format: ``module.`` keys, ``p_input_*`` for pretraining models,
     and zero-filled 1000-class ``v.head``/``v.head_dist`` so that the reference code loads it strictly (its
     forward never uses them)."""
+    if getattr(model, "decoder", None) is not None:
+        raise CheckpointError("a fast-mode model has no released format (the reference has no decoder): export "
+                              "its encoder as a classifier, ASTClassifier.from_pretrained(model, n_classes)")
     sd = dict(model.state_dict())
     dim = model.v.embed_dim
     for head in ("v.head", "v.head_dist") if model.v.num_prefix == 2 else ("v.head",):
