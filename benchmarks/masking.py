@@ -9,24 +9,13 @@ of each and the ratio.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import time
 
 import torch
+from reference_step import reference_mask  # the same folder
 
 from ssast.masking import cluster_patch_mask
-
-
-def reference_mask(sequence_len: int = 512, mask_size: int = 400, t_dim: int = 64) -> torch.Tensor:
-    """The reference's loop, as published: anchors until more than mask_size distinct indices."""
-    mask_id = []
-    cluster = random.randrange(3) + 3
-    while len(set(mask_id)) <= mask_size:
-        start = random.randrange(sequence_len)
-        mask_id += [start + t_dim * i + j for i in range(cluster) for j in range(cluster)
-                    if 0 < start + t_dim * i + j < sequence_len]
-    return torch.tensor(list(set(mask_id))[:mask_size])
 
 
 def main() -> None:
@@ -42,7 +31,7 @@ def main() -> None:
         fn()
         return (time.perf_counter() - start) / args.batch
 
-    loop = lambda: torch.stack([reference_mask() for _ in range(args.batch)])
+    loop = lambda: torch.stack([reference_mask(512, 400, 64, cluster=True) for _ in range(args.batch)])
     vectorised = lambda: cluster_patch_mask(args.batch, 512, 400, 64, generator)
     runs = [(timed(loop), timed(vectorised)) for _ in range(args.repeats)]
     ref, ours = (statistics.median(r) for r in zip(*runs))
