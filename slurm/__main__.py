@@ -39,6 +39,17 @@ def _fail(message: str, code: int = 2):
     raise SystemExit(code)
 
 
+def _option_values(args: list[str], name: str) -> tuple[list[str], list[str]]:
+    """(the values of every ``name VALUE`` pair in `args`, the other arguments)."""
+    values, rest, it = [], [], iter(args)
+    for a in it:
+        if a == name:
+            values.append(next(it, ""))
+        else:
+            rest.append(a)
+    return values, rest
+
+
 def sweep_elements(sweeps: list[str]) -> list[list[str]]:
     """``["a=1,2", "b=x,y"]`` -> the overrides of every element of the grid: [["a=1", "b=x"], ...]."""
     axes = []
@@ -107,8 +118,7 @@ def main(argv: list[str] | None = None) -> list:
     if stage not in STAGES:
         _fail(f"unknown stage {stage!r}: choose one of {', '.join(STAGES)}")
     flags = {"--dry-run", "--wait"} & set(rest)
-    sweeps = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--sweep"]
-    rest = [a for i, a in enumerate(rest) if a not in flags and a != "--sweep" and (i == 0 or rest[i - 1] != "--sweep")]
+    sweeps, rest = _option_values([a for a in rest if a not in flags], "--sweep")
     try:
         launch = load_config(LaunchConfig, None, [a for a in rest if a.startswith("slurm.")]).slurm
     except ConfigError as e:

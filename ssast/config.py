@@ -178,7 +178,8 @@ def to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """A configuration (dataclass, or the dict of one) as YAML that `load_config` reads back."""
+    Path(path).write_text(yaml.safe_dump(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=False))
 
 
 def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:

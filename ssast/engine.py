@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Optional, Protocol
 
 import torch
-import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid
+from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid, save_config
 from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, gather, init_distributed
 from ssast.models.checkpoint import CheckpointError, load_state, model_state, read
 
@@ -261,7 +260,7 @@ class Trainer:
                     path = self.run_dir / name
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.run_config, sort_keys=False))
+            save_config(self.run_config, self.run_dir / "config.yaml")
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _autocast(self):
