@@ -1,8 +1,10 @@
 """Pretraining step throughput: the reference's approach against the project's modes, measured in one run.
 
     python benchmarks/pretrain_step.py [--sizes tiny base] [--batch 4] [--repeats 5] [--threads 2]
+    python benchmarks/pretrain_step.py --sizes tiny --depth 4 --input-tdim 128 --mask-size 48 --random --batch 32
+        (the demo recipes' geometry)
 
-Variants, each a full training step (forward, backward, Adam) on 1024 x 128 fbank input, 400 masked patches:
+Variants, each a full training step (forward, backward, Adam), by default on 1024 x 128 input, 400 masked patches:
   (a) reference: `reference_step.py` (per-clip Python masking loops, explicit attention, per-clip InfoNCE loop,
       two encoder passes, fp32);
   (b) faithful: the project's model (vectorised masks, fused attention, batched InfoNCE, two passes);
@@ -30,18 +32,18 @@ from ssast.models import ModelConfig, SSASTModel  # noqa: E402
 
 
 
-def variants(size: str, mask_size: int) -> dict:
-    cfg = ModelConfig(size=size)
+def variants(cfg: ModelConfig, mask_size: int, cluster: bool) -> dict:
     torch.manual_seed(0)
     reference = ReferenceStep(SSASTModel(dataclasses.replace(cfg, fused_attn=False)))
     faithful = SSASTModel(cfg)
     dim = faithful.v.embed_dim
     fast = SSASTModel(dataclasses.replace(cfg, decoder_depth=2, decoder_dim=dim, decoder_heads=dim // 64))
     return {
-        "(a) reference": (reference.model, lambda x, g: reference(x, mask_size)),
-        "(b) faithful": (faithful, lambda x, g: faithful(x, mask_size, generator=g)),
-        "(c) faithful, shared mask": (faithful, lambda x, g: faithful(x, mask_size, shared_mask=True, generator=g)),
-        "(d) fast": (fast, lambda x, g: fast(x, mask_size, generator=g)),
+        "(a) reference": (reference.model, lambda x, g: reference(x, mask_size, cluster)),
+        "(b) faithful": (faithful, lambda x, g: faithful(x, mask_size, cluster, generator=g)),
+        "(c) faithful, shared mask": (faithful, lambda x, g: faithful(x, mask_size, cluster, shared_mask=True,
+                                                                      generator=g)),
+        "(d) fast": (fast, lambda x, g: fast(x, mask_size, cluster, generator=g)),
     }
 
 
@@ -53,17 +55,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mask-size", type=int, default=400)
+    parser.add_argument("--depth", type=int, default=12)
+    parser.add_argument("--input-tdim", type=int, default=1024)
+    parser.add_argument("--random", action="store_true", help="uniform masks instead of cluster masks")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; batch {args.batch}, 1024 x 128 input, {args.mask_size} masked patches, "
-          f"median of {args.repeats} rounds of {args.steps} steps")
+    print(f"device: {name}; batch {args.batch}, {args.input_tdim} x 128 input, {args.depth} layers, "
+          f"{args.mask_size} {'random' if args.random else 'cluster'}-masked patches, median of {args.repeats} "
+          f"rounds of {args.steps} steps")
     for size in args.sizes:
-        runs = variants(size, args.mask_size)
+        cfg = ModelConfig(size=size, depth=args.depth, input_tdim=args.input_tdim)
+        runs = variants(cfg, args.mask_size, not args.random)
         optims = {k: torch.optim.Adam(m.to(device).parameters(), lr=1e-4) for k, (m, _) in runs.items()}
-        x = torch.randn(args.batch, 1024, 128, generator=torch.Generator().manual_seed(0)).to(device)
+        x = torch.randn(args.batch, args.input_tdim, 128, generator=torch.Generator().manual_seed(0)).to(device)
         g = torch.Generator().manual_seed(0)
         speeds: dict[str, list[float]] = {k: [] for k in runs}
         memory: dict[str, int] = {}

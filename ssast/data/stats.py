@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ssast.cli import run_cli
 from ssast.config import Positive, cli_config
@@ -33,9 +34,11 @@ def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
     dataset = read_dataset(cfg.data.train, cfg.data.root)
     raw = dataclasses.replace(cfg.features, mean=0.0, std=0.5)  # (x - 0) / (2 * 0.5) leaves features as they are
     means, stds = [], []
-    for batch in AudioLoader(dataset, raw, cfg.data, train=False, batch_size=cfg.batch_size):
-        means.append(batch["fbank"].mean().item())
-        stds.append(batch["fbank"].std().item())
+    with tqdm(total=len(dataset.examples), desc="reading", unit="clip", mininterval=1) as bar:
+        for batch in AudioLoader(dataset, raw, cfg.data, train=False, batch_size=cfg.batch_size):
+            means.append(batch["fbank"].mean().item())
+            stds.append(batch["fbank"].std().item())
+            bar.update(len(batch["path"]))
     return float(np.mean(means)), float(np.mean(stds))
 
 
