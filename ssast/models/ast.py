@@ -121,8 +121,7 @@ class ASTEncoder(nn.Module):
         go through the blocks: [B, num_prefix + K, d]. With `all_layers`, also the list of every block's output."""
         x = self.patch_embed(fbank)
         if mask_index is not None:
-            masked = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device).scatter_(1, mask_index, True)
-            x = torch.where(masked[..., None], mask_token.to(x.dtype), x)
+            x = torch.where(_is_masked(mask_index, x.shape[1])[..., None], mask_token.to(x.dtype), x)
         x = torch.cat([self.prefix(x.shape[0]), x], 1) + self.pos_embed
         if keep_index is not None:
             x = torch.cat([x[:, : self.num_prefix], _take(x[:, self.num_prefix:], keep_index)], 1)
@@ -144,6 +143,12 @@ class ASTEncoder(nn.Module):
 
 def _ssl_head(dim: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out))
+
+
+def _is_masked(mask_index: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """[B, M] patch indices -> [B, N] boolean, True at the masked patches."""
+    masked = torch.zeros(mask_index.shape[0], num_patches, dtype=torch.bool, device=mask_index.device)
+    return masked.scatter_(1, mask_index, True)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -223,8 +228,7 @@ class SSASTModel(nn.Module):
         targets = _take(self.patches(fbank), mask_index).detach()
         if self.decoder is None:
             return _take(self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:], mask_index), targets
-        masked = torch.zeros(fbank.shape[0], self.v.num_patches, dtype=torch.bool, device=fbank.device)
-        keep_index = torch.nonzero(~masked.scatter_(1, mask_index, True))[:, 1].view(fbank.shape[0], -1)
+        keep_index = torch.nonzero(~_is_masked(mask_index, self.v.num_patches))[:, 1].view(fbank.shape[0], -1)
         return self.decoder(self.v(fbank, keep_index=keep_index), keep_index, mask_index), targets
 
     def _mpc_loss(self, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
