@@ -2,6 +2,7 @@
 
     python -m slurm pretrain --config configs/pretrain/ssast_base_patch400.yaml [key=value ...] \\
         slurm.nodes=2 slurm.gpus_per_node=8 slurm.partition=gpu data.batch_size=3
+    python -m slurm finetune --config configs/finetune/esc50.yaml data.root=ESC-50-master init=ssast.pth
     python -m slurm probes --config configs/probes/demo.yaml --sweep c=0.1,1,10
     python -m slurm pretrain ... --dry-run        (print the sbatch script; submit nothing)
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
+from finetune.config import FinetuneRunConfig
 from probes.config import ProbeConfig
 from pretrain.config import PretrainConfig
 from slurm.config import LaunchConfig, SlurmConfig
@@ -31,7 +33,7 @@ from slurm.job import STAGES, StageJob
 from ssast.config import ConfigError, cli_config, describe, load_config
 
 PROG = "python -m slurm"
-SCHEMAS = {"pretrain": PretrainConfig, "probes": ProbeConfig}
+SCHEMAS = {"pretrain": PretrainConfig, "finetune": FinetuneRunConfig, "probes": ProbeConfig}
 
 
 def _fail(message: str, code: int = 2):
@@ -62,9 +64,9 @@ def sweep_elements(sweeps: list[str]) -> list[list[str]]:
 
 
 def placement(stage: str, run_dir: Path) -> list[str]:
-    """The overrides that put a stage's outputs in `run_dir`: pretraining writes its run there and resumes from
-    it when requeued; a probe's results are the job's result (``result.json``)."""
-    return [f"run_dir={run_dir}", "resume=auto"] if stage == "pretrain" else []
+    """The overrides that put a stage's outputs in `run_dir`: pretraining and fine-tuning write their run there
+    and resume from it when requeued; a probe's results are the job's result (``result.json``)."""
+    return [f"run_dir={run_dir}", "resume=auto"] if stage in ("pretrain", "finetune") else []
 
 
 def base_dir(stage: str, cfg, launch: SlurmConfig) -> Path:

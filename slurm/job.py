@@ -23,13 +23,19 @@ def _pretrain(argv: list[str]) -> Any:
     return main(argv)
 
 
+def _finetune(argv: list[str]) -> Any:
+    from finetune.__main__ import main
+
+    return main(argv)
+
+
 def _probes(argv: list[str]) -> Any:
     from probes.__main__ import main
 
     return main(["linear", *argv])
 
 
-STAGES: dict[str, Callable[[list[str]], Any]] = {"pretrain": _pretrain, "probes": _probes}
+STAGES: dict[str, Callable[[list[str]], Any]] = {"pretrain": _pretrain, "finetune": _finetune, "probes": _probes}
 
 
 def _write_json(path: Path, obj: Any) -> None:

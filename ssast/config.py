@@ -246,6 +246,10 @@ def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: 
     try:
         cfg = load_config(schema, path, args, sections)
     except ConfigError as e:
+        folder = Path(__file__).resolve().parents[1] / "configs" / recipes
+        if recipes and not Path(path).exists() and folder.is_dir():
+            e = ConfigError(f"{e} (recipes in configs/{recipes}/: "
+                            f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))})")
         _fail(prog, str(e))
     if show:
         print("\n".join(describe(schema, cfg)))

@@ -42,11 +42,16 @@ class OptimConfig:
     betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.95, 0.999])
     weight_decay: NonNegativeFloat = 5e-7
     # reference: staircase warm-up (every 50 steps lr = step / warmup_steps * lr), then halve on a plateau of
-    # the monitored validation metric; cosine: linear warm-up then cosine decay to min_lr; constant.
-    schedule: Literal["reference", "cosine", "constant"] = "reference"
+    # the monitored validation metric (pretraining); multistep: the same warm-up, then lr * decay_factor ** k
+    # after k milestone epochs decay_start, decay_start + decay_every, ... (fine-tuning); cosine: linear warm-up
+    # then cosine decay to min_lr; constant.
+    schedule: Literal["reference", "multistep", "cosine", "constant"] = "reference"
     warmup_steps: NonNegative = 1000
     plateau_factor: Annotated[float, Range(gt=0, lt=1)] = 0.5
     plateau_patience: NonNegative = 2
+    decay_start: Positive = 1  # multistep: first milestone, in epochs
+    decay_every: Positive = 1  # multistep: epochs between milestones
+    decay_factor: Annotated[float, Range(gt=0, le=1)] = 0.5
     min_lr: NonNegativeFloat = 0.0
 
     def __post_init__(self):
@@ -97,6 +102,10 @@ class Task(Protocol):
     def images(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Images [3, H, W] in [0, 1] for TensorBoard at each validation."""
 
+    # Optional: ``param_groups()`` (optimiser groups, see `build_optimizer`), ``epoch_steps`` (steps per epoch,
+    # for the multistep schedule), ``state_dict()`` / ``load_state_dict()`` (state that checkpoints keep, such
+    # as running averages over validations).
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -109,36 +118,51 @@ def setup_logging(main: bool) -> None:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(cfg: OptimConfig, model: nn.Module, groups: Optional[list[dict]] = None) -> torch.optim.Optimizer:
+    """Adam(W) over `groups` (dicts with "params" and an optional "lr_scale" and "frozen_until" step, see
+    `Schedule`), or over all trainable parameters."""
+    groups = groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 class Schedule:
-    """Learning rate per step, plus the reference's ReduceLROnPlateau on the monitored metric."""
+    """Learning rate per step, plus the reference's ReduceLROnPlateau on the monitored metric. A parameter
+    group's rate is the schedule's times its "lr_scale" (head multiplier, layer-wise decay), and 0 before its
+    "frozen_until" step (an encoder frozen for the first epochs)."""
 
     def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, max_steps: int,
-                 mode: Literal["max", "min"] = "max"):
-        self.cfg, self.optimizer, self.max_steps = cfg, optimizer, max_steps
+                 mode: Literal["max", "min"] = "max", epoch_steps: Optional[int] = None):
+        if cfg.schedule == "multistep" and not epoch_steps:
+            raise ValueError("the multistep schedule needs the number of steps per epoch")
+        self.cfg, self.optimizer, self.max_steps, self.epoch_steps = cfg, optimizer, max_steps, epoch_steps
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
 
-    def _set(self, lr: float) -> None:
+    def _set(self, lr: float, step: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0) * (step >= group.get("frozen_until", 0))
+
+    def _staircase(self, step: int) -> float:
+        """The reference's warm-up factor: step / warmup_steps, updated every 50 steps, from 0."""
+        return min(1.0, step // 50 * 50 / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
 
     def before_step(self, step: int) -> None:
         c = self.cfg
         if c.schedule == "reference":
             if step <= c.warmup_steps and step % 50 == 0:  # staircase from 0, as the reference
-                self._set(step / c.warmup_steps * c.lr)
+                self._set(self._staircase(step) * c.lr, step)
+        elif c.schedule == "multistep":  # torch's MultiStepLR stepped at each epoch's end, as the reference
+            milestones = max(0, (step // self.epoch_steps - c.decay_start) // c.decay_every + 1)
+            self._set(self._staircase(step) * c.lr * c.decay_factor ** milestones, step)
         elif c.schedule == "cosine":
             if step < c.warmup_steps:
-                self._set(c.lr * (step + 1) / c.warmup_steps)
+                self._set(c.lr * (step + 1) / c.warmup_steps, step)
             else:
                 progress = (step - c.warmup_steps) / max(1, self.max_steps - c.warmup_steps)
-                self._set(c.min_lr + (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+                self._set(c.min_lr + (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))), step)
+        else:
+            self._set(c.lr, step)
 
     def after_eval(self, metric: float) -> None:
         if self.cfg.schedule == "reference":
@@ -198,6 +222,7 @@ class RunState:
     scaler: torch.amp.GradScaler
     generator: torch.Generator
     loader: Any
+    task: Any = None
     step: int = 0
     best: Optional[float] = None  # best monitored validation value so far
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
@@ -208,7 +233,8 @@ class RunState:
     def state_dict(self, ranks: list[dict]) -> dict:
         return {**model_state(self.model), "step": self.step, "best": self.best, "skipped_steps": self.skipped,
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(), "ranks": ranks}
+                "scaler": self.scaler.state_dict(), "ranks": ranks,
+                **({"task": self.task.state_dict()} if hasattr(self.task, "state_dict") else {})}
 
     def load_state_dict(self, state: dict, path: Path, d: Dist) -> None:
         if "optimizer" not in state:
@@ -224,6 +250,8 @@ class RunState:
         self.step, self.best, self.skipped = state["step"], state["best"], state["skipped_steps"]
         self.generator.set_state(state["ranks"][d.rank]["generator"])
         self.loader.load_state_dict(state["ranks"][d.rank]["data"])
+        if "task" in state:
+            self.task.load_state_dict(state["task"])
 
 
 class Trainer:
@@ -348,10 +376,11 @@ class Trainer:
     def fit(self, task: Task, loader) -> dict:
         cfg = self.cfg
         model = task.model.to(self.device)
-        optimizer = build_optimizer(self.optim_cfg, model)
-        run = RunState(model, optimizer, Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode),
+        optimizer = build_optimizer(self.optim_cfg, model, getattr(task, "param_groups", lambda: None)())
+        schedule = Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode, getattr(task, "epoch_steps", None))
+        run = RunState(model, optimizer, schedule,
                        torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16"),
-                       torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank), loader)
+                       torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank), loader, task)
         resumed = self._checkpoint_to_resume()
         if resumed is not None:
             run.load_state_dict(resumed[1], resumed[0], self.dist)

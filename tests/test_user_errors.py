@@ -10,8 +10,10 @@ import pytest
 import torch
 
 import golden
+import finetune.__main__ as finetune_stage
 import probes.__main__ as probes_stage
 import pretrain.__main__ as pretrain_stage
+from finetune.config import FinetuneRunConfig
 from probes.config import ProbeConfig
 from pretrain.config import PretrainConfig
 from slurm.config import LaunchConfig
@@ -42,7 +44,7 @@ def outside(bound: Range, integer: bool) -> list:
 
 
 SCHEMAS = [(PretrainConfig, "configs/pretrain/demo.yaml"), (ProbeConfig, "configs/probes/demo.yaml"),
-           (StatsConfig, None), (LaunchConfig, None)]
+           (FinetuneRunConfig, "configs/finetune/demo_esc50.yaml"), (StatsConfig, None), (LaunchConfig, None)]
 CASES = [(schema, recipe, key, value) for schema, recipe in SCHEMAS for key, tp, bound in bounded_fields(schema)
          for value in outside(bound, typing.get_args(tp)[0] is int)]
 
@@ -52,7 +54,8 @@ def test_the_walk_covers_every_section():
     assert len(CASES) >= 60 and {"data.batch_size", "data.num_parallel_calls", "train.log_every", "optim.lr",
                                  "train.max_steps", "optim.plateau_factor", "data.mixup", "ssl.mask_size",
                                  "features.std", "c", "model.depth", "fstride", "batch_size",
-                                 "slurm.nodes", "slurm.time_min", "model.decoder_depth"} <= keys
+                                 "slurm.nodes", "slurm.time_min", "model.decoder_depth", "epochs",
+                                 "finetune.layer_decay", "optim.decay_factor"} <= keys
 
 
 @pytest.mark.parametrize("schema, recipe, key, value", CASES, ids=[f"{s.__name__}:{k}={v}" for s, _, k, v in CASES])
@@ -87,9 +90,11 @@ def run(module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("module, args", [("pretrain", []), ("probes", ["linear"]), ("ssast.data.stats", [])])
+@pytest.mark.parametrize("module, args", [("pretrain", []), ("finetune", []), ("probes", ["linear"]),
+                                          ("ssast.data.stats", [])])
 def test_help_lists_the_recipes_and_no_config_stops_with_the_usage(module, args, capsys):
-    main = {"pretrain": pretrain_stage.main, "probes": probes_stage.main, "ssast.data.stats": stats.main}[module]
+    main = {"pretrain": pretrain_stage.main, "finetune": finetune_stage.main, "probes": probes_stage.main,
+            "ssast.data.stats": stats.main}[module]
     with pytest.raises(SystemExit) as e:
         main([*args, "--help"])
     out = capsys.readouterr().out
@@ -112,7 +117,7 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
     assert "features.channel: 0  # int, >= 0 | null" in lines
     leaves = lambda schema: sum(leaves(tp) if dataclasses.is_dataclass(tp) else 1
                                 for tp in typing.get_type_hints(schema).values())
-    assert len(lines) == leaves(PretrainConfig) == 74
+    assert len(lines) == leaves(PretrainConfig) == 77
 
 
 def test_the_demo_generator_and_the_probes_answer_help():

@@ -134,21 +134,36 @@ def read_audioset_csv(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
     return Dataset(examples, classes, multi_label=True, missing=missing)
 
 
-def read_esc50(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
-    """ESC-50 (``audio/``, ``meta/esc50.csv``); ``split`` lists the folds to keep (all when empty)."""
-    base = _resolve(cfg.path, root)
+def _esc50_meta(base: Path) -> list[dict]:
+    """Rows of ``meta/esc50.csv`` with ``fold`` and ``target`` as ints."""
     meta = base / "meta" / "esc50.csv"
     try:
         rows = list(csv.DictReader(open(meta, newline="")))
-        folds = {int(f) for f in cfg.split.split(",") if f.strip()} or {int(r["fold"]) for r in rows}
-        names = {int(r["target"]): r["category"] for r in rows}
-        examples = [Example(str(base / "audio" / r["filename"]), (int(r["target"]),))
-                    for r in rows if int(r["fold"]) in folds]
+        return [{"fold": int(r["fold"]), "target": int(r["target"]), "category": r["category"],
+                 "filename": r["filename"]} for r in rows]
     except FileNotFoundError:
         raise ManifestError(f"ESC-50 metadata not found: {meta}") from None
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise ManifestError(f"{meta}: bad column or value ({e})") from None
-    return Dataset(examples, [names[i] for i in range(max(names) + 1)])
+
+
+def read_esc50(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
+    """ESC-50 (``audio/``, ``meta/esc50.csv``); ``split`` lists the folds to keep (all when empty). The classes
+    are the csv's targets, however many."""
+    base = _resolve(cfg.path, root)
+    rows = _esc50_meta(base)
+    try:
+        folds = {int(f) for f in cfg.split.split(",") if f.strip()} or {r["fold"] for r in rows}
+    except ValueError:
+        raise ManifestError(f"ESC-50 split must list folds like 1,2,3, got {cfg.split!r}") from None
+    names = {r["target"]: r["category"] for r in rows}
+    examples = [Example(str(base / "audio" / r["filename"]), (r["target"],)) for r in rows if r["fold"] in folds]
+    return Dataset(examples, [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)])
+
+
+def esc50_folds(cfg: DatasetConfig, root: str | Path = "") -> list[int]:
+    """The folds of an ESC-50 folder, from ``meta/esc50.csv``."""
+    return sorted({r["fold"] for r in _esc50_meta(_resolve(cfg.path, root))})
 
 
 def read_speechcommands(cfg: DatasetConfig, root: str | Path = "") -> Dataset:

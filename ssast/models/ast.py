@@ -320,6 +320,7 @@ class ASTClassifier(nn.Module):
         self.v = ASTEncoder(cfg)
         self.pooling = pooling
         self.mlp_head = nn.Sequential(nn.LayerNorm(self.v.embed_dim), nn.Linear(self.v.embed_dim, n_classes))
+        self.classes: list[str] = []  # class names, saved in checkpoints (empty when unknown)
 
     @property
     def cfg(self) -> ModelConfig:

@@ -1,7 +1,8 @@
 """Model checkpoints: this project's format and the released SSAST/AST format.
 
 This project's checkpoint is a dict with ``kind`` ("pretraining" or "classifier"), ``model_config``, ``model``
-(the state dict), for classifiers ``n_classes`` and ``pooling``, plus whatever training state the engine adds.
+(the state dict), for classifiers ``n_classes``, ``pooling`` and ``classes`` (names), plus whatever training
+state the engine adds.
 A released checkpoint is a bare state dict saved from ``nn.DataParallel`` (keys start with ``module.``; loading
 accepts them with or without). Model size, depth, patch shape and pretraining input size are read from its
 tensors; the unused 1000-class timm heads ``v.head``/``v.head_dist`` are dropped on load.
@@ -51,7 +52,8 @@ def model_state(model: SSASTModel | ASTClassifier) -> dict:
     """The model part of this project's checkpoint."""
     state = {"model_config": dataclasses.asdict(model.cfg), "model": model.state_dict()}
     if isinstance(model, ASTClassifier):
-        return {"kind": "classifier", "n_classes": model.mlp_head[1].out_features, "pooling": model.pooling, **state}
+        return {"kind": "classifier", "n_classes": model.mlp_head[1].out_features, "pooling": model.pooling,
+                "classes": model.classes, **state}
     return {"kind": "pretraining", **state}
 
 
@@ -61,7 +63,7 @@ def _official(ckpt: dict) -> Optional[dict]:
     return sd if "v.cls_token" in sd else None
 
 
-def _kind(ckpt: dict) -> str:
+def checkpoint_kind(ckpt: dict) -> str:
     if "kind" in ckpt:
         return ckpt["kind"]
     sd = _official(ckpt)
@@ -111,7 +113,7 @@ def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
 
 def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
     ckpt = read(source)
-    if _kind(ckpt) != "pretraining":
+    if checkpoint_kind(ckpt) != "pretraining":
         raise CheckpointError("this is a fine-tuned (classifier) checkpoint: load it with ASTClassifier.from_checkpoint")
     sd = _official(ckpt)
     cfg = infer_config(sd) if sd is not None else ModelConfig(**ckpt["model_config"])
@@ -127,7 +129,7 @@ def load_classifier(source, n_classes: Optional[int] = None, fstride: Optional[i
                     input_fdim: Optional[int] = None, pooling: Optional[str] = None,
                     fused_attn: Optional[bool] = None, reference_quirks: bool = False) -> ASTClassifier:
     ckpt = read(source)
-    if _kind(ckpt) == "pretraining":
+    if checkpoint_kind(ckpt) == "pretraining":
         if n_classes is None:
             raise CheckpointError("building a classifier from a pretraining checkpoint needs n_classes")
         return ASTClassifier.from_pretrained(load_pretraining(ckpt, fused_attn), n_classes, fstride, tstride,
@@ -147,6 +149,7 @@ def load_classifier(source, n_classes: Optional[int] = None, fstride: Optional[i
         cfg = dataclasses.replace(cfg, fused_attn=fused_attn)
     model = ASTClassifier(cfg, n, pooling or "avgtok")
     load_state(model, sd, "classifier checkpoint")
+    model.classes = list(ckpt.get("classes", []))
     return model
 
 
@@ -171,6 +174,6 @@ def load_encoder(source, fused_attn: Optional[bool] = None, **geometry):
     """The encoder (``v``) of any SSAST checkpoint this module reads: pretraining or fine-tuned classifier
     (released fine-tuned ones need their ``fstride``, ``tstride`` and ``input_tdim`` as keyword arguments)."""
     ckpt = read(source)
-    if _kind(ckpt) == "pretraining":
+    if checkpoint_kind(ckpt) == "pretraining":
         return load_pretraining(ckpt, fused_attn).v
     return load_classifier(ckpt, fused_attn=fused_attn, **geometry).v
