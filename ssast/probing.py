@@ -1,75 +1,106 @@
-"""Frozen-encoder evaluation: clip embeddings and a linear probe (standardise + logistic regression).
+"""Fair linear probes on stored embeddings: the feature (layer and pooling) and the L2 strength are chosen on
+held-out training data, never on the test part, and the standardisation is fitted on the training part only.
 
-Clips longer than the encoder's input are cut into consecutive windows of its input length; a clip's
-embedding is the mean over its windows of the mean-pooled final-norm patch tokens.
+A probe is a standardised logistic regression: multinomial for single-label data (accuracy), one-vs-rest for
+multi-label data (mAP, `ssast.metrics`). Two solvers minimise the same objective, mean loss + ||W||^2 / (2 C n)
+(scikit-learn's C * sum of losses + ||W||^2 / 2, divided by C n): scikit-learn's lbfgs on CPU, and a full-batch
+torch L-BFGS on any device (``solver: torch``, the default on a GPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
-from tqdm import tqdm
 
-from ssast.data.pipeline import AudioLoader, DataConfig
-from ssast.data.readers import Dataset
-from ssast.features import FeatureConfig
-from ssast.models import ASTEncoder
+from ssast.metrics import accuracy, mean_average_precision
+
+Solver = Literal["auto", "sklearn", "torch"]
+
+
+def _torch_logistic(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, c: float, multi_label: bool,
+                    n_classes: int, device: str) -> np.ndarray:
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    w = torch.zeros(x.shape[1], n_classes, device=device, requires_grad=True)
+    b = torch.zeros(n_classes, device=device, requires_grad=True)
+    target = torch.as_tensor(y, device=device)
+    target = target.float() if multi_label else target.long()
+    optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=1000, tolerance_grad=1e-6, tolerance_change=1e-9,
+                                  history_size=20, line_search_fn="strong_wolfe")
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits if multi_label else torch.nn.functional.cross_entropy
+    # one-vs-rest sums a binary loss per class, as scikit-learn's separate binary problems do
+    scale = n_classes if multi_label else 1
+
+    def closure():
+        optimizer.zero_grad()
+        loss = scale * loss_fn(xt @ w + b, target) + (w * w).sum() / (2 * c * len(xt))
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        logits = torch.as_tensor(test_x, dtype=torch.float32, device=device) @ w + b
+        return (logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy()
+
+
+def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float, multi_label: bool = False,
+                 solver: Solver = "sklearn", device: str = "cpu", n_classes: Optional[int] = None) -> np.ndarray:
+    """Class scores [n_test, classes] of a probe fitted on the training part (standardised on it)."""
+    scaler = StandardScaler().fit(train_x)
+    x, test = scaler.transform(train_x), scaler.transform(test_x)
+    n_classes = n_classes or (train_y.shape[1] if multi_label else int(train_y.max()) + 1)
+    if solver == "torch" or (solver == "auto" and device != "cpu"):
+        return _torch_logistic(x, train_y, test, c, multi_label, n_classes, device)
+    if multi_label:
+        clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, tol=1e-4)).fit(x, train_y)
+        return clf.predict_proba(test)
+    clf = LogisticRegression(C=c, max_iter=1000, tol=1e-4).fit(x, train_y)
+    scores = np.zeros((len(test), n_classes))
+    scores[:, clf.classes_] = clf.predict_proba(test)
+    return scores
+
+
+def task_metric(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
+    return mean_average_precision(y, scores) if multi_label else accuracy(y, scores)
 
 
 @dataclass
-class Features:
-    """Normalised fbank of every clip of a data set, read once and shared by every encoder probed."""
-
-    fbank: torch.Tensor  # [N, T, F]
-    labels: np.ndarray  # [N] class index
-    paths: list[str]
-
-
-def read_features(dataset: Dataset, features: FeatureConfig, data: DataConfig, desc: str = "reading") -> Features:
-    fbanks, labels, paths = [], [], []
-    with tqdm(total=len(dataset.examples), desc=desc, unit="clip", mininterval=1) as bar:
-        for batch in AudioLoader(dataset, features, data, train=False, batch_size=64):
-            fbanks.append(batch["fbank"])
-            labels.append(batch["target"].argmax(1).numpy())
-            paths += batch["path"]
-            bar.update(len(batch["path"]))
-    return Features(torch.cat(fbanks), np.concatenate(labels), paths)
+class ProbeResult:
+    score: float  # test metric of the chosen feature and C
+    feature: str
+    c: float
+    by_feature: dict[str, float]  # test metric of each feature at its own chosen C (the layer/pooling sweep)
 
 
-@torch.no_grad()
-def embed(encoder: ASTEncoder, fbank: torch.Tensor, batch_size: int = 128, desc: str = "") -> np.ndarray:
-    """[N, T, F] -> [N, d]: windows of the encoder's input length, avgtok pooling, mean over windows."""
-    encoder.eval()
-    n, t, f = fbank.shape
-    window = encoder.cfg.input_tdim
-    if t % window:
-        raise ValueError(f"clip length {t} frames is not a multiple of the encoder input ({window} frames)")
-    windows = fbank.reshape(n * t // window, window, f)
-    starts = tqdm(range(0, len(windows), batch_size), desc=desc or "embedding", unit="batch", mininterval=1,
-                  disable=not desc)
-    pooled = torch.cat([encoder.pool(encoder(windows[i : i + batch_size]), "avgtok") for i in starts])
-    return pooled.reshape(n, t // window, -1).mean(1).numpy()
+def fair_probe(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
+               inner: Sequence[tuple[np.ndarray, np.ndarray]], cs: Sequence[float], multi_label: bool = False,
+               solver: Solver = "sklearn", device: str = "cpu") -> ProbeResult:
+    """Choose (feature, C) by the mean metric over the `inner` (fit, held-out) splits of the training indices,
+    refit on all of `train` and score `test`. No index of `test` is ever used before the final score."""
+    n_classes = y.shape[1] if multi_label else int(y.max()) + 1
+    fit = lambda x, a, b, c: task_metric(y[b], probe_scores(x[a], y[a], x[b], c, multi_label, solver, device,
+                                                              n_classes), multi_label)
+    chosen: dict[str, tuple[float, float]] = {}  # feature -> (inner metric, C)
+    for name, x in features.items():
+        inner_scores = [np.mean([fit(x, a, b, c) for a, b in inner]) for c in cs]
+        best = int(np.argmax(inner_scores))
+        chosen[name] = (inner_scores[best], cs[best])
+    by_feature = {name: fit(x, train, test, chosen[name][1]) for name, x in features.items()}
+    feature = max(chosen, key=lambda n: chosen[n][0])
+    return ProbeResult(by_feature[feature], feature, chosen[feature][1], by_feature)
 
 
-def fbank_statistics(fbank: torch.Tensor) -> np.ndarray:
-    """The non-learned baseline: per-mel-bin mean and standard deviation over time, [N, 2F]."""
-    return torch.cat([fbank.mean(1), fbank.std(1)], 1).numpy()
-
-
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                 c: float = 1.0) -> float:
-    """Accuracy of a standardised multinomial logistic regression."""
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, tol=1e-3))
-    clf.fit(train_x, train_y)
-    return float((clf.predict(test_x) == test_y).mean())
-
-
-def fold_accuracy(x: np.ndarray, y: np.ndarray, folds: np.ndarray, c: float = 1.0) -> float:
-    """Mean accuracy over folds, each tested on one fold and trained on the others (ESC-50)."""
-    return float(np.mean([linear_probe(x[folds != k], y[folds != k], x[folds == k], y[folds == k], c)
-                          for k in np.unique(folds)]))
+def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean, sample standard deviation and the half-width of the t confidence interval of the mean (0 and 0
+    for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) < 2:
+        return float(v.mean()), 0.0, 0.0
+    std = float(v.std(ddof=1))
+    return float(v.mean()), std, float(stats.t.ppf((1 + confidence) / 2, len(v) - 1) * std / np.sqrt(len(v)))

@@ -1,5 +1,5 @@
 """Every example command of the README runs: a stage checks its recipe and keys (``--print-config``), the SLURM
-launcher prints its script (``--dry-run``), the data generator knows its flags. A renamed key, recipe or flag
+launcher prints its script (``--dry-run``), the data generator and the tagger know their flags. A renamed key, recipe or flag
 fails here instead of in a reader's terminal."""
 
 import re
@@ -21,7 +21,8 @@ def commands() -> list[str]:
 
 def test_the_readme_has_examples_of_every_entry_point():
     modules = {re.search(r"-m (\S+)", c).group(1) for c in commands()}
-    assert modules >= {"pretrain", "probes", "slurm", "ssast.data.demo", "ssast.data.stats"}
+    assert modules >= {"pretrain", "finetune", "finetune.predict", "probes", "slurm", "ssast.data.demo",
+                       "ssast.data.stats"}
 
 
 @pytest.mark.parametrize("command", commands())
@@ -29,7 +30,7 @@ def test_readme_command_runs(command, demo_root, tmp_path):
     args = shlex.split(command.replace("data/demo", str(demo_root)))
     module = args[args.index("-m") + 1]
     args = [sys.executable, "-m", module, *args[args.index("-m") + 2:]]
-    if module == "ssast.data.demo":
+    if module in ("ssast.data.demo", "finetune.predict"):  # argparse tools: their flags are in their help
         flags = {a.split("=")[0] for a in args if a.startswith("--")}
         help_text = subprocess.run(args[:3] + ["--help"], capture_output=True, text=True).stdout
         assert flags and all(f in help_text for f in flags)

@@ -128,7 +128,7 @@ class ClipLoader:
             if self.mixup > 0 and rng.random() < self.mixup:
                 wave, target = self._mix(wave, target, rng)
         fbank = fbank_features(wave, self.features, self.train, generator)
-        return {"fbank": fbank, "target": target, "path": example["path"]}
+        return {"fbank": fbank, "target": target, "path": example["path"], "index": item.get("index")}
 
     def batch(self, items: list[dict]) -> dict:
         """Numbered examples -> one collated batch of the readable clips, with "bad": "path: reason" lines."""
@@ -141,7 +141,7 @@ class ClipLoader:
         if not clips:
             return {"path": [], "bad": bad}
         return {"fbank": torch.stack([c["fbank"] for c in clips]), "target": torch.stack([c["target"] for c in clips]),
-                "path": [c["path"] for c in clips], "bad": bad}
+                "path": [c["path"] for c in clips], "index": [c["index"] for c in clips], "bad": bad}
 
     def _mix(self, wave: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
         """Waveform mixup with a uniformly drawn partner, lambda ~ Beta(10, 10), mixed labels."""
@@ -195,8 +195,9 @@ class BalancedSampler:
 
 
 class AudioLoader:
-    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B]} with exact resume
-    (B is the batch size, less the batch's unreadable clips).
+    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B], "index": [B]} with exact
+    resume (B is the batch size, less the batch's unreadable clips; "index": each clip's position in the data set
+    in evaluation, None in training).
 
     Training is an endless stream: each rank reads its shard (every world-th example) in a new order each
     epoch, or samples the whole set class-balanced. Evaluation is one pass over the rank's shard."""
@@ -213,8 +214,8 @@ class AudioLoader:
                                         for n in range(k * self.batch_size, (k + 1) * self.batch_size)]
             self._numbers = DataPipeline.count  # (first, step): endless
         else:
-            shard = items[rank::world]
-            self._examples = lambda k: [{"example": e} for e in shard[k * self.batch_size : (k + 1) * self.batch_size]]
+            shard = [{"example": e, "index": i} for i, e in enumerate(items)][rank::world]
+            self._examples = lambda k: shard[k * self.batch_size : (k + 1) * self.batch_size]
             count = -(-len(shard) // self.batch_size)
             self._numbers = lambda first, step: read_sequence(range(first, count, step))
         self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0)

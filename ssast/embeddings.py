@@ -1,0 +1,213 @@
+"""Clip embeddings of a frozen encoder, streamed to disk: the store that probes, kNN and retrieval read.
+
+A store is a folder: ``store.json`` (what it holds: the encoder's weight hash, the recipe, the clips' paths and
+labels, every shard's row count) and, per process, ``shard<r>/<feature>.npy`` memory-mapped arrays of one row
+per clip, filled batch by batch, so memory stays flat whatever the data set size. A feature is a layer and a
+pooling, ``L<layer>_<pooling>``, or ``fbank`` (the fbank's mean and std over time, no encoder). Rows are stored
+with their clip's index in the data set; `Store.features` returns them in data-set order, so any number of
+processes gives the same store. Extraction with the same inputs (weights, recipe, clip list) finds the store
+complete and reuses it.
+
+Layers count from 1 to the encoder's depth (negative: from the end); layer ``depth`` is the final normed output
+(what fine-tuning pools), earlier layers the raw block outputs. Poolings of the patch tokens: ``avgtok`` (mean),
+``cls`` (mean of the prefix tokens), ``meanstd`` (mean and std, concatenated), ``freq`` (mean over time of each
+frequency row of the patch grid, concatenated: keeps where in frequency). Clips longer than the encoder's input
+are cut into windows of its input length and the window embeddings averaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ssast.config import Positive
+from ssast.data.pipeline import AudioLoader, DataConfig
+from ssast.data.readers import Dataset
+from ssast.distributed import Dist, barrier
+from ssast.features import FeatureConfig
+from ssast.models import ASTEncoder
+
+Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
+POOLINGS = ("avgtok", "cls", "meanstd", "freq")
+
+
+@dataclass
+class EmbedConfig:
+    layers: list[int] = field(default_factory=lambda: [-1])  # 1..depth, or negative from the end
+    poolings: list[Pooling] = field(default_factory=lambda: ["avgtok"])
+    dtype: Literal["float16", "float32"] = "float32"
+    batch_size: Positive = 64  # clips per batch
+
+
+def pool(tokens: torch.Tensor, encoder: ASTEncoder, pooling: str) -> torch.Tensor:
+    """[B, prefix + N, d] tokens of a full patch grid -> [B, D]."""
+    patches = tokens[:, encoder.num_prefix:]
+    if pooling == "avgtok":
+        return patches.mean(1)
+    if pooling == "cls":
+        return tokens[:, : encoder.num_prefix].mean(1)
+    if pooling == "meanstd":
+        return torch.cat([patches.mean(1), patches.std(1)], 1)
+    if pooling == "freq":  # tokens are frequency-major: [B, f, t, d]
+        f, t = encoder.grid
+        return patches.reshape(len(tokens), f, t, -1).mean(2).flatten(1)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def pooled_dim(encoder: Optional[ASTEncoder], pooling: str, fbank_bins: int = 128) -> int:
+    if encoder is None:
+        return 2 * fbank_bins
+    d = encoder.embed_dim
+    return {"avgtok": d, "cls": d, "meanstd": 2 * d, "freq": encoder.grid[0] * d}[pooling]
+
+
+def layer_number(encoder: ASTEncoder, layer: int) -> int:
+    depth = encoder.cfg.depth
+    n = layer + depth + 1 if layer < 0 else layer
+    if not 1 <= n <= depth:
+        raise ValueError(f"layer {layer} does not exist in a {depth}-layer encoder")
+    return n
+
+
+def feature_names(encoder: Optional[ASTEncoder], cfg: EmbedConfig) -> list[str]:
+    if encoder is None:
+        return ["fbank"]
+    return [f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings]
+
+
+@torch.no_grad()
+def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedConfig) -> dict[str, torch.Tensor]:
+    """[B, T, F] normalised fbank -> {feature: [B, D]}, windows of the encoder's input averaged."""
+    if encoder is None:
+        return {"fbank": torch.cat([fbank.mean(1), fbank.std(1)], 1)}
+    n, t, f = fbank.shape
+    window = encoder.cfg.input_tdim
+    if t % window:
+        raise ValueError(f"clip length {t} frames is not a multiple of the encoder input ({window} frames)")
+    windows = fbank.reshape(n * t // window, window, f)
+    wanted = {layer_number(encoder, l) for l in cfg.layers}
+    out: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(windows), cfg.batch_size):
+        final, layers = encoder(windows[i : i + cfg.batch_size], all_layers=True)
+        for layer in wanted:
+            tokens = final if layer == encoder.cfg.depth else layers[layer - 1]
+            for p in cfg.poolings:
+                out.setdefault(f"L{layer}_{p}", []).append(pool(tokens.float(), encoder, p))
+    return {k: torch.cat(v).reshape(n, t // window, -1).mean(1) for k, v in out.items()}
+
+
+def weights_hash(encoder: Optional[ASTEncoder]) -> str:
+    """sha256 of the encoder's tensors (names, shapes and bytes); "fbank" without an encoder."""
+    if encoder is None:
+        return "fbank"
+    h = hashlib.sha256()
+    for name, t in sorted(encoder.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def store_key(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, cfg: EmbedConfig) -> str:
+    """What a store's contents depend on: weights, front end, features asked for, and the clip list."""
+    h = hashlib.sha256(weights_hash(encoder).encode())
+    h.update(json.dumps([features.__dict__, cfg.layers if encoder else [], cfg.poolings if encoder else [],
+                         cfg.dtype, [(e.path, e.labels) for e in dataset.examples]], sort_keys=True,
+                        default=str).encode())
+    return h.hexdigest()[:16]
+
+
+class Store:
+    """A finished store: `features(name)` [N, D] rows in data-set order (clips that could not be read are
+    missing: `index` says which data-set clips the rows are), `paths`, `labels`."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "store.json").read_text())
+        rows = [np.load(self.folder / f"shard{r}" / "index.npy") for r in range(self.meta["shards"])]
+        self.index = np.concatenate(rows)
+        self._order = np.argsort(self.index, kind="stable")
+        self.index = self.index[self._order]
+        self.paths = [self.meta["paths"][i] for i in self.index]
+        self.labels = [self.meta["labels"][i] for i in self.index]
+        self.classes, self.multi_label = self.meta["classes"], self.meta["multi_label"]
+
+    @property
+    def names(self) -> list[str]:
+        return self.meta["features"]
+
+    def features(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(f"store {self.folder} holds {self.names}, not {name!r}")
+        parts = [np.load(self.folder / f"shard{r}" / f"{name}.npy", mmap_mode="r")[:n]
+                 for r, n in enumerate(self.meta["rows"])]
+        return np.concatenate(parts)[self._order].astype(np.float32)
+
+    def label_array(self) -> np.ndarray:
+        """Class ids [N] (single-label data) or multi-hot [N, C]."""
+        if not self.multi_label:
+            return np.array([l[0] if l else -1 for l in self.labels])
+        out = np.zeros((len(self.labels), len(self.classes)), dtype=np.float32)
+        for i, l in enumerate(self.labels):
+            out[i, l] = 1
+        return out
+
+
+def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, data: DataConfig,
+            cfg: EmbedConfig, folder: str | Path, dist: Dist = Dist(), device: str | torch.device = "cpu",
+            recipe: Optional[dict] = None, desc: str = "embedding") -> Store:
+    """Embed every clip of `dataset` into the store at `folder` (reused when complete with the same key)."""
+    folder, device = Path(folder), torch.device(device)
+    key = store_key(encoder, dataset, features, cfg)
+    meta_file = folder / "store.json"
+    if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
+        return Store(folder)
+    names = feature_names(encoder, cfg)
+    shard = folder / f"shard{dist.rank}"
+    shard.mkdir(parents=True, exist_ok=True)
+    n = len(range(dist.rank, len(dataset.examples), dist.world))
+    dims = {name: pooled_dim(encoder, name.split("_", 1)[-1], features.num_mel_bins) for name in names}
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    arrays = {name: np.lib.format.open_memmap(shard / f"{name}.npy", "w+", dtype, (n, dims[name])) for name in names}
+    index = np.lib.format.open_memmap(shard / "index.npy", "w+", np.int64, (n,))
+    if encoder is not None:
+        encoder.to(device).eval()
+    loader = AudioLoader(dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size)
+    autocast = torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    rows, start = 0, time.perf_counter()
+    with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not dist.main) as bar, autocast:
+        for batch in loader:
+            out = embed_batch(encoder, batch["fbank"].to(device), cfg)
+            b = len(batch["path"])
+            for name in names:
+                arrays[name][rows : rows + b] = out[name].float().cpu().numpy()
+            index[rows : rows + b] = batch["index"]
+            rows += b
+            bar.update(b)
+    for a in arrays.values():
+        a.flush()
+    written = np.array(index[:rows])  # the data-set index of each row written (bad clips have none)
+    del arrays, index
+    np.save(shard / "index.npy", written)
+    (shard / "rows.json").write_text(json.dumps({"rows": rows, "bad": loader.bad.bad,
+                                                 "seconds": time.perf_counter() - start}))
+    barrier(dist)
+    if dist.main:
+        shards = [json.loads((folder / f"shard{r}" / "rows.json").read_text()) for r in range(dist.world)]
+        meta = {"key": key, "weights": weights_hash(encoder), "features": names, "dims": dims, "dtype": cfg.dtype,
+                "shards": dist.world, "rows": [s["rows"] for s in shards], "bad_clips": sum(s["bad"] for s in shards),
+                "paths": [e.path for e in dataset.examples], "labels": [list(e.labels) for e in dataset.examples],
+                "classes": dataset.classes, "multi_label": dataset.multi_label, "recipe": recipe or {}}
+        tmp = folder / f".store.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_file)
+    barrier(dist)
+    return Store(folder)
