@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from pretrain.config import PretrainConfig
 from ssast.cli import run_cli
-from ssast.config import cli_config, to_dict
+from ssast.config import ConfigError, cli_config, load_config, to_dict
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import read_dataset, split_holdout
 from ssast.engine import Trainer
@@ -51,8 +52,29 @@ def run(cfg: PretrainConfig) -> dict:
              f", from {cfg.init}" if cfg.init else "", cfg.ssl.objective, ", shared mask" if cfg.ssl.shared_mask else "")
     train_loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=world)
     valid_loader = valid and AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=world)
-    task = PretrainTask(model, cfg.ssl, valid_loader, trainer.device, cfg.train.seed)
+    prober = periodic_probe(cfg, run_dir) if cfg.probe.every else None
+    task = PretrainTask(model, cfg.ssl, valid_loader, trainer.device, cfg.train.seed, prober, cfg.probe.every)
     return trainer.fit(task, train_loader)
+
+
+def periodic_probe(cfg: PretrainConfig, run_dir: Path):
+    """encoder -> {task: metric} of the probe recipe's fair linear probe, checked now so that a bad recipe stops
+    the run before it trains; the stores of each probe go to a folder of run_dir that is removed afterwards."""
+    from probes.config import ProbeConfig
+    from probes.linear import probe_tasks
+
+    probe_cfg = load_config(ProbeConfig, cfg.probe.recipe, cfg.probe.overrides)
+    for i, t in enumerate(probe_cfg.tasks):
+        if t.target_length % cfg.model.input_tdim:
+            raise ConfigError(f"probe recipe {cfg.probe.recipe}: tasks[{i}].target_length {t.target_length} is not a "
+                              f"multiple of model.input_tdim ({cfg.model.input_tdim})")
+        read_dataset(t.dataset, probe_cfg.data.root)
+
+    def probe(encoder) -> dict[str, float]:
+        with tempfile.TemporaryDirectory(dir=run_dir, prefix=".probe-stores-") as stores:
+            return probe_tasks(probe_cfg, encoder, stores)
+
+    return probe
 
 
 def start_from(model: SSASTModel, path: str) -> None:

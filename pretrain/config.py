@@ -9,7 +9,7 @@ from ssast.data.pipeline import DataConfig
 from ssast.engine import OptimConfig, TrainConfig
 from ssast.features import FeatureConfig
 from ssast.models import ModelConfig, grid_size
-from ssast.pretraining import SSLConfig
+from ssast.pretraining import ProbeHookConfig, SSLConfig
 
 
 @dataclass
@@ -24,6 +24,7 @@ class PretrainConfig:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeHookConfig = field(default_factory=ProbeHookConfig)  # linear probes while pretraining
 
     def __post_init__(self):
         m = self.model
@@ -35,6 +36,8 @@ class PretrainConfig:
                           f"equal to model.input_tdim ({m.input_tdim})")
         if self.features.num_mel_bins != m.input_fdim:
             raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"equal to model.input_fdim ({m.input_fdim})")
+        if self.probe.every and not self.probe.recipe:
+            raise invalid("probe.recipe", "", "a probe recipe when probe.every > 0")
         f, t = grid_size(m)
         most = f * t - 2 if self.ssl.cluster else f * t  # cluster masks never take patch 0 and need one spare
         for key in ("mask_size", "valid_mask_size"):

@@ -12,6 +12,7 @@ from ssast.embeddings import EmbedConfig
 from ssast.features import FeatureConfig
 from ssast.models import ModelConfig
 from ssast.probing import Solver
+from ssast.retrieval import IndexConfig
 
 
 @dataclass
@@ -56,6 +57,7 @@ class ProbeConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cs: list[PositiveFloat] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     solver: Solver = "auto"  # auto: torch L-BFGS on a GPU, scikit-learn on CPU
+    tol: PositiveFloat = 1e-4  # both solvers stop at this largest gradient entry
     knn: KnnConfig = field(default_factory=KnnConfig)
     device: str = "auto"  # where the encoders run: auto | cpu | cuda | cuda:N
     store_dir: str = "runs/embeddings"  # embedding stores, reused when the same inputs come again
@@ -67,3 +69,29 @@ class ProbeConfig:
     def __post_init__(self):
         if not self.cs:
             raise invalid("cs", self.cs, "one or more inverse L2 strengths")
+
+
+@dataclass
+class ExtractConfig:
+    """One data set through one encoder (or the fbank statistics) into an embedding store."""
+
+    checkpoint: str = ""  # pretraining or fine-tuned checkpoint; empty: fbank mean and std over time
+    fstride: Optional[Positive] = None  # released fine-tuned checkpoints: their geometry
+    tstride: Optional[Positive] = None
+    input_tdim: Optional[Positive] = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    device: str = "auto"
+    store_dir: str = "runs/embeddings"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass
+class RetrievalConfig(ExtractConfig):
+    """An index over a store: one feature (the first of embed.layers x embed.poolings)."""
+
+    index: IndexConfig = field(default_factory=IndexConfig)
+    index_dir: str = "runs/index"  # build writes the index and its id -> clip map here; query and eval read it
+    k: Positive = 10
+    files: list[str] = field(default_factory=list)  # query: audio files

@@ -162,11 +162,12 @@ class Store:
 
 
 def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, data: DataConfig,
-            cfg: EmbedConfig, folder: str | Path, dist: Dist = Dist(), device: str | torch.device = "cpu",
+            cfg: EmbedConfig, store_dir: str | Path, dist: Dist = Dist(), device: str | torch.device = "cpu",
             recipe: Optional[dict] = None, desc: str = "embedding") -> Store:
-    """Embed every clip of `dataset` into the store at `folder` (reused when complete with the same key)."""
-    folder, device = Path(folder), torch.device(device)
+    """Embed every clip of `dataset` into the store ``<store_dir>/<key>`` (`store_key`), or find it complete."""
+    device = torch.device(device)
     key = store_key(encoder, dataset, features, cfg)
+    folder = Path(store_dir) / key
     meta_file = folder / "store.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
         return Store(folder)

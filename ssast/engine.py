@@ -104,7 +104,8 @@ class Task(Protocol):
 
     # Optional: ``param_groups()`` (optimiser groups, see `build_optimizer`), ``epoch_steps`` (steps per epoch,
     # for the multistep schedule), ``state_dict()`` / ``load_state_dict()`` (state that checkpoints keep, such
-    # as running averages over validations).
+    # as running averages over validations), ``probe_every`` and ``probe(model) -> dict`` (a representation
+    # probe every that many steps, logged as probe_<name>).
 
 
 def resolve_device(name: str) -> torch.device:
@@ -449,6 +450,8 @@ class Trainer:
                     if run.best is None or (value > run.best if task.mode == "max" else value < run.best):
                         run.best = value
                         self.save(run, best=True)
+                if getattr(task, "probe_every", 0) and run.step % task.probe_every == 0:
+                    self._probe(task, model, writer, metrics_file, run.step)
                 if run.step % cfg.checkpoint_every == 0 or run.step == cfg.max_steps:
                     self.save(run)
                 if any_rank(bool(self._signals), self.dist):  # every rank stops at the same step
@@ -470,16 +473,29 @@ class Trainer:
                 signal.raise_signal(s)
         return last_eval
 
+    def _write(self, step: int, values: dict, section: str, metrics_file, writer) -> None:
+        """One metrics.jsonl line (keys prefixed ``<section>_`` but for train) and TensorBoard scalars."""
+        prefix = "" if section == "train" else f"{section}_"
+        metrics_file.write(json.dumps({"step": step, **{prefix + k: v for k, v in values.items()}}) + "\n")
+        metrics_file.flush()
+        if writer:
+            for k, v in values.items():
+                writer.add_scalar(f"{section}/{k}", v, step)
+
     def _log(self, record: dict, metrics_file, writer, start: float, start_step: int) -> None:
         if not self.dist.main:
             return
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        if writer:
-            for k, v in record.items():
-                if k != "step":
-                    writer.add_scalar(f"train/{k}", v, record["step"])
+        self._write(record["step"], {k: v for k, v in record.items() if k != "step"}, "train", metrics_file, writer)
         self._progress(record, start, start_step)
+
+    def _probe(self, task: Task, model: nn.Module, writer, metrics_file, step: int) -> None:
+        """The task's periodic representation probe, on the main process (the others wait at the next step)."""
+        if self.dist.main:
+            model.eval()
+            with torch.no_grad():
+                result = task.probe(model)
+            log.info("probe step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
+            self._write(step, result, "probe", metrics_file, writer)
 
     def _evaluate(self, task: Task, model: nn.Module, schedule: Schedule, writer, metrics_file, step: int) -> dict:
         model.eval()
@@ -491,11 +507,7 @@ class Trainer:
             if sys.stderr.isatty():
                 print(file=sys.stderr)
             log.info("valid step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in result.items()))
-            metrics_file.write(json.dumps({"step": step, **{f"valid_{k}": v for k, v in result.items()}}) + "\n")
-            metrics_file.flush()
-            if writer:
-                for k, v in result.items():
-                    writer.add_scalar(f"valid/{k}", v, step)
-                for k, img in images.items():
-                    writer.add_image(k, img, step)
+            self._write(step, result, "valid", metrics_file, writer)
+            for k, img in images.items():
+                writer.add_image(k, img, step)
         return result

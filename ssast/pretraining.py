@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ssast.config import NonNegativeFloat, Positive
-from ssast.models import SSASTModel
+from ssast.config import NonNegative, NonNegativeFloat, Positive
+from ssast.models import ASTEncoder, SSASTModel
 
 
 @dataclass
@@ -23,13 +23,22 @@ class SSLConfig:
     norm_target: bool = False  # MPG regresses each patch standardised (MAE's choice), not the raw patch
 
 
+@dataclass
+class ProbeHookConfig:
+    every: NonNegative = 0  # steps between linear probes of the encoder during pretraining; 0: none
+    recipe: str = ""  # a probe recipe (configs/probes/...): its tasks, features and C grid
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of that recipe, e.g. data.root=...
+
+
 class PretrainTask:
     """Validation computes what the objective trains and follows MPC accuracy (joint, mpc) or the MPG loss
     (mpg); without a validation loader the run has no validation."""
 
     def __init__(self, model: SSASTModel, ssl: SSLConfig, valid_loader: Optional[object], device: torch.device,
-                 seed: int = 0):
+                 seed: int = 0, prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None,
+                 probe_every: int = 0):
         self.model, self.ssl, self.valid, self.device, self.seed = model, ssl, valid_loader, device, seed
+        self.prober, self.probe_every = prober, probe_every if prober else 0
         self.monitor = None if valid_loader is None else "mpg_loss" if ssl.objective == "mpg" else "mpc_acc"
         self.mode = "min" if ssl.objective == "mpg" else "max"
 
@@ -56,6 +65,10 @@ class PretrainTask:
                 totals[k] = totals.get(k, 0.0) + float(v) * len(fbank)
             count += len(fbank)
         return {k: v / count for k, v in totals.items()}
+
+    def probe(self, model: SSASTModel) -> dict[str, float]:
+        """The linear-probe metric of the encoder on each task of the probe recipe."""
+        return self.prober(model.v)
 
     def images(self, model: SSASTModel) -> dict[str, torch.Tensor]:
         """Input fbank, its masked version and the MPG reconstruction of the first validation clip, stacked."""

@@ -3,8 +3,9 @@ held-out training data, never on the test part, and the standardisation is fitte
 
 A probe is a standardised logistic regression: multinomial for single-label data (accuracy), one-vs-rest for
 multi-label data (mAP, `ssast.metrics`). Two solvers minimise the same objective, mean loss + ||W||^2 / (2 C n)
-(scikit-learn's C * sum of losses + ||W||^2 / 2, divided by C n): scikit-learn's lbfgs on CPU, and a full-batch
-torch L-BFGS on any device (``solver: torch``, the default on a GPU).
+(scikit-learn's C * sum of losses + ||W||^2 / 2, divided by C n) to the same gradient tolerance: scikit-learn's
+lbfgs on CPU, and a full-batch torch L-BFGS on any device (``solver: torch``, the default on a GPU). The C grid
+is a regularisation path: each fit starts from the previous C's weights.
 """
 
 from __future__ import annotations
@@ -14,56 +15,77 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from ssast.metrics import accuracy, mean_average_precision
 
 Solver = Literal["auto", "sklearn", "torch"]
 
 
-def _torch_logistic(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, c: float, multi_label: bool,
-                    n_classes: int, device: str) -> np.ndarray:
+def _torch_path(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, cs: Sequence[float], multi_label: bool,
+                n_classes: int, device: str, tol: float) -> list[np.ndarray]:
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
+    test = torch.as_tensor(test_x, dtype=torch.float32, device=device)
     w = torch.zeros(x.shape[1], n_classes, device=device, requires_grad=True)
     b = torch.zeros(n_classes, device=device, requires_grad=True)
     target = torch.as_tensor(y, device=device)
     target = target.float() if multi_label else target.long()
-    optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=1000, tolerance_grad=1e-6, tolerance_change=1e-9,
-                                  history_size=20, line_search_fn="strong_wolfe")
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits if multi_label else torch.nn.functional.cross_entropy
-    # one-vs-rest sums a binary loss per class, as scikit-learn's separate binary problems do
-    scale = n_classes if multi_label else 1
+    scale = n_classes if multi_label else 1  # one-vs-rest: a binary loss per class, summed, as scikit-learn's
+    out = []
+    for c in cs:  # each fit starts from the previous one's weights
+        optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=2000, tolerance_grad=tol, tolerance_change=1e-12,
+                                      history_size=20, line_search_fn="strong_wolfe")
 
-    def closure():
-        optimizer.zero_grad()
-        loss = scale * loss_fn(xt @ w + b, target) + (w * w).sum() / (2 * c * len(xt))
-        loss.backward()
-        return loss
+        def closure():
+            optimizer.zero_grad()
+            loss = scale * loss_fn(xt @ w + b, target) + (w * w).sum() / (2 * c * len(xt))
+            loss.backward()
+            return loss
 
-    optimizer.step(closure)
-    with torch.no_grad():
-        logits = torch.as_tensor(test_x, dtype=torch.float32, device=device) @ w + b
-        return (logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy()
+        optimizer.step(closure)
+        with torch.no_grad():
+            logits = test @ w + b
+            out.append((logits.sigmoid() if multi_label else logits.softmax(-1)).cpu().numpy())
+    return out
 
 
-def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float, multi_label: bool = False,
-                 solver: Solver = "sklearn", device: str = "cpu", n_classes: Optional[int] = None) -> np.ndarray:
-    """Class scores [n_test, classes] of a probe fitted on the training part (standardised on it)."""
+def probe_path(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, cs: Sequence[float],
+               multi_label: bool = False, solver: Solver = "sklearn", device: str = "cpu",
+               n_classes: Optional[int] = None, tol: float = 1e-4) -> list[np.ndarray]:
+    """Class scores [n_test, classes] of the probe fitted on the training part (standardised on it) for each
+    C of `cs` in turn, each fit warm-started from the previous one. `tol`: both solvers stop when the largest
+    gradient entry of the mean-loss objective is below it."""
     scaler = StandardScaler().fit(train_x)
     x, test = scaler.transform(train_x), scaler.transform(test_x)
     n_classes = n_classes or (train_y.shape[1] if multi_label else int(train_y.max()) + 1)
     if solver == "torch" or (solver == "auto" and device != "cpu"):
-        return _torch_logistic(x, train_y, test, c, multi_label, n_classes, device)
-    if multi_label:
-        clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, tol=1e-4)).fit(x, train_y)
-        return clf.predict_proba(test)
-    clf = LogisticRegression(C=c, max_iter=1000, tol=1e-4).fit(x, train_y)
-    scores = np.zeros((len(test), n_classes))
-    scores[:, clf.classes_] = clf.predict_proba(test)
-    return scores
+        return _torch_path(x, train_y, test, cs, multi_label, n_classes, device, tol)
+    estimator = LogisticRegression(max_iter=2000, tol=tol, warm_start=True)
+    model = OneVsRestClassifier(estimator) if multi_label else estimator
+    out = []
+    # One BLAS thread: these small problems run several times slower when OpenMP threads (torch's and numpy's)
+    # compete for the cores.
+    with threadpool_limits(1):
+        for c in cs:
+            model.set_params(**{"estimator__C" if multi_label else "C": c}).fit(x, train_y)
+            if multi_label:
+                out.append(model.predict_proba(test))
+            else:
+                scores = np.zeros((len(test), n_classes))
+                scores[:, model.classes_] = model.predict_proba(test)
+                out.append(scores)
+    return out
+
+
+def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float, **kwargs) -> np.ndarray:
+    """Class scores of one probe (`probe_path` with a single C)."""
+    return probe_path(train_x, train_y, test_x, [c], **kwargs)[0]
 
 
 def task_metric(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
@@ -80,18 +102,27 @@ class ProbeResult:
 
 def fair_probe(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
                inner: Sequence[tuple[np.ndarray, np.ndarray]], cs: Sequence[float], multi_label: bool = False,
-               solver: Solver = "sklearn", device: str = "cpu") -> ProbeResult:
+               solver: Solver = "sklearn", device: str = "cpu", tol: float = 1e-4) -> ProbeResult:
     """Choose (feature, C) by the mean metric over the `inner` (fit, held-out) splits of the training indices,
     refit on all of `train` and score `test`. No index of `test` is ever used before the final score."""
     n_classes = y.shape[1] if multi_label else int(y.max()) + 1
-    fit = lambda x, a, b, c: task_metric(y[b], probe_scores(x[a], y[a], x[b], c, multi_label, solver, device,
-                                                              n_classes), multi_label)
+    cs = sorted(cs)  # strong regularisation first: each warm start then has less to move
+
+    def path(x, a, b, cs):
+        scores = probe_path(x[a], y[a], x[b], cs, multi_label, solver, device, n_classes, tol)
+        return [task_metric(y[b], s, multi_label) for s in scores]
+
+    # The (feature, inner split) paths run on every core on CPU (each fit is single-threaded).
+    parallel = Parallel(n_jobs=-1 if solver == "sklearn" else 1)
+    jobs = [(name, split) for name in features for split in range(len(inner))]
+    paths = dict(zip(jobs, parallel(delayed(path)(features[n], *inner[i], cs) for n, i in jobs)))
     chosen: dict[str, tuple[float, float]] = {}  # feature -> (inner metric, C)
-    for name, x in features.items():
-        inner_scores = [np.mean([fit(x, a, b, c) for a, b in inner]) for c in cs]
+    for name in features:
+        inner_scores = np.mean([paths[name, i] for i in range(len(inner))], 0)
         best = int(np.argmax(inner_scores))
-        chosen[name] = (inner_scores[best], cs[best])
-    by_feature = {name: fit(x, train, test, chosen[name][1]) for name, x in features.items()}
+        chosen[name] = (float(inner_scores[best]), cs[best])
+    finals = parallel(delayed(path)(x, train, test, [chosen[n][1]]) for n, x in features.items())
+    by_feature = {name: score[0] for name, score in zip(features, finals)}
     feature = max(chosen, key=lambda n: chosen[n][0])
     return ProbeResult(by_feature[feature], feature, chosen[feature][1], by_feature)
 

@@ -137,16 +137,21 @@ def retrieval_metrics(rel: np.ndarray, n_relevant: np.ndarray) -> dict[str, floa
             "map_at_k": float(ap.mean()), "queries": int(has.sum())}
 
 
-def evaluate(embeddings: np.ndarray, labels: np.ndarray, k: int = 10, index: IndexKind | IndexConfig = "flat") -> dict:
-    """Query by example over a labelled collection: each clip queries all the others (itself excluded); a hit is
-    relevant when it shares a label with the query. Returns precision_at_k, recall_at_k, map_at_k, the number of
-    queries scored, queries_per_s and the index's sizes."""
-    cfg = index if isinstance(index, IndexConfig) else IndexConfig(kind=index)
-    built, info = build_index(embeddings, cfg)
-    _, ids, qps = neighbours_excluding_self(built, embeddings, k)
+def query_by_example(index: faiss.Index, embeddings: np.ndarray, labels: np.ndarray, k: int) -> dict:
+    """Each indexed clip (the rows of `embeddings`) queries all the others, itself excluded; a hit is relevant
+    when it shares a label with the query. precision_at_k, recall_at_k, map_at_k, queries, k, queries_per_s."""
+    _, ids, qps = neighbours_excluding_self(index, embeddings, k)
     labels = np.asarray(labels)
     out = retrieval_metrics(relevance(labels, np.arange(len(ids)), ids), relevant_counts(labels))
-    return {**out, "k": k, "queries_per_s": qps, "index": info}
+    return {**out, "k": k, "queries_per_s": qps}
+
+
+def evaluate(embeddings: np.ndarray, labels: np.ndarray, k: int = 10, index: IndexKind | IndexConfig = "flat") -> dict:
+    """`query_by_example` over an index of `embeddings` (labels: class ids [n] or multi-hot [n, C]), with the
+    index's sizes and build time."""
+    cfg = index if isinstance(index, IndexConfig) else IndexConfig(kind=index)
+    built, info = build_index(embeddings, cfg)
+    return {**query_by_example(built, embeddings, labels, k), "index": info}
 
 
 def knn_classify(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int,

@@ -1,23 +1,22 @@
-import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from probes.__main__ import linear, table
 from probes.config import ProbeConfig
+from probes.linear import evaluations, linear, probe_tasks, table
 from ssast.config import load_config
-from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.pipeline import AudioLoader, DataConfig
+from ssast.data.readers import Dataset, DatasetConfig, Example, read_dataset
 from ssast.data.stats import StatsConfig, dataset_stats
+from ssast.embeddings import EmbedConfig, Store, embed_batch, extract
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, model_state
-from ssast.probing import embed, fbank_statistics, fold_accuracy, linear_probe
+from ssast.probing import fair_probe, mean_std_ci, probe_scores
 
 
 def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_root):
@@ -35,30 +34,147 @@ def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_ro
     assert -12 < mean < 0 and 2 < std < 6
 
 
-def test_embed_averages_windows_of_the_encoder_input():
+def test_poolings_and_layers_of_the_encoder_with_windows_averaged():
     torch.manual_seed(0)
-    encoder = ASTEncoder(ModelConfig(size="tiny", depth=1, input_tdim=64))
+    encoder = ASTEncoder(ModelConfig(size="tiny", depth=2, input_tdim=64)).eval()
     fbank = torch.randn(3, 128, 128)
-    out = embed(encoder, fbank, batch_size=4)
+    out = embed_batch(encoder, fbank, EmbedConfig(layers=[1, -1], poolings=["avgtok", "cls", "meanstd", "freq"],
+                                                  batch_size=4))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "L1_avgtok": (3, 192), "L1_cls": (3, 192), "L1_meanstd": (3, 384), "L1_freq": (3, 8 * 192),
+        "L2_avgtok": (3, 192), "L2_cls": (3, 192), "L2_meanstd": (3, 384), "L2_freq": (3, 8 * 192)}
     with torch.no_grad():
-        windows = [encoder.pool(encoder(fbank[:, i * 64:(i + 1) * 64]), "avgtok") for i in range(2)]
-    assert out.shape == (3, 192)
-    assert np.allclose(out, ((windows[0] + windows[1]) / 2).numpy(), atol=1e-6)
+        windows = [encoder(fbank[:, i * 64:(i + 1) * 64], all_layers=True) for i in range(2)]
+    final = [w[0] for w in windows]
+    first = [w[1][0] for w in windows]
+    assert torch.allclose(out["L2_avgtok"], sum(t[:, 2:].mean(1) for t in final) / 2, atol=1e-6)
+    assert torch.allclose(out["L1_cls"], sum(t[:, :2].mean(1) for t in first) / 2, atol=1e-6)
+    freq = sum(t[:, 2:].reshape(3, 8, 4, 192).mean(2).flatten(1) for t in final) / 2  # grid 8 x 4
+    assert torch.allclose(out["L2_freq"], freq, atol=1e-6)
+    assert torch.allclose(out["L1_meanstd"][:, 192:], sum(t[:, 2:].std(1) for t in first) / 2, atol=1e-6)
     with pytest.raises(ValueError, match="not a multiple"):
-        embed(encoder, torch.randn(1, 100, 128))
+        embed_batch(encoder, torch.randn(1, 100, 128), EmbedConfig())
 
 
-def test_linear_probe_separates_blobs_and_not_noise():
+def blobs(seed=0, n=300, classes=5, d=16, spread=4.0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n // classes)
+    return rng.standard_normal((classes, d))[y] * spread + rng.standard_normal((n, d)), y
+
+
+def test_fair_probe_separates_blobs_and_is_at_chance_on_shuffled_labels():
+    x, y = blobs()
+    folds = np.tile(np.arange(5), 60)
+    def cv(labels):
+        scores = []
+        for k in range(5):
+            train, test = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+            inner = [(train[folds[train] != j], train[folds[train] == j]) for j in range(5) if j != k]
+            scores.append(fair_probe({"x": x}, labels, train, test, inner, [0.01, 1.0]).score)
+        return np.mean(scores)
+    assert cv(y) == 1.0
+    assert cv(np.random.default_rng(1).permutation(y)) < 0.3  # 5 classes: chance 0.2
+
+
+def test_the_feature_and_c_are_chosen_without_the_test_part():
+    """The choice must not move when only the test labels change; a probe that chose on the test part would
+    (checked here on the same data, so that this test can fail)."""
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((5, 16)) * 4
-    y = np.repeat(np.arange(5), 40)
-    x = centres[y] + rng.standard_normal((200, 16))
-    assert linear_probe(x[::2], y[::2], x[1::2], y[1::2]) == 1.0
-    noise = rng.standard_normal((200, 16))
-    assert linear_probe(noise[::2], y[::2], noise[1::2], y[1::2]) < 0.45
-    folds = np.tile(np.arange(1, 6), 40)
-    assert fold_accuracy(x, y, folds) == 1.0
-    assert fbank_statistics(torch.ones(2, 10, 4)).tolist() == [[1, 1, 1, 1, 0, 0, 0, 0]] * 2
+    x, y = blobs(spread=0.6)
+    features = {"signal": x, "noise": rng.standard_normal(x.shape)}
+    order = rng.permutation(len(y))
+    train, test = order[:200], order[200:]
+    inner = [(train[:150], train[150:])]
+    cs = [0.001, 0.1, 10.0]
+    choices = set()
+    for trial in range(4):
+        labels = y.copy()
+        if trial:
+            labels[test] = rng.permutation(labels[test]) if trial < 3 else (labels[test] + 1) % 5
+        r = fair_probe(features, labels, train, test, inner, cs)
+        choices.add((r.feature, r.c))
+        leaky = max(((f, c) for f in features for c in cs), key=lambda fc: (probe_scores(
+            features[fc[0]][train], labels[train], features[fc[0]][test], fc[1]).argmax(1) == labels[test]).mean())
+        choices_if_leaky = locals().setdefault("leaky_choices", set())
+        choices_if_leaky.add(leaky)
+    assert choices == {("signal", r.c)}
+    assert len(locals()["leaky_choices"]) > 1
+
+
+def test_torch_and_sklearn_probes_agree(demo_root, tmp_path):
+    """Both solvers minimise the same objective: on the demo keyword set's fbank statistics (and on blobs) they
+    predict the same classes."""
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", [f"data.root={demo_root}"])
+    task = cfg.tasks[0]
+    stores = {p: extract(None, read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root),
+                         cfg.features, cfg.data, cfg.embed, tmp_path) for p, s in (("train", "training"), ("test", "testing"))}
+    x = {p: s.features("fbank") for p, s in stores.items()}
+    y = {p: s.label_array() for p, s in stores.items()}
+    for c in (0.1, 1.0):
+        a = probe_scores(x["train"], y["train"], x["test"], c, solver="sklearn", n_classes=35).argmax(1)
+        b = probe_scores(x["train"], y["train"], x["test"], c, solver="torch", n_classes=35).argmax(1)
+        assert abs((a == y["test"]).mean() - (b == y["test"]).mean()) <= 0.005 and (a == b).mean() >= 0.95
+    bx, by = blobs(spread=0.5)
+    a = probe_scores(bx[:200], by[:200], bx[200:], 1.0, solver="sklearn")
+    b = probe_scores(bx[:200], by[:200], bx[200:], 1.0, solver="torch")
+    assert np.abs(a - b).max() < 2e-3
+
+
+def test_mean_std_and_confidence_interval():
+    mean, std, ci = mean_std_ci([0.5, 0.7, 0.6])
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1)
+    assert ci == pytest.approx(4.302653 * 0.1 / np.sqrt(3), rel=1e-6)  # t(0.975, 2)
+    assert mean_std_ci([0.4]) == (0.4, 0.0, 0.0)
+
+
+def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_path):
+    common = ["extract", "--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}",
+              "dataset.path=esc50", "embed.poolings=[avgtok,freq]", "data.batch_size=16"]
+    torch.manual_seed(0)
+    torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), tmp_path / "enc.pt")
+    one = subprocess.run([sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt",
+                          f"store_dir={tmp_path}/one"], capture_output=True, text=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "probes", *common,
+                          f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/two"], capture_output=True, text=True)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    [a], [b] = [list((tmp_path / d).iterdir()) for d in ("one", "two")]
+    assert a.name == b.name  # the same key: weights, recipe and clips
+    sa, sb = Store(a), Store(b)
+    assert (sa.meta["shards"], sb.meta["shards"], sb.meta["rows"]) == (1, 2, [63, 62])
+    assert sa.paths == sb.paths and sa.labels == sb.labels and len(sa.paths) == 125
+    for name in ("L1_avgtok", "L1_freq"):
+        assert np.allclose(sa.features(name), sb.features(name), atol=1e-5)
+    # the same inputs again: the store is found, nothing is computed
+    before = (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns
+    again = subprocess.run([sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt",
+                            f"store_dir={tmp_path}/one"], capture_output=True, text=True)
+    assert again.returncode == 0 and (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
+    """Peak RSS of extracting 20,000 clips (the demo keywords listed over and over) against 2,000."""
+    clips = sorted(str(p) for p in (demo_root / "speechcommands").glob("*/*.wav") if "_background" not in str(p))
+    script = (
+        "import resource, sys, torch\n"
+        "from ssast.data.pipeline import DataConfig\nfrom ssast.data.readers import Dataset, Example\n"
+        "from ssast.embeddings import EmbedConfig, extract\nfrom ssast.features import FeatureConfig\n"
+        "from ssast.models import ASTEncoder, ModelConfig\n"
+        "paths = open(sys.argv[1]).read().split()\nn = int(sys.argv[2])\n"
+        "torch.manual_seed(0)\nencoder = ASTEncoder(ModelConfig(size='tiny', depth=4, input_tdim=128))\n"
+        "store = extract(encoder, Dataset([Example(paths[i % len(paths)], (0,)) for i in range(n)], ['x']),"
+        " FeatureConfig(target_length=128), DataConfig(num_parallel_calls=2), EmbedConfig(poolings=['avgtok', 'freq'],"
+        " batch_size=128), sys.argv[3])\n"
+        "assert len(store.index) == n\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    (tmp_path / "paths.txt").write_text("\n".join(clips))
+    peak = {}
+    for n in (2000, 20000):
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "paths.txt"), str(n), str(tmp_path / str(n))],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        peak[n] = int(out.stdout.split()[-1])
+    print(f"peak RSS: {peak} MB")
+    assert peak[20000] < 1024 and peak[20000] - peak[2000] < 100
 
 
 def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
@@ -67,30 +183,51 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), checkpoint)
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml",
                       [f"data.root={demo_root}", "random_init_seeds=[0]", "model.depth=1", f"checkpoints=[{checkpoint}]",
-                       f"output={tmp_path}/r.json"])
+                       f"output={tmp_path}/r.json", f"store_dir={tmp_path}/stores", "embed.layers=[1]", "knn.k=5"])
     results = linear(cfg)
     assert json.loads((tmp_path / "r.json").read_text()) == results
+    assert (tmp_path / "r.sweep.png").stat().st_size > 1000
     assert set(results) == {"fbank mean+std", "random init", "pretrained"}
     for name, by_task in results.items():
         assert set(by_task) == {"keywords", "sound events"} and all(len(v) == 1 for v in by_task.values())
     # The random-init encoder of seed 0 is the pretraining stage's initialisation: the same weights saved as a
-    # checkpoint give the same accuracies.
+    # checkpoint give the same numbers.
     assert results["random init"] == results["pretrained"]
-    # Sound events: 5-fold cross-validation, each fold tested once on a model fitted on the other four.
-    features = dataclasses.replace(cfg.features, target_length=512)
-    folds = []
+    # Sound events: 5 folds, each tested once after choosing C on the other four in turn; fbank statistics
+    # computed here independently of the store.
+    features = FeatureConfig(**{**cfg.features.__dict__, "target_length": 512})
+    x, y, fold = [], [], []
     for k in range(1, 6):
         data = read_dataset(DatasetConfig(kind="esc50", path="esc50", split=str(k)), demo_root)
-        batches = list(AudioLoader(data, features, cfg.data, train=False, batch_size=64))
-        folds.append((fbank_statistics(torch.cat([b["fbank"] for b in batches])),
-                      torch.cat([b["target"] for b in batches]).argmax(1).numpy()))
-    accuracy = []
-    for k in range(5):
-        train = [f for i, f in enumerate(folds) if i != k]
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000, tol=1e-3))
-        clf.fit(np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train]))
-        accuracy.append((clf.predict(folds[k][0]) == folds[k][1]).mean())
-    assert sum(len(y) for _, y in folds) == 125
-    assert results["fbank mean+std"]["sound events"][0] == pytest.approx(np.mean(accuracy), abs=1e-12)
-    assert results["fbank mean+std"]["sound events"][0] > 0.5  # 25 classes: chance is 0.04
-    assert table({"x": {"t": [0.5, 0.7]}}, ["t"]).splitlines()[-1] == "| x | 60.0 +- 10.0 (n=2) |"
+        for batch in AudioLoader(data, features, cfg.data, train=False, batch_size=64):
+            x.append(torch.cat([batch["fbank"].mean(1), batch["fbank"].std(1)], 1).numpy())
+            y.append(batch["target"].argmax(1).numpy())
+            fold += [k] * len(batch["path"])
+    x, y, fold = np.concatenate(x), np.concatenate(y), np.array(fold)
+    scores = []
+    for k in range(1, 6):
+        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        inner = [(np.flatnonzero((fold != k) & (fold != j)), np.flatnonzero(fold == j)) for j in range(1, 6) if j != k]
+        scores.append(fair_probe({"fbank": x}, y, train, test, inner, cfg.cs).score)
+    assert len(y) == 125 and results["fbank mean+std"]["sound events"][0]["score"] == pytest.approx(np.mean(scores), abs=1e-9)
+    assert results["fbank mean+std"]["sound events"][0]["score"] > 0.5  # 25 classes: chance is 0.04
+    assert results["pretrained"]["keywords"][0]["choice"][0].split()[0] in ("L1_avgtok", "L1_freq")
+    assert 0 <= results["pretrained"]["keywords"][0]["knn"] <= 1
+    line = table({"x": {"t": [{"score": 0.5}, {"score": 0.7}]}}, ["t"]).splitlines()[-1]
+    assert line == "| x | 60.0 +- 14.1 [+-127.1] (n=2) |"
+
+
+def test_protocol_splits_never_put_a_test_row_in_training():
+    from probes.config import ProbeTaskConfig
+
+    class Fake:
+        def __init__(self, n):
+            self.index = np.arange(n)
+
+    folds = evaluations(ProbeTaskConfig(protocol="folds", folds=[1, 2, 3]), {"1": Fake(4), "2": Fake(5), "3": Fake(6)})
+    for train, test, inner in folds:
+        assert not set(train) & set(test) and all(set(a) | set(b) == set(train) for a, b in inner)
+    assert [len(t) for _, t, _ in folds] == [4, 5, 6]
+    split = evaluations(ProbeTaskConfig(valid_fraction=0.25), {"train": Fake(8), "test": Fake(3)})
+    (train, test, [(fit, held)]), = split
+    assert list(test) == [8, 9, 10] and len(held) == 2 and not set(fit) & set(held) and set(fit) | set(held) == set(train)

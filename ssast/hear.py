@@ -1,0 +1,101 @@
+"""The HEAR 2021 common API, so that these encoders plug into hear-eval-kit and EVAR.
+
+    from ssast import hear
+    model = hear.load_model("runs/demo/seed0/checkpoints/last.pt")       # any checkpoint this project reads
+    scene = hear.get_scene_embeddings(audio, model)                       # [n_sounds, scene_embedding_size]
+    frames, timestamps = hear.get_timestamp_embeddings(audio, model)      # [n, T, d], [n, T] in milliseconds
+
+`audio` is a float tensor [n_sounds, n_samples] at `model.sample_rate` (16 kHz) on the model's device. Sounds
+are cut into windows of the encoder's input length (the last zero-padded in the fbank domain, as in training).
+Timestamp embeddings are the final-layer patch tokens averaged over frequency, one per column of the patch grid,
+stamped at the centre of the column's frames (a 10-ms hop, 25-ms frames); scene embeddings are the mean over
+patch tokens (avgtok), averaged over windows weighted by the frames of the sound they hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssast.features import FeatureConfig, kaldi_fbank
+from ssast.models import ASTEncoder, load_encoder
+from ssast.models.checkpoint import read
+
+
+class HearModel(nn.Module):
+    """An encoder with its front end, carrying the attributes the HEAR API requires."""
+
+    sample_rate = 16000
+
+    def __init__(self, encoder: ASTEncoder, features: FeatureConfig):
+        super().__init__()
+        self.encoder, self.features = encoder.eval(), features
+        self.scene_embedding_size = self.timestamp_embedding_size = encoder.embed_dim
+
+    def windows(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[int], int]:
+        """[n, samples] -> (normalised fbank windows [n, W, input_tdim, bins], window starts, frames): each
+        sound de-meaned, the last window padded with zero rows before normalisation, as in training."""
+        f, window = self.features, self.encoder.cfg.input_tdim
+        audio = audio.float()
+        fbank = kaldi_fbank(audio - audio.mean(1, keepdim=True), f.sample_rate, f.num_mel_bins, f.window)
+        frames = fbank.shape[1]
+        starts = list(range(0, max(frames, 1), window))
+        windows = torch.stack([nn.functional.pad(fbank[:, s : s + window], (0, 0, 0, max(0, s + window - frames)))
+                               for s in starts], 1)
+        return (windows - f.mean) / (2 * f.std), starts, frames
+
+    @torch.no_grad()
+    def frames(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(column embeddings [n, W * t, d], column centres in ms [W * t], patch tokens [n, W, N, d], frames)."""
+        if audio.dim() != 2:
+            raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
+        e = self.encoder
+        windows, starts, frames = self.windows(audio)
+        n, w = windows.shape[:2]
+        tokens = e(windows.flatten(0, 1))[:, e.num_prefix:]
+        f, t = e.grid
+        tokens = tokens.reshape(n, w, f, t, -1)
+        columns = tokens.mean(2).reshape(n, w * t, -1)
+        centre = torch.arange(t) * e.cfg.tstride + (e.cfg.tshape - 1) / 2  # in frames, within a window
+        ms = torch.cat([(s + centre) * 10.0 + 12.5 for s in starts])
+        return columns, ms, tokens.reshape(n, w, f * t, -1), frames
+
+
+def load_model(model_file_path: str = "", **geometry) -> HearModel:
+    """A HEAR model from a pretraining or fine-tuning checkpoint of this project, a released SSAST/AST checkpoint
+    (fine-tuned ones need fstride=, tstride=, input_tdim=) or a Hugging Face AST directory. The fbank
+    normalisation is the checkpoint's run's (or the directory's feature extractor's), else AudioSet's."""
+    path = Path(model_file_path)
+    if path.is_dir():
+        from ssast.models.hf import load_hf
+
+        encoder, pre = load_hf(path).v, path / "preprocessor_config.json"
+        stats = json.loads(pre.read_text()) if pre.is_file() else {}
+    else:
+        ckpt = read(path)
+        encoder = load_encoder(ckpt, **geometry)
+        stats = ckpt.get("config", {}).get("features", {}) if "kind" in ckpt else {}
+    features = FeatureConfig(target_length=encoder.cfg.input_tdim, num_mel_bins=encoder.cfg.input_fdim,
+                             **{k: stats[k] for k in ("mean", "std") if k in stats})
+    return HearModel(encoder, features)
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """([n_sounds, n_timestamps, d] embeddings, [n_sounds, n_timestamps] centres in ms); columns whose centre
+    falls after the end of the sound (padding) are dropped."""
+    columns, ms, _, _ = model.frames(audio)
+    keep = ms < audio.shape[1] / model.sample_rate * 1000
+    keep[0] = True  # at least one timestamp, even for a sound shorter than one patch column
+    return columns[:, keep], ms[keep].to(audio.device).expand(len(audio), -1).contiguous()
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """[n_sounds, d]: the windows' avgtok embeddings, weighted by the frames of the sound each window holds."""
+    _, _, tokens, frames = model.frames(audio)
+    window = model.encoder.cfg.input_tdim
+    held = torch.tensor([min(window, frames - s) for s in range(0, max(frames, 1), window)], dtype=torch.float32)
+    weights = (held.clamp(min=1) / held.clamp(min=1).sum()).to(tokens.device)
+    return (tokens.mean(2) * weights[None, :, None]).sum(1)
