@@ -59,6 +59,7 @@ class ProbeConfig:
     solver: Solver = "auto"  # auto: torch L-BFGS on a GPU, scikit-learn on CPU
     tol: PositiveFloat = 1e-4  # both solvers stop at this largest gradient entry
     knn: KnnConfig = field(default_factory=KnnConfig)
+    retrieval_k: NonNegative = 0  # > 0: also query-by-example mAP@k over each task's clips (exact cosine search)
     device: str = "auto"  # where the encoders run: auto | cpu | cuda | cuda:N
     store_dir: str = "runs/embeddings"  # embedding stores, reused when the same inputs come again
     features: FeatureConfig = field(default_factory=FeatureConfig)

@@ -20,6 +20,7 @@ from ssast.embeddings import Store, extract, feature_names, layer_number
 from ssast.engine import resolve_device
 from ssast.models import ASTEncoder, SSASTModel, load_encoder
 from ssast.probing import fair_probe, mean_std_ci, task_metric
+from ssast import retrieval
 from ssast.retrieval import knn_classify
 
 
@@ -67,6 +68,8 @@ def probe_source(cfg: ProbeConfig, task: ProbeTaskConfig, stores: dict[str, Stor
     out = {"score": float(np.mean([r.score for r in results])),
            "choice": list(Counter(f"{r.feature} C={r.c:g}" for r in results).most_common(1)[0]),
            "by_feature": {n: float(np.mean([r.by_feature[n] for r in results])) for n in x}}
+    if cfg.retrieval_k:  # query by example over all the task's clips, with the feature the probes chose most
+        out["retrieval"] = retrieval.evaluate(x[out["choice"][0].split()[0]], y, cfg.retrieval_k)["map_at_k"]
     if cfg.knn.k and not multi:
         knn = [task_metric(y[test], knn_classify(x[r.feature][train], y[train], x[r.feature][test], cfg.knn.k,
                                                  cfg.knn.metric, int(y.max()) + 1), False)
@@ -162,8 +165,9 @@ def table(results: dict, tasks: list[str]) -> str:
     lines = ["| features | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for name, by_task in results.items():
         lines.append(f"| {name} | " + " | ".join(_cell([r["score"] for r in by_task[t]]) for t in tasks) + " |")
-        if all("knn" in r for t in tasks for r in by_task[t]):
-            lines.append(f"| {name}, kNN | " + " | ".join(_cell([r["knn"] for r in by_task[t]]) for t in tasks) + " |")
+        for key, label in (("knn", "kNN"), ("retrieval", "retrieval mAP@k")):
+            if all(key in r for t in tasks for r in by_task[t]):
+                lines.append(f"| {name}, {label} | " + " | ".join(_cell([r[key] for r in by_task[t]]) for t in tasks) + " |")
     return "\n".join(lines)
 
 

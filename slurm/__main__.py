@@ -3,7 +3,7 @@
     python -m slurm pretrain --config configs/pretrain/ssast_base_patch400.yaml [key=value ...] \\
         slurm.nodes=2 slurm.gpus_per_node=8 slurm.partition=gpu data.batch_size=3
     python -m slurm finetune --config configs/finetune/esc50.yaml data.root=ESC-50-master init=ssast.pth
-    python -m slurm probes --config configs/probes/demo.yaml --sweep c=0.1,1,10
+    python -m slurm probes --config configs/probes/demo.yaml --sweep tol=0.01,0.001
     python -m slurm pretrain ... --dry-run        (print the sbatch script; submit nothing)
 
 One task per GPU (``slurm.tasks_per_node`` on CPU), torch.distributed set up from SLURM's environment. Logs and

@@ -1,11 +1,12 @@
 """Embedding retrieval with FAISS: indexes over L2-normalised vectors (inner product = cosine similarity), query
 by example, kNN classification, and the retrieval metrics.
 
-Index kinds: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ, 8-bit codes) and ``hnsw``
-(HNSW-Flat). Sizes not given are chosen from the data: ``nlist`` = 4 sqrt(n) (at most n / 39, so that each list
-gets FAISS's minimum of 39 training points), ``nprobe`` = nlist / 8 (at least 16), PQ with d / 8 sub-quantizers
-(d / 4 when that does not divide), HNSW with 32 links and efSearch 128. Flat and IVF indexes are cloned onto
-every GPU FAISS sees; HNSW stays on the CPU (FAISS has no GPU HNSW).
+Index kinds: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ) and ``hnsw`` (HNSW-Flat).
+Sizes not given are chosen from the data: ``nlist`` = 4 sqrt(n) (at most n / 39, so that each list gets FAISS's
+minimum of 39 training points), k-means on at most 64 points per list, ``nprobe`` = nlist / 8 (at least 16), PQ
+with d / 8 sub-quantizers (d / 4 when that does not divide) of 8 bits (fewer when there are not 39 x 256 training
+points), HNSW with 32 links and efSearch 128. Flat and IVF indexes are cloned onto every GPU FAISS sees; HNSW
+stays on the CPU (FAISS has no GPU HNSW).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def index_sizes(cfg: IndexConfig, n: int, d: int) -> dict[str, int]:
         return {"hnsw_m": cfg.hnsw_m, "ef_search": cfg.ef_search} if cfg.kind == "hnsw" else {}
     nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
     sizes = {"nlist": nlist, "nprobe": min(nlist, cfg.nprobe or max(16, nlist // 8)),
-             "train_size": min(n, 256 * nlist)}
+             "train_size": min(n, 64 * nlist)}
     if cfg.kind == "ivfpq":
         sizes["pq_m"] = cfg.pq_m or (d // 8 if d % 8 == 0 else d // 4 if d % 4 == 0 else 1)
+        # 8-bit codes need 39 * 256 training points per sub-quantizer; fewer bits for small collections
+        sizes["pq_bits"] = max(1, min(8, int(math.log2(max(2, sizes["train_size"] // 39)))))
         if d % sizes["pq_m"]:
             raise ValueError(f"pq_m {sizes['pq_m']} does not divide the dimension {d}")
     return sizes
@@ -69,7 +72,8 @@ def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), seed: int = 0) 
     else:
         quantizer = faiss.IndexFlatIP(d)
         index = (faiss.IndexIVFFlat(quantizer, d, sizes["nlist"], faiss.METRIC_INNER_PRODUCT) if cfg.kind == "ivf" else
-                 faiss.IndexIVFPQ(quantizer, d, sizes["nlist"], sizes["pq_m"], 8, faiss.METRIC_INNER_PRODUCT))
+                 faiss.IndexIVFPQ(quantizer, d, sizes["nlist"], sizes["pq_m"], sizes["pq_bits"],
+                                  faiss.METRIC_INNER_PRODUCT))
         sample = np.random.default_rng(seed).choice(n, sizes["train_size"], replace=False)
         index.train(x[np.sort(sample)])
         index.nprobe = sizes["nprobe"]

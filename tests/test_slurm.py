@@ -39,7 +39,7 @@ def test_dry_run_prints_a_script_a_person_can_submit(capsys):
 
 
 def test_a_sweep_is_an_array_and_bad_keys_stop_before_submitting(capsys):
-    launcher.main(["probes", "--config", "configs/probes/demo.yaml", "--sweep", "c=0.1,1,10", "--sweep",
+    launcher.main(["probes", "--config", "configs/probes/demo.yaml", "--sweep", "tol=0.01,0.001,0.0001", "--sweep",
                    "model.depth=1,2", "--dry-run"])
     assert "#SBATCH --array=0-5%6" in capsys.readouterr().out.splitlines()
     for args, message in [(["slurm.nodez=2"], "unknown config key 'slurm.nodez' (did you mean 'slurm.nodes'?)"),
@@ -54,12 +54,12 @@ def test_help_and_the_local_cluster_run_the_same_job(demo_root, tmp_path, capsys
     with pytest.raises(SystemExit) as e:
         launcher.main(["--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and out.startswith("usage: python -m slurm {pretrain,probes} --config FILE")
+    assert e.value.code == 0 and out.startswith("usage: python -m slurm {pretrain,finetune,probes} --config FILE")
     assert "  slurm.gpus_per_node: 0  # int, >= 0" in out.splitlines()
     results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
                              "random_init_seeds=[0]", "model.depth=1", "tasks=[{name: events, dataset: {kind: esc50, "
                              "path: esc50}, protocol: folds, target_length: 128}]", "slurm.cluster=local",
-                             f"slurm.run_dir={tmp_path}/local"])
+                             f"slurm.run_dir={tmp_path}/local", f"store_dir={tmp_path}/stores"])
     assert len(results) == 1 and sorted(results[0]) == ["fbank mean+std", "random init"]
     assert json.loads((tmp_path / "local" / "result.json").read_text()) == results[0]
     assert len((tmp_path / "local" / "jobs.jsonl").read_text().splitlines()) == 1
@@ -130,10 +130,11 @@ def test_an_array_of_two_probe_runs_writes_each_result_and_a_summary(cluster, de
     base = tmp_path / "sweep"
     results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
                              "random_init_seeds=[0]", "model.depth=1", "fbank_baseline=false", f"slurm.run_dir={base}",
-                             "--sweep", "c=0.5,2", "slurm.cpus_per_task=1", "slurm.time_min=10", "--wait"])
+                             f"store_dir={tmp_path}/stores", "--sweep", "tol=0.01,0.001", "slurm.cpus_per_task=1",
+                             "slurm.time_min=10", "--wait"])
     assert len(results) == 2
     summary = json.loads((base / "summary.json").read_text())
-    assert sorted(summary) == ["c=0.5", "c=2"] and [summary["c=0.5"], summary["c=2"]] == results
+    assert sorted(summary) == ["tol=0.001", "tol=0.01"] and [summary["tol=0.01"], summary["tol=0.001"]] == results
     for name, result in summary.items():
         assert result == json.loads((base / name / "result.json").read_text())
         assert list(result) == ["random init"] and sorted(result["random init"]) == ["keywords", "sound events"]

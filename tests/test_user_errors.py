@@ -53,7 +53,7 @@ def test_the_walk_covers_every_section():
     keys = {key for _, _, key, _ in CASES}
     assert len(CASES) >= 60 and {"data.batch_size", "data.num_parallel_calls", "train.log_every", "optim.lr",
                                  "train.max_steps", "optim.plateau_factor", "data.mixup", "ssl.mask_size",
-                                 "features.std", "c", "model.depth", "fstride", "batch_size",
+                                 "features.std", "model.depth", "fstride", "batch_size",
                                  "slurm.nodes", "slurm.time_min", "model.decoder_depth", "epochs",
                                  "finetune.layer_decay", "optim.decay_factor"} <= keys
 

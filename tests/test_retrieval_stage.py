@@ -1,0 +1,84 @@
+"""Stores, indexes and probes from the command line, and the probe that runs while pretraining."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import pretrain.__main__ as pretrain_stage
+from probes.__main__ import main as probes_main
+from probes.config import ProbeConfig
+from probes.linear import probe_tasks
+from ssast.config import load_config
+from ssast.embeddings import Store
+from ssast.models import ModelConfig, SSASTModel, load_encoder, model_state
+from ssast.retrieval import evaluate
+
+
+@pytest.fixture(scope="module")
+def encoder_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("enc") / "enc.pt"
+    torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_build_eval_and_query_an_index_of_the_sound_events(demo_root, encoder_checkpoint, tmp_path, capsys, kind):
+    common = ["--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}", f"checkpoint={encoder_checkpoint}",
+              f"store_dir={tmp_path}/stores", f"index_dir={tmp_path}/index", f"index.kind={kind}"]
+    built = probes_main(["retrieval", "build", *common])
+    assert built["n"] == 125 and built["kind"] == kind
+    result = probes_main(["retrieval", "eval", *common, "k=5"])
+    [store_dir] = list((tmp_path / "stores").iterdir())
+    store = Store(store_dir)
+    x = store.features("L1_avgtok")  # the first feature of the recipe
+    expected = evaluate(x, store.label_array(), k=5)
+    for key in ("precision_at_k", "recall_at_k", "map_at_k"):
+        assert result[key] == pytest.approx(expected[key], abs=1e-9 if kind == "flat" else 0.05)
+    assert f"k=5: precision@k {result['precision_at_k']:.4f}" in capsys.readouterr().out
+    # an indexed clip finds itself first, with cosine similarity 1
+    clip = store.paths[7]
+    hits = probes_main(["retrieval", "query", *common, f"files=[{clip}]", "k=3"])
+    assert hits[clip][0][0] == clip and hits[clip][0][1] == pytest.approx(1.0, abs=1e-4) and len(hits[clip]) == 3
+
+
+def test_query_without_an_index_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        probes_main(["retrieval", "query", "--config", "configs/probes/extract_demo.yaml", f"index_dir={tmp_path}",
+                     "files=[a.wav]"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and err == (f"python -m probes: error: no index in {tmp_path}: build one with python -m "
+                                         f"probes retrieval build")
+
+
+def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [f"data.root={demo_root}", "model.depth=1", "embed.layers=[1]", "embed.poolings=[avgtok]",
+                 "cs=[1.0]", "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, "
+                 "target_length: 128}]"]
+    pretrain_stage.main(["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={run_dir}",
+                         "data.valid_holdout=8", "data.batch_size=8",
+                         "model.depth=1", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=4",
+                         "train.tensorboard=false", "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
+                         f"probe.overrides=[{','.join(repr(o) for o in overrides)}]"])
+    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    probed = {l["step"]: l["probe_events"] for l in lines if "probe_events" in l}
+    assert sorted(probed) == [2, 4]
+    # the logged value is the fair probe of that step's encoder
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
+    for step in (2, 4):
+        encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
+        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {"events": pytest.approx(probed[step], abs=1e-12)}
+    assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
+
+
+def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain_stage.main(["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={tmp_path}",
+                             "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
+                             "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and err.endswith("tasks[0].target_length 100 is not a multiple of model.input_tdim (128)")
+    assert not (tmp_path / "metrics.jsonl").exists()
