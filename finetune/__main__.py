@@ -124,7 +124,7 @@ def run_split(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
                 results["weight_average_test"] = clip_metrics(*task.predict(averaged, loader)[:2])
         if trainer.dist.main:
             write_per_class_ap(run_dir / "per_class_ap.csv", task.model.classes, targets, scores)
-    return results
+    return results if trainer.dist.main else {}
 
 
 def write_per_class_ap(path: Path, classes: list[str], targets: np.ndarray, scores: np.ndarray) -> None:

@@ -37,7 +37,8 @@ def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
 
 
 def evaluations(task: ProbeTaskConfig, stores: dict[str, Store]):
-    """(part of each row, [(train rows, test rows, inner [(fit rows, held-out rows)])]) of a protocol."""
+    """[(train rows, test rows, inner [(fit rows, held-out rows)])] of a protocol, rows numbered over the stores
+    concatenated in order: one per test fold, or one for a split."""
     part = np.concatenate([np.full(len(s.index), i) for i, s in enumerate(stores.values())])
     rows = {name: np.flatnonzero(part == i) for i, name in enumerate(stores)}
     if task.protocol == "folds":
@@ -205,7 +206,7 @@ def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
         for g in (g for g in results if len(results[g][t][0]["by_feature"]) > 1):
             features = list(results[g][t][0]["by_feature"])
             for pooling in dict.fromkeys(f.split("_", 1)[1] for f in features):
-                names = [f for f in features if f.endswith("_" + pooling)]
+                names = [f for f in features if f.endswith("_" + pooling) and f[1:].split("_")[0].isdigit()]
                 layers = [int(f[1:].split("_")[0]) for f in names]
                 ax.plot(layers, [100 * np.mean([r["by_feature"][f] for r in results[g][t]]) for f in names],
                         marker="o", label=f"{g}, {pooling}")

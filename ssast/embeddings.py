@@ -9,7 +9,8 @@ processes gives the same store. Extraction with the same inputs (weights, recipe
 complete and reuses it.
 
 Layers count from 1 to the encoder's depth (negative: from the end); layer ``depth`` is the final normed output
-(what fine-tuning pools), earlier layers the raw block outputs. Poolings of the patch tokens: ``avgtok`` (mean),
+(what fine-tuning pools), earlier layers the raw block outputs; ``layer_mix`` adds the mean or the concatenation of
+the layers asked for. Poolings of the patch tokens: ``avgtok`` (mean),
 ``cls`` (mean of the prefix tokens), ``meanstd`` (mean and std, concatenated), ``freq`` (mean over time of each
 frequency row of the patch grid, concatenated: keeps where in frequency). Clips longer than the encoder's input
 are cut into windows of its input length and the window embeddings averaged.
@@ -44,6 +45,8 @@ POOLINGS = ("avgtok", "cls", "meanstd", "freq")
 class EmbedConfig:
     layers: list[int] = field(default_factory=lambda: [-1])  # 1..depth, or negative from the end
     poolings: list[Pooling] = field(default_factory=lambda: ["avgtok"])
+    # also, per pooling, the mean (``Lmean_<pooling>``) or the concatenation (``Lcat_<pooling>``) of the layers
+    layer_mix: list[Literal["mean", "concat"]] = field(default_factory=list)
     dtype: Literal["float16", "float32"] = "float32"
     batch_size: Positive = 64  # clips per batch
 
@@ -63,11 +66,13 @@ def pool(tokens: torch.Tensor, encoder: ASTEncoder, pooling: str) -> torch.Tenso
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def pooled_dim(encoder: Optional[ASTEncoder], pooling: str, fbank_bins: int = 128) -> int:
+def pooled_dim(encoder: Optional[ASTEncoder], feature: str, cfg: EmbedConfig, fbank_bins: int = 128) -> int:
     if encoder is None:
         return 2 * fbank_bins
+    layers, pooling = feature.split("_", 1)
     d = encoder.embed_dim
-    return {"avgtok": d, "cls": d, "meanstd": 2 * d, "freq": encoder.grid[0] * d}[pooling]
+    dim = {"avgtok": d, "cls": d, "meanstd": 2 * d, "freq": encoder.grid[0] * d}[pooling]
+    return dim * len(cfg.layers) if layers == "Lcat" else dim
 
 
 def layer_number(encoder: ASTEncoder, layer: int) -> int:
@@ -78,10 +83,14 @@ def layer_number(encoder: ASTEncoder, layer: int) -> int:
     return n
 
 
+MIXES = {"mean": "Lmean", "concat": "Lcat"}
+
+
 def feature_names(encoder: Optional[ASTEncoder], cfg: EmbedConfig) -> list[str]:
     if encoder is None:
         return ["fbank"]
-    return [f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings]
+    return ([f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings]
+            + [f"{MIXES[m]}_{p}" for m in cfg.layer_mix for p in cfg.poolings])
 
 
 @torch.no_grad()
@@ -102,7 +111,12 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
             tokens = final if layer == encoder.cfg.depth else layers[layer - 1]
             for p in cfg.poolings:
                 out.setdefault(f"L{layer}_{p}", []).append(pool(tokens.float(), encoder, p))
-    return {k: torch.cat(v).reshape(n, t // window, -1).mean(1) for k, v in out.items()}
+    pooled = {k: torch.cat(v).reshape(n, t // window, -1).mean(1) for k, v in out.items()}
+    for mix in cfg.layer_mix:
+        for p in cfg.poolings:
+            per_layer = [pooled[f"L{layer_number(encoder, l)}_{p}"] for l in cfg.layers]
+            pooled[f"{MIXES[mix]}_{p}"] = torch.stack(per_layer).mean(0) if mix == "mean" else torch.cat(per_layer, 1)
+    return pooled
 
 
 def weights_hash(encoder: Optional[ASTEncoder]) -> str:
@@ -119,8 +133,8 @@ def weights_hash(encoder: Optional[ASTEncoder]) -> str:
 def store_key(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, cfg: EmbedConfig) -> str:
     """What a store's contents depend on: weights, front end, features asked for, and the clip list."""
     h = hashlib.sha256(weights_hash(encoder).encode())
-    h.update(json.dumps([features.__dict__, cfg.layers if encoder else [], cfg.poolings if encoder else [],
-                         cfg.dtype, [(e.path, e.labels) for e in dataset.examples]], sort_keys=True,
+    h.update(json.dumps([features.__dict__, feature_names(encoder, cfg), cfg.dtype,
+                         [(e.path, e.labels) for e in dataset.examples]], sort_keys=True,
                         default=str).encode())
     return h.hexdigest()[:16]
 
@@ -175,7 +189,7 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
     shard = folder / f"shard{dist.rank}"
     shard.mkdir(parents=True, exist_ok=True)
     n = len(range(dist.rank, len(dataset.examples), dist.world))
-    dims = {name: pooled_dim(encoder, name.split("_", 1)[-1], features.num_mel_bins) for name in names}
+    dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in names}
     dtype = np.float16 if cfg.dtype == "float16" else np.float32
     arrays = {name: np.lib.format.open_memmap(shard / f"{name}.npy", "w+", dtype, (n, dims[name])) for name in names}
     index = np.lib.format.open_memmap(shard / "index.npy", "w+", np.int64, (n,))

@@ -3,9 +3,9 @@ by example, kNN classification, and the retrieval metrics.
 
 Index kinds: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (IVF-Flat), ``ivfpq`` (IVF-PQ) and ``hnsw`` (HNSW-Flat).
 Sizes not given are chosen from the data: ``nlist`` = 4 sqrt(n) (at most n / 39, so that each list gets FAISS's
-minimum of 39 training points), k-means on at most 64 points per list, ``nprobe`` = nlist / 8 (at least 16), PQ
-with d / 8 sub-quantizers (d / 4 when that does not divide) of 8 bits (fewer when there are not 39 x 256 training
-points), HNSW with 32 links and efSearch 128. Flat and IVF indexes are cloned onto every GPU FAISS sees; HNSW
+minimum of 39 training points), k-means on at most 64 points per list, ``nprobe`` = nlist / 32 (at least 16),
+PQ with d / 8 sub-quantizers (d / 4 when that does not divide) of 8 bits (fewer when there are not 39 x 256
+training points), HNSW with 32 links, efConstruction 40 and efSearch 128. Flat and IVF indexes are cloned onto every GPU FAISS sees; HNSW
 stays on the CPU (FAISS has no GPU HNSW).
 """
 
@@ -28,11 +28,11 @@ IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
 class IndexConfig:
     kind: IndexKind = "flat"
     nlist: NonNegative = 0  # IVF lists; 0: 4 sqrt(n)
-    nprobe: NonNegative = 0  # IVF lists searched; 0: nlist / 8, at least 16
+    nprobe: NonNegative = 0  # IVF lists searched; 0: nlist / 32, at least 16
     pq_m: NonNegative = 0  # IVF-PQ sub-quantizers; 0: d / 8
     hnsw_m: Positive = 32
     ef_search: Positive = 128
-    ef_construction: Positive = 200
+    ef_construction: Positive = 40
     gpu: bool = True  # use every GPU FAISS sees (flat and IVF)
 
 
@@ -47,7 +47,7 @@ def index_sizes(cfg: IndexConfig, n: int, d: int) -> dict[str, int]:
     if cfg.kind in ("flat", "hnsw"):
         return {"hnsw_m": cfg.hnsw_m, "ef_search": cfg.ef_search} if cfg.kind == "hnsw" else {}
     nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-    sizes = {"nlist": nlist, "nprobe": min(nlist, cfg.nprobe or max(16, nlist // 8)),
+    sizes = {"nlist": nlist, "nprobe": min(nlist, cfg.nprobe or max(16, nlist // 32)),
              "train_size": min(n, 64 * nlist)}
     if cfg.kind == "ivfpq":
         sizes["pq_m"] = cfg.pq_m or (d // 8 if d % 8 == 0 else d // 4 if d % 4 == 0 else 1)

@@ -16,7 +16,7 @@ from ssast.data.readers import DatasetConfig, read_dataset
 from ssast.engine import OptimConfig, Schedule
 from ssast.finetuning import ClassifyTask, FinetuneConfig
 from ssast.metrics import accuracy, mean_average_precision
-from ssast.models import ASTClassifier, ModelConfig, SSASTModel, model_state
+from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, model_state
 from ssast.models.checkpoint import load_classifier, read
 
 TINY = ["model.size=tiny", "model.depth=1", "train.tensorboard=false", "data.num_parallel_calls=1"]
@@ -190,3 +190,21 @@ def test_wrong_checkpoints_and_unknown_recipes_fail_with_one_line(demo_root, tmp
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "config file not found: configs/finetune/esc5O.yaml (recipes in configs/finetune/: " \
         "as20k, as2m, demo_audioset, demo_esc50, demo_speechcommands, esc50, speechcommands)" in err
+
+
+def test_a_hugging_face_directory_initialises_fine_tuning(tmp_path):
+    from finetune.__main__ import build_model
+    from ssast.models.hf import export_hf
+
+    torch.manual_seed(0)
+    source = ASTClassifier(ModelConfig("tiny", 1, 16, 16, 16, 16, 128, 128), 4, "cls")
+    source.classes = ["a", "b", "c", "d"]
+    export_hf(source, tmp_path / "hf")
+    cfg = recipe("demo_speechcommands", f"init={tmp_path}/hf", "finetune.pooling=cls")
+    model = build_model(cfg, ["a", "b", "c", "d"])
+    x = torch.randn(2, 128, 128)
+    with torch.no_grad():  # the same encoder and head (eps 1e-6 in every norm after the round trip)
+        assert (model.eval()(x) - source.eval()(x)).abs().max() < 2e-5 * source(x).abs().max()
+    with pytest.raises(CheckpointError, match="is a classifier of 4 classes, the data have 35"):
+        build_model(cfg, [str(i) for i in range(35)])
+    assert build_model(recipe("demo_speechcommands", f"init={tmp_path}/hf", "new_head=true"), ["x"] * 35).mlp_head[1].out_features == 35

@@ -13,7 +13,7 @@ from ssast.config import load_config
 from ssast.data.pipeline import AudioLoader, DataConfig
 from ssast.data.readers import Dataset, DatasetConfig, Example, read_dataset
 from ssast.data.stats import StatsConfig, dataset_stats
-from ssast.embeddings import EmbedConfig, Store, embed_batch, extract
+from ssast.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, model_state
 from ssast.probing import fair_probe, mean_std_ci, probe_scores
@@ -38,11 +38,16 @@ def test_poolings_and_layers_of_the_encoder_with_windows_averaged():
     torch.manual_seed(0)
     encoder = ASTEncoder(ModelConfig(size="tiny", depth=2, input_tdim=64)).eval()
     fbank = torch.randn(3, 128, 128)
-    out = embed_batch(encoder, fbank, EmbedConfig(layers=[1, -1], poolings=["avgtok", "cls", "meanstd", "freq"],
-                                                  batch_size=4))
+    cfg = EmbedConfig(layers=[1, -1], poolings=["avgtok", "cls", "meanstd", "freq"], layer_mix=["mean", "concat"],
+                      batch_size=4)
+    out = embed_batch(encoder, fbank, cfg)
+    shapes = {"avgtok": 192, "cls": 192, "meanstd": 384, "freq": 8 * 192}
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "L1_avgtok": (3, 192), "L1_cls": (3, 192), "L1_meanstd": (3, 384), "L1_freq": (3, 8 * 192),
-        "L2_avgtok": (3, 192), "L2_cls": (3, 192), "L2_meanstd": (3, 384), "L2_freq": (3, 8 * 192)}
+        **{f"{layer}_{p}": (3, d) for layer in ("L1", "L2", "Lmean") for p, d in shapes.items()},
+        **{f"Lcat_{p}": (3, 2 * d) for p, d in shapes.items()}}
+    assert torch.allclose(out["Lmean_cls"], (out["L1_cls"] + out["L2_cls"]) / 2, atol=1e-6)
+    assert torch.equal(out["Lcat_freq"], torch.cat([out["L1_freq"], out["L2_freq"]], 1))
+    assert list(out) == feature_names(encoder, cfg)
     with torch.no_grad():
         windows = [encoder(fbank[:, i * 64:(i + 1) * 64], all_layers=True) for i in range(2)]
     final = [w[0] for w in windows]
@@ -231,3 +236,19 @@ def test_protocol_splits_never_put_a_test_row_in_training():
     split = evaluations(ProbeTaskConfig(valid_fraction=0.25), {"train": Fake(8), "test": Fake(3)})
     (train, test, [(fit, held)]), = split
     assert list(test) == [8, 9, 10] and len(held) == 2 and not set(fit) & set(held) and set(fit) | set(held) == set(train)
+
+
+def test_a_multi_label_task_reports_map_on_its_eval_manifest(demo_root, tmp_path):
+    labels = "audioset/class_labels_indices.csv"
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", [
+        f"data.root={demo_root}", f"store_dir={tmp_path}", "cs=[1.0]", "retrieval_k=5",
+        f"tasks=[{{name: tags, dataset: {{kind: json, path: audioset/train.json, labels: {labels}}}, "
+        f"test: {{kind: json, path: audioset/eval.json, labels: {labels}}}, valid_fraction: 0.25, target_length: 128}}]"])
+    result = linear(cfg)["fbank mean+std"]["tags"][0]
+    stores = {p: Store(next(d for d in tmp_path.iterdir() if len(Store(d).index) == n)) for p, n in (("train", 24), ("test", 12))}
+    x, y = ({p: s.features("fbank") for p, s in stores.items()}, {p: s.label_array() for p, s in stores.items()})
+    assert y["train"].shape == (24, 26)  # multi-hot
+    scores = probe_scores(x["train"], y["train"], x["test"], 1.0, multi_label=True)
+    from ssast.metrics import mean_average_precision
+    assert result["score"] == pytest.approx(mean_average_precision(y["test"], scores), abs=1e-9)
+    assert 0 < result["retrieval"] <= 1

@@ -12,6 +12,7 @@ import torch
 import golden
 import finetune.__main__ as finetune_stage
 import probes.__main__ as probes_stage
+import probes.linear as probes_linear
 import pretrain.__main__ as pretrain_stage
 from finetune.config import FinetuneRunConfig
 from probes.config import ProbeConfig
@@ -117,14 +118,14 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
     assert "features.channel: 0  # int, >= 0 | null" in lines
     leaves = lambda schema: sum(leaves(tp) if dataclasses.is_dataclass(tp) else 1
                                 for tp in typing.get_type_hints(schema).values())
-    assert len(lines) == leaves(PretrainConfig) == 77
+    assert len(lines) == leaves(PretrainConfig) == 80
 
 
 def test_the_demo_generator_and_the_probes_answer_help():
     out = run("ssast.data.demo", "--help")
     assert out.returncode == 0 and "--overwrite" in out.stdout
     out = run("probes", "--help")
-    assert out.returncode == 0 and out.stdout.startswith("usage: python -m probes linear --config FILE")
+    assert out.returncode == 0 and out.stdout.startswith("usage: python -m probes linear|extract|retrieval --config FILE")
 
 
 def one_line(capsys, main, args, code=1) -> str:
@@ -172,13 +173,15 @@ def test_probe_errors_come_before_any_clip_is_read_and_released_geometry_is_pass
     line = one_line(capsys, probes_stage.main, [*base, "random_init_seeds=[0]", "model.input_tdim=96"])
     assert line == ("python -m probes: error: config key 'tasks[0].target_length' must be a multiple of the encoder "
                     "input (96 frames), got 128")
-    assert "reading" not in capsys.readouterr().err
+    assert "clip/s" not in capsys.readouterr().err  # no progress bar: nothing was read
     torch.save(golden.released_finetuned("16x16"), tmp_path / "finetuned.pth")
     line = one_line(capsys, probes_stage.main, [*base, f"checkpoints=[{tmp_path}/finetuned.pth]"])
     assert line == ("python -m probes: error: a released fine-tuned checkpoint does not store fstride, tstride, "
                     "input_tdim: pass them")
-    encoders = probes_stage.encoders(load_config(ProbeConfig, "configs/probes/demo.yaml", [
-        f"checkpoints=[{tmp_path}/finetuned.pth]", "fstride=10", "tstride=10", "input_tdim=512",
+    line = one_line(capsys, probes_stage.main, [*base, "random_init_seeds=[0]", "embed.layers=[5]"])
+    assert line == "python -m probes: error: config key 'embed.layers': layer 5 does not exist in a 4-layer encoder"
+    encoders = probes_linear.encoders(load_config(ProbeConfig, "configs/probes/demo.yaml", [
+        f"checkpoints=[{tmp_path}/finetuned.pth]", "fstride=10", "tstride=10", "input_tdim=512", "embed.layers=[-1]",
         "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 512}]"]))
     assert encoders["pretrained"][0].grid == (12, 50)
 
