@@ -77,7 +77,7 @@ def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
 def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain_stage.main(["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={tmp_path}",
-                             "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
+                             "data.valid_holdout=8", "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
                              "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']"])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 1 and err.endswith("tasks[0].target_length 100 is not a multiple of model.input_tdim (128)")
