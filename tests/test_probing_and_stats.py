@@ -168,8 +168,8 @@ def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
         "paths = open(sys.argv[1]).read().split()\nn = int(sys.argv[2])\n"
         "torch.manual_seed(0)\nencoder = ASTEncoder(ModelConfig(size='tiny', depth=4, input_tdim=128))\n"
         "store = extract(encoder, Dataset([Example(paths[i % len(paths)], (0,)) for i in range(n)], ['x']),"
-        " FeatureConfig(target_length=128), DataConfig(num_parallel_calls=2), EmbedConfig(poolings=['avgtok', 'freq'],"
-        " batch_size=128), sys.argv[3])\n"
+        " FeatureConfig(target_length=128), DataConfig(num_parallel_calls=2), EmbedConfig(poolings=['avgtok', 'freq']),"
+        " sys.argv[3])\n"
         "assert len(store.index) == n\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
     (tmp_path / "paths.txt").write_text("\n".join(clips))
     peak = {}
