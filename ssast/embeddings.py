@@ -1,8 +1,8 @@
 """Clip embeddings of a frozen encoder, streamed to disk: the store that probes, kNN and retrieval read.
 
 A store is a folder: ``store.json`` (what it holds: the encoder's weight hash, the recipe, the clips' paths and
-labels, every shard's row count) and, per process, ``shard<r>/<feature>.npy`` memory-mapped arrays of one row
-per clip, filled batch by batch, so memory stays flat whatever the data set size. A feature is a layer and a
+labels, every shard's row count) and, per process, ``shard<r>/<feature>.npy`` arrays of one row per clip, written
+batch by batch, so memory stays flat whatever the data set size (readers memory-map them). A feature is a layer and a
 pooling, ``L<layer>_<pooling>``, or ``fbank`` (the fbank's mean and std over time, no encoder). Rows are stored
 with their clip's index in the data set; `Store.features` returns them in data-set order, so any number of
 processes gives the same store. Extraction with the same inputs (weights, recipe, clip list) finds the store
@@ -139,6 +139,25 @@ def store_key(encoder: Optional[ASTEncoder], dataset: Dataset, features: Feature
     return h.hexdigest()[:16]
 
 
+class RowWriter:
+    """An ``.npy`` file of shape (n, d) filled block by block with plain writes. A writable memory map would do
+    the same, but the pages it writes count in the process's resident memory until it is closed, which grows with
+    the data set; the page cache of a plain file does not."""
+
+    def __init__(self, path: Path, n: int, d: int, dtype):
+        header = np.lib.format.open_memmap(path, "w+", dtype, (n, d))  # the header and a sparse file of full size
+        offset, self.dtype = header.offset, dtype
+        del header
+        self.file = open(path, "r+b")
+        self.file.seek(offset)
+
+    def write(self, rows: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class Store:
     """A finished store: `features(name)` [N, D] rows in data-set order (clips that could not be read are
     missing: `index` says which data-set clips the rows are), `paths`, `labels`."""
@@ -191,8 +210,8 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
     n = len(range(dist.rank, len(dataset.examples), dist.world))
     dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in names}
     dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    arrays = {name: np.lib.format.open_memmap(shard / f"{name}.npy", "w+", dtype, (n, dims[name])) for name in names}
-    index = np.lib.format.open_memmap(shard / "index.npy", "w+", np.int64, (n,))
+    arrays = {name: RowWriter(shard / f"{name}.npy", n, dims[name], dtype) for name in names}
+    indices: list[int] = []
     if encoder is not None:
         encoder.to(device).eval()
     loader = AudioLoader(dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size)
@@ -201,16 +220,14 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
     with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not dist.main) as bar, autocast:
         for batch in loader:
             out = embed_batch(encoder, batch["fbank"].to(device), cfg)
-            b = len(batch["path"])
             for name in names:
-                arrays[name][rows : rows + b] = out[name].float().cpu().numpy()
-            index[rows : rows + b] = batch["index"]
-            rows += b
-            bar.update(b)
+                arrays[name].write(out[name].float().cpu().numpy())
+            indices += batch["index"]  # the data-set index of each row (bad clips have none)
+            rows += len(batch["path"])
+            bar.update(len(batch["path"]))
     for a in arrays.values():
-        a.flush()
-    written = np.array(index[:rows])  # the data-set index of each row written (bad clips have none)
-    del arrays, index
+        a.close()
+    written = np.array(indices, dtype=np.int64)
     np.save(shard / "index.npy", written)
     (shard / "rows.json").write_text(json.dumps({"rows": rows, "bad": loader.bad.bad,
                                                  "seconds": time.perf_counter() - start}))
