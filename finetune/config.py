@@ -51,8 +51,8 @@ class FinetuneRunConfig:
         default = TrainConfig()
         for key in _EPOCH_DERIVED:
             if getattr(self.train, key) != getattr(default, key):
-                raise invalid(f"train.{key}", getattr(self.train, key), f"left unset: fine-tuning counts in epochs "
-                              f"(set epochs; steps per epoch follow from the data and batch size)")
+                raise invalid(f"train.{key}", getattr(self.train, key), "left unset: fine-tuning counts in epochs "
+                              "(set epochs; steps per epoch follow from the data and batch size)")
         if self.protocol == "folds":
             if self.data.train.kind != "esc50":
                 raise invalid("data.train.kind", self.data.train.kind, "esc50 for the folds protocol")

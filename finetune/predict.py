@@ -23,7 +23,7 @@ import torch
 from ssast.cli import run_cli
 from ssast.data.pipeline import DataError
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
-from ssast.models import ASTClassifier, CheckpointError
+from ssast.models import CheckpointError
 from ssast.models.checkpoint import checkpoint_kind, load_classifier, read
 from ssast.models.hf import load_hf
 

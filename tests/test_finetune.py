@@ -1,5 +1,4 @@
 import json
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from finetune.config import FinetuneRunConfig
 from finetune.predict import Predictor
 from finetune.predict import main as predict_main
 from ssast.config import load_config
-from ssast.data.pipeline import AudioLoader, DataConfig
+from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import DatasetConfig, read_dataset
 from ssast.engine import OptimConfig, Schedule
 from ssast.finetuning import ClassifyTask, FinetuneConfig

@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 
 from probes.config import ProbeConfig
-from probes.linear import evaluations, linear, probe_tasks, table
+from probes.linear import evaluations, linear, table
 from ssast.config import load_config
-from ssast.data.pipeline import AudioLoader, DataConfig
-from ssast.data.readers import Dataset, DatasetConfig, Example, read_dataset
+from ssast.data.pipeline import AudioLoader
+from ssast.data.readers import DatasetConfig, read_dataset
 from ssast.data.stats import StatsConfig, dataset_stats
 from ssast.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
@@ -110,7 +110,6 @@ def test_torch_and_sklearn_probes_agree(demo_root, tmp_path):
     """Both solvers minimise the same objective: on the demo keyword set's fbank statistics (and on blobs) they
     predict the same classes."""
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", [f"data.root={demo_root}"])
-    task = cfg.tasks[0]
     stores = {p: extract(None, read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root),
                          cfg.features, cfg.data, cfg.embed, tmp_path) for p, s in (("train", "training"), ("test", "testing"))}
     x = {p: s.features("fbank") for p, s in stores.items()}
