@@ -16,7 +16,7 @@ from ssast.config import ConfigError, load_config, save_config
 from ssast.data.pipeline import ClipReader, DataError
 from ssast.data.readers import read_dataset
 from ssast.distributed import init_distributed
-from ssast.embeddings import Store, embed_batch, extract, feature_names
+from ssast.embeddings import Store, embed_batch, extract
 from ssast.engine import resolve_device
 from ssast.features import fbank_features
 from ssast.models import ASTEncoder, CheckpointError, load_encoder
@@ -44,13 +44,9 @@ def extract_store(cfg: ExtractConfig) -> Store:
     return store
 
 
-def _feature(cfg: ExtractConfig) -> str:
-    return feature_names(source_encoder(cfg), cfg.embed)[0]
-
-
 def build(cfg: RetrievalConfig) -> dict:
     store = extract_store(cfg)
-    feature = _feature(cfg)
+    feature = store.names[0]  # the first of embed.layers x embed.poolings
     x = store.features(feature)
     index, sizes = build_index(x, cfg.index)
     print(f"index {cfg.index.kind} over {len(x)} x {x.shape[1]} ({feature}): " +
