@@ -36,6 +36,7 @@ from ssast.data.readers import Dataset
 from ssast.distributed import Dist, barrier
 from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder
+from ssast.models.checkpoint import weights_hash
 
 Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
 POOLINGS = ("avgtok", "cls", "meanstd", "freq")
@@ -117,17 +118,6 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
             per_layer = [pooled[f"L{layer_number(encoder, l)}_{p}"] for l in cfg.layers]
             pooled[f"{MIXES[mix]}_{p}"] = torch.stack(per_layer).mean(0) if mix == "mean" else torch.cat(per_layer, 1)
     return pooled
-
-
-def weights_hash(encoder: Optional[ASTEncoder]) -> str:
-    """sha256 of the encoder's tensors (names, shapes and bytes); "fbank" without an encoder."""
-    if encoder is None:
-        return "fbank"
-    h = hashlib.sha256()
-    for name, t in sorted(encoder.state_dict().items()):
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def store_key(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, cfg: EmbedConfig) -> str:

@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid, save_config
 from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, gather, init_distributed
-from ssast.models.checkpoint import CheckpointError, load_state, model_state, read
+from ssast.models.checkpoint import CheckpointError, load_state, model_state, read, weights_hash
 
 log = logging.getLogger("ssast")
 
@@ -202,11 +202,6 @@ RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that h
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def weights_checksum(model: nn.Module) -> float:
-    """Sum of the weights and of their squares, in float64: equal for equal weights, non-finite if any is."""
-    return float(sum(p.detach().double().sum() + p.detach().double().square().sum() for p in model.parameters()))
-
-
 def _step_of(path: Path) -> int:
     return int(path.stem.rsplit("_", 1)[1])
 
@@ -306,13 +301,13 @@ class Trainer:
         """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``)."""
         path = self.ckpt_dir / f"step_{run.step:08d}.pt"
         if self._saved_step != run.step:
-            # Each rank's weights checksum travels with its state: equal on every rank under DDP, finite always.
-            ranks = gather({**run.local_state(), "weights": weights_checksum(run.model)}, self.dist)
-            if not math.isfinite(ranks[0]["weights"]):  # non-finite steps are skipped: guard the files anyway
+            # Each rank's weights hash travels with its state: the bytes are equal on every rank under DDP.
+            ranks = gather({**run.local_state(), "weights": weights_hash(run.model)}, self.dist)
+            if not all(p.isfinite().all() for p in run.model.parameters()):  # such steps are skipped: guard anyway
                 raise RunError(f"refusing to write a checkpoint with non-finite weights at step {run.step}")
             if len({r["weights"] for r in ranks}) > 1:
-                raise RunError(f"the processes' weights differ at step {run.step} (checksums "
-                               f"{[r['weights'] for r in ranks]}): refusing to checkpoint a diverged run")
+                raise RunError(f"the processes' weights differ at step {run.step} (hashes "
+                               f"{[r['weights'][:12] for r in ranks]}): refusing to checkpoint a diverged run")
             if self.dist.main:
                 self.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 atomic_save({**run.state_dict(ranks), "config": self.run_config}, path)

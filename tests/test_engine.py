@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from ssast.engine import OptimConfig, Schedule, weights_checksum
+from ssast.engine import OptimConfig, Schedule
+from ssast.models.checkpoint import weights_hash
 from ssast.models import SSASTModel
 
 
@@ -119,7 +120,7 @@ def test_two_process_ddp_keeps_weights_identical_data_disjoint_and_resumes_from_
     state = torch.load(ckpts / "step_00000003.pt", weights_only=True)
     assert len(state["ranks"]) == 2  # each rank's own state, and the checksum of the weights it held
     model = SSASTModel.from_checkpoint(state)
-    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_checksum(model)
+    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_hash(model)
 
     # An older checkpoint, not the last one, resumes both ranks where they were.
     out = ddp_run(demo_root, tmp_path, tmp_path / "b", f"resume={ckpts / 'step_00000003.pt'}")

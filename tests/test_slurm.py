@@ -15,7 +15,7 @@ import torch
 
 import slurm.__main__ as launcher
 from slurm_cluster import Cluster, install
-from ssast.engine import weights_checksum
+from ssast.models.checkpoint import weights_hash
 from ssast.models import SSASTModel
 
 # 2-s runs of the demo recipe on the small built-in data, one thread per task.
@@ -97,7 +97,7 @@ def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, dem
     assert f"submitted job " in capsys.readouterr().out
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 4 and len(state["ranks"]) == 2
-    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_checksum(
+    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_hash(
         SSASTModel.from_checkpoint(state))
     started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
     assert len(started) == 1 and started[0]["tasks"] == 2

@@ -11,6 +11,7 @@ tensors; the unused 1000-class timm heads ``v.head``/``v.head_dist`` are dropped
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -55,6 +56,18 @@ def model_state(model: SSASTModel | ASTClassifier) -> dict:
         return {"kind": "classifier", "n_classes": model.mlp_head[1].out_features, "pooling": model.pooling,
                 "classes": model.classes, **state}
     return {"kind": "pretraining", **state}
+
+
+def weights_hash(module: Optional[torch.nn.Module]) -> str:
+    """sha256 of a module's tensors (names, shapes, dtypes and bytes): equal exactly when the weights are; "fbank"
+    for no module (the fbank-statistics features)."""
+    if module is None:
+        return "fbank"
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _official(ckpt: dict) -> Optional[dict]:
