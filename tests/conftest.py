@@ -6,7 +6,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """The built-in data sets at the small scale, generated once per test session."""
-    from ssast.data import demo
+    from ssast.demo import builtin as demo
 
     root = tmp_path_factory.mktemp("demo")
     demo.build(root, "small", seed=0)

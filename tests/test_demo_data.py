@@ -8,7 +8,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ssast.data import demo
+from ssast.demo import builtin as demo
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -83,7 +83,7 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
 
 
 def generate(root, *extra):
-    return subprocess.run([sys.executable, "-m", "ssast.data.demo", "--root", str(root), *extra],
+    return subprocess.run([sys.executable, "-m", "ssast.demo", "--root", str(root), *extra],
                           capture_output=True, text=True)
 
 
@@ -107,7 +107,7 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     assert again.returncode == 0 and again.stdout.strip() == f"demo data already in {tiny} (small, seed 0)"
     other = generate(tiny, "--scale", "small", "--seed", "1")
     assert other.returncode == 2 and other.stderr.strip() == (
-        f"python -m ssast.data.demo: error: {tiny} holds built-in data of scale small, seed 0: pass --overwrite to "
+        f"python -m ssast.demo: error: {tiny} holds built-in data of scale small, seed 0: pass --overwrite to "
         f"replace it, or choose another --root")
     before = _digest(tiny)
     assert generate(tiny, "--scale", "small", "--seed", "1", "--overwrite").returncode == 0
@@ -117,3 +117,12 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     foreign = generate(tmp_path / "mine")
     assert foreign.returncode == 2 and "is not empty and holds no built-in data" in foreign.stderr
+
+
+def test_the_old_generator_command_still_writes_the_same_data(tmp_path):
+    """``python -m ssast.data.demo`` (before the demo got its own package) is an alias of ``python -m ssast.demo``."""
+    old = subprocess.run([sys.executable, "-m", "ssast.data.demo", "--root", str(tmp_path / "old"), "--scale", "small"],
+                         capture_output=True, text=True)
+    assert old.returncode == 0, old.stderr
+    assert generate(tmp_path / "new", "--scale", "small").returncode == 0
+    assert _digest(tmp_path / "old") == _digest(tmp_path / "new")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ssast.data import demo
+from ssast.demo import builtin as demo
 from ssast.data.readers import DatasetConfig, ManifestError, read_dataset, split_holdout
 
 

@@ -122,7 +122,7 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
 
 
 def test_the_demo_generator_and_the_probes_answer_help():
-    out = run("ssast.data.demo", "--help")
+    out = run("ssast.demo", "--help")
     assert out.returncode == 0 and "--overwrite" in out.stdout
     out = run("probes", "--help")
     assert out.returncode == 0 and out.stdout.startswith("usage: python -m probes linear|extract|retrieval --config FILE")

@@ -63,7 +63,7 @@ def record(root: Path, work: Path) -> None:
 if __name__ == "__main__" and sys.argv[1:] == ["record"]:
     import tempfile
 
-    from ssast.data import demo
+    from ssast.demo import builtin as demo
 
     with tempfile.TemporaryDirectory() as tmp:
         demo.build(Path(tmp) / "demo", "small", seed=0)

@@ -1,7 +1,7 @@
 """The demo's summary table: linear probes and retrieval (``probes.json`` of ``python -m probes linear``) and
 fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source.
 
-    python -m ssast.report --probes runs/demo/probes.json --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
+    python -m ssast.demo.report --probes runs/demo/probes.json --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
         "fine-tuned, SSL pretrained"=runs/demo/ft_pretrained
 """
 
@@ -36,7 +36,7 @@ def report(probes: dict, finetuned: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m ssast.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ssast.demo.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", required=True, help="probes.json of python -m probes linear")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="NAME=RUN_DIR", help="fine-tuning runs")
     args = parser.parse_args(argv)
