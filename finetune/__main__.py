@@ -17,7 +17,6 @@ import csv
 import dataclasses
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,11 @@ from finetune.config import FinetuneRunConfig
 from ssast.cli import run_cli
 from ssast.config import cli_config, invalid, to_dict
 from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import Dataset, esc50_folds, read_dataset, split_holdout
-from ssast.distributed import init_distributed
-from ssast.engine import Trainer, resolve_device
+from ssast.data.readers import Dataset, esc50_folds, read_dataset
+from ssast.distributed import init_distributed, resolve_device
+from ssast.engine import Trainer
+from ssast.runlog import read_metrics
+from ssast.runs import default_run_dir, train_valid
 from ssast.finetuning import ClassifyTask, clip_metrics
 from ssast.metrics import per_class_ap
 from ssast.models import ASTClassifier, CheckpointError
@@ -66,12 +67,6 @@ def build_model(cfg: FinetuneRunConfig, classes: list[str]) -> ASTClassifier:
     return model
 
 
-def valid_curve(run_dir: Path) -> list[dict]:
-    """The validation metrics of each epoch, from the run's metrics.jsonl."""
-    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l]
-    return [{k.removeprefix("valid_"): v for k, v in l.items()} for l in lines if any(k.startswith("valid_") for k in l)]
-
-
 def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None, run_dir: Path):
     """One fine-tuning run; returns its task (model, averages) and trainer after the last epoch."""
     d = init_distributed(resolve_device(cfg.train.device))
@@ -92,15 +87,10 @@ def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None,
 
 
 def run_split(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
-    train_set = read_dataset(cfg.data.train, cfg.data.root)
-    valid_set = None
-    if cfg.data.valid.path or cfg.data.valid.split:
-        valid_set = read_dataset(cfg.data.valid, cfg.data.root)
-    elif cfg.data.valid_holdout:
-        train_set, valid_set = split_holdout(train_set, cfg.data.valid_holdout)
+    train_set, valid_set = train_valid(cfg.data, cfg.data.root)
     test_set = read_dataset(cfg.test, cfg.data.root) if cfg.test.path or cfg.test.split else None
     task, trainer = train(cfg, train_set, valid_set, run_dir)
-    curve = valid_curve(run_dir) if trainer.dist.main else []
+    curve = read_metrics(run_dir, "valid") if trainer.dist.main else []
     chosen = trainer.ckpt_dir / ("best.pt" if valid_set else "last.pt")
     task.model.load_state_dict(read(chosen)["model"])
     results: dict = {"protocol": "split", "checkpoint": str(chosen), "valid_curve": curve}
@@ -148,7 +138,7 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     for k, train_set, valid_set in parts:
         log.info("fold %d of %s", k, cfg.folds)
         _, trainer = train(cfg, train_set, valid_set, run_dir / f"fold{k}")
-        curves.append([e["accuracy"] for e in valid_curve(trainer.run_dir)] if trainer.dist.main else [])
+        curves.append([e["accuracy"] for e in read_metrics(trainer.run_dir, "valid")] if trainer.dist.main else [])
     if not curves[0]:
         return {}
     mean = np.mean(curves, 0)
@@ -159,7 +149,7 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
 
 
 def run(cfg: FinetuneRunConfig) -> dict:
-    run_dir = Path(cfg.run_dir or f"runs/finetune-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
     results = (run_folds if cfg.protocol == "folds" else run_split)(cfg, run_dir)
     if results:  # the main process
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))

@@ -9,23 +9,23 @@ from typing import Literal
 from ssast.config import Positive, invalid
 from ssast.data.pipeline import DataConfig
 from ssast.data.readers import DatasetConfig
-from ssast.engine import OptimConfig, TrainConfig
+from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig
 from ssast.finetuning import FinetuneConfig
 from ssast.models import ModelConfig
+from ssast.optim import OptimConfig
+from ssast.runs import RunConfig
 
 # Fine-tuning counts in epochs: these TrainConfig keys are derived from `epochs` and the data set size.
 _EPOCH_DERIVED = ("max_steps", "eval_every", "checkpoint_every")
 
 
 @dataclass
-class FinetuneRunConfig:
-    run_dir: str = ""  # default: runs/finetune-<date>-<time>
-    resume: str = "none"  # none | auto (continue the run(s) in run_dir) | path of a checkpoint (split protocol)
-    overwrite: bool = False  # replace a run already in run_dir
-    # Weights to start from: this project's pretraining or fine-tuning checkpoint, a released SSAST/AST
-    # checkpoint, a Hugging Face ASTForAudioClassification directory, or `scratch` (the `model` section).
-    init: str = ""
+class FinetuneRunConfig(RunConfig):
+    """The run section (`init` is required: this project's pretraining or fine-tuning checkpoint, a released
+    SSAST/AST checkpoint, a Hugging Face ASTForAudioClassification directory, or `scratch`: the `model` section;
+    `resume` with a checkpoint's path: split protocol only), then the recipe."""
+
     new_head: bool = False  # start a fine-tuned checkpoint with another number of classes from a fresh head
     # split: train on data.train, select the epoch on data.valid, score it on `test`; folds: ESC-50 cross-
     # validation over `folds` (data.train is the ESC-50 folder), the epoch selected on the fold-averaged curve.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -19,8 +18,9 @@ from pretrain.config import PretrainConfig
 from ssast.cli import run_cli
 from ssast.config import ConfigError, cli_config, load_config, to_dict
 from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import read_dataset, split_holdout
+from ssast.data.readers import read_dataset
 from ssast.engine import Trainer
+from ssast.runs import default_run_dir, train_valid
 from ssast.models import CheckpointError, SSASTModel
 from ssast.models.checkpoint import load_pretraining
 from ssast.pretraining import PretrainTask
@@ -30,17 +30,12 @@ log = logging.getLogger("ssast")
 
 
 def run(cfg: PretrainConfig) -> dict:
-    train = read_dataset(cfg.data.train, cfg.data.root)
-    valid = None
-    if cfg.data.valid.path:
-        valid = read_dataset(cfg.data.valid, cfg.data.root)
-    elif cfg.data.valid_holdout:
-        train, valid = split_holdout(train, cfg.data.valid_holdout)
+    train, valid = train_valid(cfg.data, cfg.data.root)
     torch.manual_seed(cfg.train.seed)
     model = SSASTModel(cfg.model)
     if cfg.init:
         start_from(model, cfg.init)
-    run_dir = Path(cfg.run_dir or f"runs/pretrain-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("pretrain")
     trainer = Trainer(cfg.train, cfg.optim, run_dir, to_dict(cfg), cfg.resume, cfg.overwrite,
                       find_unused_parameters=cfg.ssl.objective != "joint")
     rank, world = trainer.dist.rank, trainer.dist.world

@@ -6,18 +6,19 @@ from dataclasses import dataclass, field
 
 from ssast.config import invalid
 from ssast.data.pipeline import DataConfig
-from ssast.engine import OptimConfig, TrainConfig
+from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig
 from ssast.models import ModelConfig, grid_size
+from ssast.optim import OptimConfig
 from ssast.pretraining import ProbeHookConfig, SSLConfig
+from ssast.runs import RunConfig
 
 
 @dataclass
-class PretrainConfig:
-    run_dir: str = ""  # default: runs/pretrain-<date>-<time>
-    resume: str = "none"  # none | auto (latest checkpoint of run_dir) | path of a checkpoint
-    overwrite: bool = False  # replace a run already in run_dir (without it, such a run_dir is refused)
-    init: str = ""  # start from the weights of a checkpoint (released SSAST pretraining or this project's)
+class PretrainConfig(RunConfig):
+    """The run section (`init`: a pretraining checkpoint of the recipe's architecture, released or this project's),
+    then the recipe."""
+
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -15,9 +15,8 @@ import torch
 from probes.config import ProbeConfig, ProbeTaskConfig
 from ssast.config import ConfigError
 from ssast.data.readers import Dataset, read_dataset
-from ssast.distributed import Dist, init_distributed
+from ssast.distributed import Dist, init_distributed, resolve_device
 from ssast.embeddings import Store, extract, feature_names, layer_number
-from ssast.engine import resolve_device
 from ssast.models import ASTEncoder, SSASTModel, load_encoder
 from ssast.probing import fair_probe, mean_std_ci, task_metric
 from ssast import retrieval

@@ -15,9 +15,8 @@ from probes.config import ExtractConfig, RetrievalConfig
 from ssast.config import ConfigError, load_config, save_config
 from ssast.data.pipeline import ClipReader, DataError
 from ssast.data.readers import read_dataset
-from ssast.distributed import init_distributed
+from ssast.distributed import init_distributed, resolve_device
 from ssast.embeddings import Store, embed_batch, extract
-from ssast.engine import resolve_device
 from ssast.features import fbank_features
 from ssast.models import ASTEncoder, CheckpointError, load_encoder
 from ssast.retrieval import build_index, query_by_example, search, to_cpu

@@ -9,12 +9,13 @@ calls `StageJob.checkpoint` and requeues the job; the requeued job resumes from 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import submitit
+
+from ssast.runs import atomic_write_text
 
 
 def _pretrain(argv: list[str]) -> Any:
@@ -38,12 +39,6 @@ def _probes(argv: list[str]) -> Any:
 STAGES: dict[str, Callable[[list[str]], Any]] = {"pretrain": _pretrain, "finetune": _finetune, "probes": _probes}
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 class StageJob:
     """`stage` run with `argv` in `run_dir`; `sweep` lists the run folders of the job array it belongs to."""
 
@@ -61,7 +56,7 @@ class StageJob:
                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
         result = STAGES[self.stage](self.argv)
         if main:
-            _write_json(self.run_dir / "result.json", result)
+            atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))
             self._summarise()
         return result
 
@@ -69,8 +64,8 @@ class StageJob:
         """The last element of a sweep to finish writes the results of all of them beside them."""
         results = [Path(d) / "result.json" for d in self.sweep]
         if results and all(p.exists() for p in results):
-            _write_json(self.run_dir.parent / "summary.json",
-                        {Path(d).name: json.loads(p.read_text()) for d, p in zip(self.sweep, results)})
+            summary = {Path(d).name: json.loads(p.read_text()) for d, p in zip(self.sweep, results)}
+            atomic_write_text(self.run_dir.parent / "summary.json", json.dumps(summary, indent=1))
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on SIGUSR2 after the engine has checkpointed: requeue the same job; the stage

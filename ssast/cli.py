@@ -8,7 +8,7 @@ from typing import Callable, TypeVar
 from ssast.config import ConfigError
 from ssast.data.pipeline import DataError
 from ssast.data.readers import ManifestError
-from ssast.engine import RunError
+from ssast.runs import RunError
 from ssast.models.checkpoint import CheckpointError
 
 T = TypeVar("T")

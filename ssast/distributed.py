@@ -20,6 +20,13 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def _env_from_slurm() -> None:
     """Map SLURM task variables onto the torch.distributed ones when a launcher did not set them."""
     if "WORLD_SIZE" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:

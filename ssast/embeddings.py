@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from ssast.distributed import Dist, barrier
 from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder
 from ssast.models.checkpoint import weights_hash
+from ssast.runs import atomic_write_text
 
 Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
 POOLINGS = ("avgtok", "cls", "meanstd", "freq")
@@ -219,7 +219,7 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
         a.close()
     written = np.array(indices, dtype=np.int64)
     np.save(shard / "index.npy", written)
-    (shard / "rows.json").write_text(json.dumps({"rows": rows, "bad": loader.bad.bad,
+    (shard / "rows.json").write_text(json.dumps({"rows": rows, "bad": loader.counts()["bad_clips"],
                                                  "seconds": time.perf_counter() - start}))
     barrier(dist)
     if dist.main:
@@ -228,8 +228,6 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
                 "shards": dist.world, "rows": [s["rows"] for s in shards], "bad_clips": sum(s["bad"] for s in shards),
                 "paths": [e.path for e in dataset.examples], "labels": [list(e.labels) for e in dataset.examples],
                 "classes": dataset.classes, "multi_label": dataset.multi_label, "recipe": recipe or {}}
-        tmp = folder / f".store.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_file)
+        atomic_write_text(meta_file, json.dumps(meta))
     barrier(dist)
     return Store(folder)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ssast.config import NonNegative, PositiveFloat, Range, invalid
 from ssast.distributed import Dist, gather
 from ssast.metrics import accuracy, d_prime, mean_auc, mean_average_precision
+from ssast.engine import Task
 from ssast.models import ASTClassifier
 
 
@@ -43,7 +44,7 @@ def clip_metrics(targets: np.ndarray, scores: np.ndarray) -> dict[str, float]:
             "mAUC": auc, "d_prime": d_prime(auc)}
 
 
-class ClassifyTask:
+class ClassifyTask(Task):
     """An `ssast.engine.Task` fine-tuning `model` on clip labels; validation runs at the end of every epoch."""
 
     mode = "max"
@@ -125,9 +126,6 @@ class ClassifyTask:
         model.classes = self.model.classes
         model.load_state_dict({k: (v / self.average_count).float() for k, v in self.average_sum.items()})
         return model
-
-    def images(self, model) -> dict[str, torch.Tensor]:
-        return {}
 
     # -- checkpointed state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ssast.config import NonNegative, NonNegativeFloat, Positive
+from ssast.engine import Task
 from ssast.models import ASTEncoder, SSASTModel
 
 
@@ -30,7 +31,7 @@ class ProbeHookConfig:
     overrides: list[str] = field(default_factory=list)  # key=value overrides of that recipe, e.g. data.root=...
 
 
-class PretrainTask:
+class PretrainTask(Task):
     """Validation computes what the objective trains and follows MPC accuracy (joint, mpc) or the MPG loss
     (mpg); without a validation loader the run has no validation."""
 

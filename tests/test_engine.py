@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from ssast.engine import OptimConfig, Schedule
+from ssast.optim import OptimConfig, Schedule
 from ssast.models.checkpoint import weights_hash
 from ssast.models import SSASTModel
 

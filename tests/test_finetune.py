@@ -12,7 +12,7 @@ from finetune.predict import main as predict_main
 from ssast.config import load_config
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import DatasetConfig, read_dataset
-from ssast.engine import OptimConfig, Schedule
+from ssast.optim import OptimConfig, Schedule
 from ssast.finetuning import ClassifyTask, FinetuneConfig
 from ssast.metrics import accuracy, mean_average_precision
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, model_state

@@ -131,7 +131,7 @@ def test_bad_clips_are_skipped_counted_and_logged(bad_dataset, caplog):
     with caplog.at_level(logging.WARNING):
         paths = sum((b["path"] for b in loader), [])
     assert sorted(paths) == sorted(e.path for e in good)
-    assert loader.bad.bad == 6 and loader.bad.seen == 26
+    assert loader.counts() == {"clips_seen": 26, "bad_clips": 6}
     skipped = [r.getMessage() for r in caplog.records if "skipping bad clip" in r.getMessage()]
     assert len(skipped) == 6
     for name, reason in [("missing.wav", ""), ("nan.wav", "NaN or inf"), ("short.wav", "shorter than one frame")]:

@@ -243,6 +243,10 @@ class AudioLoader:
             if batch["path"]:
                 yield batch
 
+    def counts(self) -> dict[str, int]:
+        """Clips read so far and, of those, the unreadable ones (skipped); over the whole run, resume included."""
+        return {"clips_seen": self.bad.seen, "bad_clips": self.bad.bad}
+
     def reset(self) -> None:
         """Back to the first batch (for another evaluation pass)."""
         self._start(0)

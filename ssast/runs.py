@@ -1,0 +1,94 @@
+"""What every stage does with the outputs a user names: the run section of a stage's configuration, one rule for an
+output already there (refused, resumed or overwritten), the default run folder, atomic file writes, and the
+train/valid assembly of a data section."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, IO, Optional, Sequence
+
+from ssast.config import save_config
+from ssast.data.readers import Dataset, read_dataset, split_holdout
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on (an output in the way, diverged training); one line for the user."""
+
+
+@dataclass
+class RunConfig:
+    """The run section every stage schema starts with."""
+
+    run_dir: str = ""  # default: runs/<stage>-<date>-<time>
+    resume: str = "none"  # none | auto (continue the run in run_dir) | path of a checkpoint
+    overwrite: bool = False  # replace what an earlier run left in run_dir (without it, such a run_dir is refused)
+    init: str = ""  # weights to start from: a checkpoint or a Hugging Face AST directory (see ssast.models.load_model)
+
+
+def default_run_dir(stage: str) -> Path:
+    """``runs/<stage>-<date>-<time>``."""
+    return Path(f"runs/{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def claim_output(folder: Path, written: Sequence[str], what: str, key: str, resume: bool = False,
+                 overwrite: bool = False, retry: str = "") -> list[Path]:
+    """The rule for an output the user names (config key `key`): when `folder` already holds any of `written`
+    (what this kind of output writes there), it is continued only with `resume`, replaced only with `overwrite`
+    (the files of `written` are removed, never the folder itself), else refused with one line naming `what` is
+    there and how to `retry`. Returns the paths that were there."""
+    there = [folder / name for name in written if (folder / name).exists()]
+    if there and not resume and not overwrite:
+        raise RunError(f"{folder} already holds {what} ({', '.join(p.name for p in there)}): "
+                       f"{retry + ', ' if retry else ''}choose another {key}, or pass overwrite=true to replace it")
+    if there and overwrite and not resume:
+        for path in there:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return there
+
+
+RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that has started leaves in its folder
+
+
+def open_run_dir(folder: Path, resume: str, overwrite: bool, config: dict, main: bool,
+                 wait: Callable[[], None] = lambda: None, written: Sequence[str] = RUN_FILES) -> None:
+    """A stage's run folder by the rule of `claim_output`, with the resolved configuration written into it.
+    `wait` is a barrier: every process looks before the main one changes anything."""
+    claim = dict(what="a run", key="run_dir", retry="continue it with resume=auto")
+    if resume == "none" and not overwrite:  # refused on every process, before any of them changes anything
+        claim_output(folder, written, **claim)
+    wait()
+    if main:
+        claim_output(folder, written, resume=resume != "none", overwrite=overwrite, **claim)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(config, folder / "config.yaml")
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write through `write` to a temporary file in the same folder, fsync, then rename: a kill never leaves a
+    torn file, and readers see the old or the new one whole."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write` of a text file."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def train_valid(data, root: str) -> tuple[Dataset, Optional[Dataset]]:
+    """The training set of a data section and its validation set: ``data.valid`` when it names a manifest or a
+    split, else ``data.valid_holdout`` clips held out of the training set, else none."""
+    train = read_dataset(data.train, root)
+    if data.valid.path or data.valid.split:
+        return train, read_dataset(data.valid, root)
+    if data.valid_holdout:
+        return split_holdout(train, data.valid_holdout)
+    return train, None
