@@ -33,9 +33,8 @@ from ssast.runlog import read_metrics
 from ssast.runs import default_run_dir, train_valid
 from ssast.finetuning import ClassifyTask, clip_metrics
 from ssast.metrics import per_class_ap
-from ssast.models import ASTClassifier, CheckpointError
-from ssast.models.checkpoint import checkpoint_kind, load_classifier, load_pretraining, read
-from ssast.models.hf import load_hf
+from ssast.models import ASTClassifier, CheckpointError, load_model
+from ssast.models.checkpoint import read
 
 PROG = "python -m finetune"
 log = logging.getLogger("ssast")
@@ -49,13 +48,9 @@ def build_model(cfg: FinetuneRunConfig, classes: list[str]) -> ASTClassifier:
     if cfg.init == "scratch":
         model = ASTClassifier(dataclasses.replace(m, decoder_depth=0), len(classes), pooling)
     else:
-        if Path(cfg.init).is_dir():
-            source = load_hf(cfg.init)
-        elif checkpoint_kind(ckpt := read(cfg.init)) == "pretraining":
-            source = load_pretraining(ckpt, m.fused_attn)
-        else:  # released fine-tuned checkpoints do not store their geometry: the recipe's
-            source = load_classifier(ckpt, fstride=m.fstride, tstride=m.tstride, input_tdim=m.input_tdim,
-                                     fused_attn=m.fused_attn)
+        # released fine-tuned checkpoints do not store their geometry: the recipe's
+        source = load_model(cfg.init, fstride=m.fstride, tstride=m.tstride, input_tdim=m.input_tdim,
+                            fused_attn=m.fused_attn).model
         head = isinstance(source, ASTClassifier) and not cfg.new_head
         if head and source.mlp_head[1].out_features != len(classes):
             raise CheckpointError(f"init {cfg.init} is a classifier of {source.mlp_head[1].out_features} classes, the "

@@ -21,8 +21,7 @@ from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import read_dataset
 from ssast.engine import Trainer
 from ssast.runs import default_run_dir, train_valid
-from ssast.models import CheckpointError, SSASTModel
-from ssast.models.checkpoint import load_pretraining
+from ssast.models import CheckpointError, SSASTModel, load_model
 from ssast.pretraining import PretrainTask
 
 PROG = "python -m pretrain"
@@ -74,7 +73,7 @@ def periodic_probe(cfg: PretrainConfig, run_dir: Path):
 
 def start_from(model: SSASTModel, path: str) -> None:
     """Copy the weights of a pretraining checkpoint whose architecture is the recipe's."""
-    source = load_pretraining(path)
+    source = load_model(path, "pretraining").model
     ours, theirs = dataclasses.asdict(model.cfg), dataclasses.asdict(source.cfg)
     differ = [f"model.{k}={theirs[k]}" for k in ours if k != "fused_attn" and ours[k] != theirs[k]]
     if differ:

@@ -150,6 +150,17 @@ def prepare_waveform(waveform: torch.Tensor, sample_rate: int, cfg: FeatureConfi
     return x - x.mean()
 
 
+def check_waveform(wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """A prepared (de-meaned) waveform, or ValueError with the reason it cannot be used."""
+    if wave.numel() == 0:
+        raise ValueError("no samples")
+    if not torch.isfinite(wave[0]):  # one NaN or inf sample makes the removed mean, so every sample, non-finite
+        raise ValueError("NaN or inf samples")
+    if wave.shape[0] < int(sample_rate * 0.025):
+        raise ValueError(f"{wave.shape[0]} samples, shorter than one frame (25 ms)")
+    return wave
+
+
 def pad_or_crop(fbank: torch.Tensor, target_length: int, offset: int = 0) -> torch.Tensor:
     """[T, F] -> [target_length, F]: zero rows appended (log domain, before normalisation) or a window cut."""
     t = fbank.shape[0]

@@ -14,15 +14,12 @@ patch tokens (avgtok), averaged over windows weighted by the frames of the sound
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from ssast.features import FeatureConfig, kaldi_fbank
-from ssast.models import ASTEncoder, load_encoder
-from ssast.models.checkpoint import read
+from ssast import models
+from ssast.models import ASTEncoder
 
 
 class HearModel(nn.Module):
@@ -68,19 +65,8 @@ def load_model(model_file_path: str = "", **geometry) -> HearModel:
     """A HEAR model from a pretraining or fine-tuning checkpoint of this project, a released SSAST/AST checkpoint
     (fine-tuned ones need fstride=, tstride=, input_tdim=) or a Hugging Face AST directory. The fbank
     normalisation is the checkpoint's run's (or the directory's feature extractor's), else AudioSet's."""
-    path = Path(model_file_path)
-    if path.is_dir():
-        from ssast.models.hf import load_hf
-
-        encoder, pre = load_hf(path).v, path / "preprocessor_config.json"
-        stats = json.loads(pre.read_text()) if pre.is_file() else {}
-    else:
-        ckpt = read(path)
-        encoder = load_encoder(ckpt, **geometry)
-        stats = ckpt.get("config", {}).get("features", {}) if "kind" in ckpt else {}
-    features = FeatureConfig(target_length=encoder.cfg.input_tdim, num_mel_bins=encoder.cfg.input_fdim,
-                             **{k: stats[k] for k in ("mean", "std") if k in stats})
-    return HearModel(encoder, features)
+    loaded = models.load_model(model_file_path, **geometry)
+    return HearModel(loaded.model.v, loaded.features())
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:

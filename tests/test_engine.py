@@ -11,6 +11,7 @@ import torch
 from ssast.optim import OptimConfig, Schedule
 from ssast.models.checkpoint import weights_hash
 from ssast.models import SSASTModel
+from ssast.models.loading import load_model
 
 
 def pretrain_args(demo_root, run_dir, *extra):
@@ -54,7 +55,7 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
     ckpts = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
     assert ckpts == ["best.pt", "last.pt", "step_00000010.pt", "step_00000012.pt"]
     assert torch.load(uninterrupted / "checkpoints" / "last.pt", weights_only=True)["step"] == 12
-    model = SSASTModel.from_checkpoint(uninterrupted / "checkpoints" / "last.pt")
+    model = load_model(uninterrupted / "checkpoints" / "last.pt", "pretraining").model
     assert model.cfg.depth == 4 and model.cfg.input_tdim == 128
     assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
     assert (uninterrupted / "config.yaml").read_text().startswith("run_dir:")
@@ -119,7 +120,7 @@ def test_two_process_ddp_keeps_weights_identical_data_disjoint_and_resumes_from_
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.pt", "last.pt", "step_00000003.pt", "step_00000006.pt"]
     state = torch.load(ckpts / "step_00000003.pt", weights_only=True)
     assert len(state["ranks"]) == 2  # each rank's own state, and the checksum of the weights it held
-    model = SSASTModel.from_checkpoint(state)
+    model = load_model(state, "pretraining").model
     assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_hash(model)
 
     # An older checkpoint, not the last one, resumes both ranks where they were.

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, model_state
-from ssast.models.checkpoint import load_encoder
+from ssast.models import load_encoder
+from ssast.models.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference_step import ReferenceStep, reference_mask  # noqa: E402
@@ -74,7 +75,7 @@ def test_fast_mode_trains_both_heads_from_one_pass_and_loads_as_an_encoder(tmp_p
     torch.save(model_state(model), tmp_path / "fast.pt")
     encoder = load_encoder(tmp_path / "fast.pt")
     assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), model.v.state_dict().values()))
-    clf = ASTClassifier.from_checkpoint(tmp_path / "fast.pt", n_classes=5)
+    clf = load_model(tmp_path / "fast.pt", "classifier", n_classes=5).model
     assert clf.cfg.decoder_depth == 0 and not any("decoder" in k for k in clf.state_dict())
     with pytest.raises(CheckpointError, match="fast-mode model has no released format"):
         export_official(model)

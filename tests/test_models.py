@@ -7,7 +7,7 @@ import golden
 import spec_reference as spec
 from golden import GOLDEN, VARIANTS
 from ssast.models import (ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, grid_size,
-                          model_state)
+                          load_model, model_state)
 
 
 def geometry(g):
@@ -24,7 +24,7 @@ def save(sd, path):
 def test_pretraining_losses_match_the_reference_golden_values(name, fused, tmp_path):
     g = GOLDEN["variants"][name]["pretrain"]
     path = save(golden.released_pretraining(name), tmp_path / "pretrain.pth")
-    model = SSASTModel.from_checkpoint(path, fused_attn=fused).eval()
+    model = load_model(path, "pretraining", fused_attn=fused).model.eval()
     assert model.cfg.depth == 2 and model.cfg.size == "tiny"
     assert model.cfg.input_tdim == 1024 and (model.cfg.fshape, model.cfg.tshape) == tuple(map(int, name.split("x")))
     x, mask_mpc, mask_mpg = golden.pretraining_input(name), g["mask_mpc"].long(), g["mask_mpg"].long()
@@ -44,7 +44,7 @@ def test_pretraining_matches_a_plain_reading_of_the_spec(name):
     g = GOLDEN["variants"][name]["pretrain"]
     sd = golden.strip(golden.released_pretraining(name))
     x, m1, m2 = golden.pretraining_input(name)[:1], g["mask_mpc"][:1, :64].long(), g["mask_mpg"][:1, :64].long()
-    model = SSASTModel.from_checkpoint(sd).eval()
+    model = load_model(sd, "pretraining").model.eval()
     with torch.no_grad():
         ours = (*model.mpc(x, m1), model.mpg(x, m2))
         plain = spec.mpc_mpg(sd, x, m1, m2)
@@ -58,7 +58,7 @@ def test_pretraining_matches_a_plain_reading_of_the_spec(name):
 def test_released_finetuned_checkpoint_gives_the_reference_logits(name, pooling, fused, tmp_path):
     g = GOLDEN["variants"][name]["finetuned"]
     path = save(golden.released_finetuned(name), tmp_path / "finetuned.pth")
-    model = ASTClassifier.from_checkpoint(path, pooling=pooling, fused_attn=fused, **geometry(g)).eval()
+    model = load_model(path, "classifier", pooling=pooling, fused_attn=fused, **geometry(g)).model.eval()
     x = golden.finetuning_input(name)
     with torch.no_grad():
         logits = model(x)
@@ -72,7 +72,7 @@ def test_released_finetuned_checkpoint_gives_the_reference_logits(name, pooling,
 def test_classifier_from_pretraining_checkpoint_adapts_positions_like_the_reference(name, tmp_path):
     g = GOLDEN["variants"][name]["adapt"]
     path = save(golden.released_pretraining(name), tmp_path / "pretrain.pth")
-    model = ASTClassifier.from_checkpoint(path, n_classes=g["n_classes"], **geometry(g))
+    model = load_model(path, "classifier", n_classes=g["n_classes"], **geometry(g)).model
     pos = model.v.pos_embed.detach()
     assert tuple(pos.shape) == tuple(g["pos_embed_shape"])
     assert pos.double().sum().item() == pytest.approx(g["pos_embed_sum"], abs=1e-4)
@@ -85,17 +85,17 @@ def test_classifier_from_pretraining_checkpoint_adapts_positions_like_the_refere
 @pytest.mark.parametrize("name", VARIANTS)
 def test_checkpoints_load_without_module_prefix_and_round_trip(name, tmp_path):
     official = golden.released_pretraining(name)
-    model = SSASTModel.from_checkpoint(golden.strip(official))
+    model = load_model(golden.strip(official), "pretraining").model
     exported = export_official(model)
     assert exported.keys() == official.keys()
     for k, v in official.items():
         if ".head" not in k:
             assert torch.equal(exported[k], v), k
     torch.save(model_state(model), tmp_path / "own.pt")
-    again = SSASTModel.from_checkpoint(tmp_path / "own.pt")
+    again = load_model(tmp_path / "own.pt", "pretraining").model
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     ft = golden.released_finetuned(name)
-    clf = ASTClassifier.from_checkpoint(ft, **geometry(GOLDEN["variants"][name]["finetuned"]))
+    clf = load_model(ft, "classifier", **geometry(GOLDEN["variants"][name]["finetuned"])).model
     assert export_official(clf).keys() == ft.keys()
 
 
@@ -103,24 +103,24 @@ def test_checkpoint_errors_are_one_line_and_name_the_keys(tmp_path):
     sd = golden.strip(golden.released_pretraining("16x16"))
     broken = {k: v for k, v in sd.items() if k != "v.blocks.1.attn.proj.bias"} | {"v.extra": torch.zeros(1)}
     with pytest.raises(CheckpointError) as e:
-        SSASTModel.from_checkpoint(broken)
+        load_model(broken, "pretraining")
     assert "missing: v.blocks.1.attn.proj.bias" in str(e.value) and "unexpected: v.extra" in str(e.value)
     assert "\n" not in str(e.value)
     finetuned = save(golden.released_finetuned("16x16"), tmp_path / "finetuned.pth")
     pretrained = save(golden.released_pretraining("16x16"), tmp_path / "pretrain.pth")
     with pytest.raises(CheckpointError, match="does not store fstride, tstride, input_tdim"):
-        ASTClassifier.from_checkpoint(finetuned)
+        load_model(finetuned, "classifier")
     with pytest.raises(CheckpointError, match="v.pos_embed has 602 tokens but stride"):
-        ASTClassifier.from_checkpoint(finetuned, fstride=16, tstride=16, input_tdim=512)
+        load_model(finetuned, "classifier", fstride=16, tstride=16, input_tdim=512)
     with pytest.raises(CheckpointError, match="fine-tuned"):
-        SSASTModel.from_checkpoint(finetuned)
+        load_model(finetuned, "pretraining")
     with pytest.raises(CheckpointError, match="needs n_classes"):
-        ASTClassifier.from_checkpoint(pretrained)
+        load_model(pretrained, "classifier")
     (tmp_path / "torn.pth").write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
-        SSASTModel.from_checkpoint(tmp_path / "torn.pth")
+        load_model(tmp_path / "torn.pth", "pretraining")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        SSASTModel.from_checkpoint(tmp_path / "nope.pth")
+        load_model(tmp_path / "nope.pth", "pretraining")
 
 
 # Released pretraining models count the unused timm heads (2 x (1000 d + 1000)) and two int64 buffers.
@@ -201,7 +201,7 @@ def test_base_nokd_has_one_prefix_token_and_loads_back(tmp_path):
     assert model.v.pos_embed.shape[1] == 1 + 8 * 4 and model.v.dist_token is None
     sd = export_official(model)
     assert "module.v.dist_token" not in sd and "module.v.head_dist.weight" not in sd
-    again = ASTClassifier.from_checkpoint(sd, fstride=16, tstride=16, input_tdim=64)
+    again = load_model(sd, "classifier", fstride=16, tstride=16, input_tdim=64).model
     assert again.cfg.size == "base_nokd"
     fbank = torch.randn(1, 64, 128)
     assert torch.equal(again(fbank), model(fbank))

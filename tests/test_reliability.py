@@ -16,6 +16,7 @@ import pretrain.__main__ as stage
 from ssast.data.readers import Dataset, Example, ManifestError, split_holdout
 from ssast.models import CheckpointError, SSASTModel
 from ssast.pretraining import PretrainTask
+from ssast.models.loading import load_model
 
 # A small, fast pretraining run on the built-in data: 1-layer tiny encoder, 1-s crops.
 FAST = ["--config", "configs/pretrain/demo.yaml", "model.depth=1", "data.batch_size=8", "train.log_every=1",
@@ -89,7 +90,7 @@ def test_too_many_non_finite_steps_in_a_row_stop_with_one_line_and_finite_weight
     assert line == ("python -m pretrain: error: 3 steps in a row had a non-finite loss or gradient (the last at step 5;"
                     " limit train.max_skipped_steps=2); checkpoint written: lower optim.lr, set train.clip_grad or "
                     "check the data")
-    model = SSASTModel.from_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    model = load_model(tmp_path / "run" / "checkpoints" / "last.pt", "pretraining").model
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert weights_hash(model) == seen[2]  # the weights after step 2, the last finite one
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
@@ -225,7 +226,7 @@ def test_a_pickle_that_would_run_code_is_refused_with_one_line(tmp_path):
 
     torch.save({"model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError) as e:
-        SSASTModel.from_checkpoint(tmp_path / "evil.pt")
+        load_model(tmp_path / "evil.pt", "pretraining")
     assert str(e.value) == (f"refusing to load {tmp_path}/evil.pt: it holds Python objects other than tensors and "
                             f"plain containers, and unpickling them could run code")
     assert not marker.exists()

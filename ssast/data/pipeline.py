@@ -29,7 +29,7 @@ from fairseq2.data.data_pipeline import DataPipeline, FileMapper, read_sequence
 
 from ssast.config import Fraction, NonNegative, Positive
 from ssast.data.readers import Dataset, DatasetConfig
-from ssast.features import FeatureConfig, fbank_features, prepare_waveform
+from ssast.features import FeatureConfig, check_waveform, fbank_features, prepare_waveform
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,6 @@ class ClipReader:
     def __init__(self, features: FeatureConfig):
         self.features = features
         self._files, self._decode = FileMapper(), AudioDecoder(dtype=torch.float32)
-        self._min_samples = int(features.sample_rate * 0.025)  # one 25-ms frame
 
     def __call__(self, path: str) -> torch.Tensor:
         try:
@@ -95,12 +94,8 @@ class ClipReader:
             raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         if audio["waveform"].numel() == 0:
             raise ValueError("no samples")
-        wave = prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features)
-        if not torch.isfinite(wave[0]):  # one NaN or inf sample makes the removed mean, so every sample, non-finite
-            raise ValueError("NaN or inf samples")
-        if wave.shape[0] < self._min_samples:
-            raise ValueError(f"{wave.shape[0]} samples, shorter than one frame")
-        return wave
+        return check_waveform(prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features),
+                              self.features.sample_rate)
 
 
 class ClipLoader:

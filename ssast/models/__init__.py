@@ -1,8 +1,8 @@
-"""AST encoders and the SSAST pretraining and classification models."""
+"""AST encoders and the SSAST pretraining and classification models, and `load_model` for every source."""
 
-from ssast.models.ast import (SIZES, ASTClassifier, ASTEncoder, ModelConfig, SSASTModel, adapt_pos_embed,
-                              grid_size)
-from ssast.models.checkpoint import CheckpointError, export_official, load_encoder, model_state
+from ssast.models.ast import SIZES, ASTClassifier, ASTEncoder, ModelConfig, SSASTModel, adapt_pos_embed, grid_size
+from ssast.models.checkpoint import CheckpointError, export_official, model_state
+from ssast.models.loading import Loaded, load_encoder, load_model
 
-__all__ = ["SIZES", "ASTClassifier", "ASTEncoder", "CheckpointError", "ModelConfig", "SSASTModel",
-           "adapt_pos_embed", "export_official", "grid_size", "load_encoder", "model_state"]
+__all__ = ["SIZES", "ASTClassifier", "ASTEncoder", "CheckpointError", "Loaded", "ModelConfig", "SSASTModel",
+           "adapt_pos_embed", "export_official", "grid_size", "load_encoder", "load_model", "model_state"]

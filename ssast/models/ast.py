@@ -2,7 +2,7 @@
 
 Module and parameter names follow the reference (``v.cls_token``, ``v.blocks.0.attn.qkv``, ``mask_embed``,
 ``cpredlayer``, ``mlp_head``, ...), so a released checkpoint maps onto these models key for key
-(see `ssast.models.checkpoint`). Conventions of the reference:
+(see `ssast.models.checkpoint`; `ssast.models.load_model` loads every source). Conventions of the reference:
 
 - input fbank [B, T, F] is transposed to an image [B, 1, F, T]: frequency is the height, row 0 the lowest bin;
 - patches are tokenised frequency-major: token = f_idx * t_dim + t_idx;
@@ -282,12 +282,6 @@ class SSASTModel(nn.Module):
         out["loss"] = out.get("mpc_loss", 0.0) + mpg_weight * out.get("mpg_loss", 0.0)
         return out
 
-    @classmethod
-    def from_checkpoint(cls, source, **overrides) -> "SSASTModel":
-        """Load this project's checkpoint or a released SSAST pretraining checkpoint (path or state dict)."""
-        from ssast.models.checkpoint import load_pretraining
-
-        return load_pretraining(source, **overrides)
 
 
 def adapt_pos_embed(pos_embed: torch.Tensor, num_prefix: int, old_grid: tuple[int, int],
@@ -348,12 +342,3 @@ class ASTClassifier(nn.Module):
                                              reference_quirks)
         model.v.load_state_dict(state)
         return model
-
-    @classmethod
-    def from_checkpoint(cls, source, **kwargs) -> "ASTClassifier":
-        """Load a classifier from this project's checkpoints or released SSAST/AST checkpoints (path or state
-        dict). A pretraining checkpoint needs ``n_classes`` (and takes fstride/tstride/input_tdim/pooling); a
-        released fine-tuned one needs ``fstride``, ``tstride`` and ``input_tdim``, which it does not store."""
-        from ssast.models.checkpoint import load_classifier
-
-        return load_classifier(source, **kwargs)

@@ -127,7 +127,7 @@ def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
 def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
     ckpt = read(source)
     if checkpoint_kind(ckpt) != "pretraining":
-        raise CheckpointError("this is a fine-tuned (classifier) checkpoint: load it with ASTClassifier.from_checkpoint")
+        raise CheckpointError("this is a fine-tuned (classifier) checkpoint, not a pretraining one")
     sd = _official(ckpt)
     cfg = infer_config(sd) if sd is not None else ModelConfig(**ckpt["model_config"])
     if fused_attn is not None:
@@ -182,11 +182,3 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
         sd["p_input_tdim"] = torch.tensor(model.cfg.input_tdim)
     return {"module." + k: v for k, v in sd.items()}
 
-
-def load_encoder(source, fused_attn: Optional[bool] = None, **geometry):
-    """The encoder (``v``) of any SSAST checkpoint this module reads: pretraining or fine-tuned classifier
-    (released fine-tuned ones need their ``fstride``, ``tstride`` and ``input_tdim`` as keyword arguments)."""
-    ckpt = read(source)
-    if checkpoint_kind(ckpt) == "pretraining":
-        return load_pretraining(ckpt, fused_attn).v
-    return load_classifier(ckpt, fused_attn=fused_attn, **geometry).v

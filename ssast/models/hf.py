@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -87,11 +88,14 @@ def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677
 def load_hf(directory: str | Path) -> ASTClassifier:
     """An ``ASTForAudioClassification`` directory as an `ASTClassifier` (cls pooling) with the same logits."""
     d = Path(directory)
+    for name in ("config.json", "model.safetensors"):
+        if not (d / name).is_file():
+            raise CheckpointError(f"{d} is not a Hugging Face AST directory: {name} not found")
     try:
         c = json.loads((d / "config.json").read_text())
         weights = load_file(str(d / "model.safetensors"))
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{d} is not a Hugging Face AST directory: {Path(e.filename).name} not found") from None
+    except (ValueError, OSError, SafetensorError) as e:  # a torn or foreign file
+        raise CheckpointError(f"cannot read the Hugging Face AST directory {d}: {str(e).splitlines()[0]}") from None
     if c.get("model_type") != "audio-spectrogram-transformer":
         raise CheckpointError(f"{d / 'config.json'}: model_type is {c.get('model_type')!r}, not an AST")
     sizes = [n for n, (dim, heads, prefix) in SIZES.items()
