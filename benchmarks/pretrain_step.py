@@ -29,21 +29,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_step import ReferenceStep  # noqa: E402
 
 from ssast.models import ModelConfig, SSASTModel  # noqa: E402
+from ssast.models.ast import SSLConfig  # noqa: E402
 
 
 
 def variants(cfg: ModelConfig, mask_size: int, cluster: bool) -> dict:
     torch.manual_seed(0)
     reference = ReferenceStep(SSASTModel(dataclasses.replace(cfg, fused_attn=False)))
-    faithful = SSASTModel(cfg)
+    ssl = SSLConfig(mask_size=mask_size, cluster=cluster)
+    faithful = SSASTModel(cfg, ssl)
+    shared = SSASTModel(cfg, dataclasses.replace(ssl, shared_mask=True))
+    shared.load_state_dict(faithful.state_dict())
     dim = faithful.v.embed_dim
-    fast = SSASTModel(dataclasses.replace(cfg, decoder_depth=2, decoder_dim=dim, decoder_heads=dim // 64))
+    fast = SSASTModel(dataclasses.replace(cfg, decoder_depth=2, decoder_dim=dim, decoder_heads=dim // 64), ssl)
     return {
         "(a) reference": (reference.model, lambda x, g: reference(x, mask_size, cluster)),
-        "(b) faithful": (faithful, lambda x, g: faithful(x, mask_size, cluster, generator=g)),
-        "(c) faithful, shared mask": (faithful, lambda x, g: faithful(x, mask_size, cluster, shared_mask=True,
-                                                                      generator=g)),
-        "(d) fast": (fast, lambda x, g: fast(x, mask_size, cluster, generator=g)),
+        "(b) faithful": (faithful, lambda x, g: faithful(x, generator=g)),
+        "(c) faithful, shared mask": (shared, lambda x, g: shared(x, generator=g)),
+        "(d) fast": (fast, lambda x, g: fast(x, generator=g)),
     }
 
 

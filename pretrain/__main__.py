@@ -31,7 +31,7 @@ log = logging.getLogger("ssast")
 def run(cfg: PretrainConfig) -> dict:
     train, valid = train_valid(cfg.data, cfg.data.root)
     torch.manual_seed(cfg.train.seed)
-    model = SSASTModel(cfg.model)
+    model = SSASTModel(cfg.model, cfg.ssl)
     if cfg.init:
         start_from(model, cfg.init)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("pretrain")
@@ -47,7 +47,7 @@ def run(cfg: PretrainConfig) -> dict:
     train_loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=world)
     valid_loader = valid and AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=world)
     prober = periodic_probe(cfg, run_dir) if cfg.probe.every else None
-    task = PretrainTask(model, cfg.ssl, valid_loader, trainer.device, cfg.train.seed, prober, cfg.probe.every)
+    task = PretrainTask(model, valid_loader, trainer.device, cfg.train.seed, prober, cfg.probe.every)
     return trainer.fit(task, train_loader)
 
 

@@ -10,7 +10,8 @@ from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig
 from ssast.models import ModelConfig, grid_size
 from ssast.optim import OptimConfig
-from ssast.pretraining import ProbeHookConfig, SSLConfig
+from ssast.models.ast import SSLConfig
+from ssast.pretraining import ProbeHookConfig
 from ssast.runs import RunConfig
 
 

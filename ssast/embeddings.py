@@ -35,12 +35,9 @@ from ssast.data.readers import Dataset
 from ssast.distributed import Dist, barrier
 from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder
+from ssast.models.ast import Pooling
 from ssast.models.checkpoint import weights_hash
 from ssast.runs import atomic_write_text
-
-Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
-POOLINGS = ("avgtok", "cls", "meanstd", "freq")
-
 
 @dataclass
 class EmbedConfig:
@@ -52,27 +49,11 @@ class EmbedConfig:
     batch_size: Positive = 32  # clips per batch (128 raised the extraction's peak memory by about 200 MB)
 
 
-def pool(tokens: torch.Tensor, encoder: ASTEncoder, pooling: str) -> torch.Tensor:
-    """[B, prefix + N, d] tokens of a full patch grid -> [B, D]."""
-    patches = tokens[:, encoder.num_prefix:]
-    if pooling == "avgtok":
-        return patches.mean(1)
-    if pooling == "cls":
-        return tokens[:, : encoder.num_prefix].mean(1)
-    if pooling == "meanstd":
-        return torch.cat([patches.mean(1), patches.std(1)], 1)
-    if pooling == "freq":  # tokens are frequency-major: [B, f, t, d]
-        f, t = encoder.grid
-        return patches.reshape(len(tokens), f, t, -1).mean(2).flatten(1)
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
 def pooled_dim(encoder: Optional[ASTEncoder], feature: str, cfg: EmbedConfig, fbank_bins: int = 128) -> int:
     if encoder is None:
         return 2 * fbank_bins
     layers, pooling = feature.split("_", 1)
-    d = encoder.embed_dim
-    dim = {"avgtok": d, "cls": d, "meanstd": 2 * d, "freq": encoder.grid[0] * d}[pooling]
+    dim = encoder.pooled_dim(pooling)
     return dim * len(cfg.layers) if layers == "Lcat" else dim
 
 
@@ -107,11 +88,10 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
     wanted = {layer_number(encoder, l) for l in cfg.layers}
     out: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(windows), cfg.batch_size):
-        final, layers = encoder(windows[i : i + cfg.batch_size], all_layers=True)
+        layers = encoder.forward_layers(windows[i : i + cfg.batch_size])
         for layer in wanted:
-            tokens = final if layer == encoder.cfg.depth else layers[layer - 1]
             for p in cfg.poolings:
-                out.setdefault(f"L{layer}_{p}", []).append(pool(tokens.float(), encoder, p))
+                out.setdefault(f"L{layer}_{p}", []).append(encoder.pool(layers[layer - 1].float(), p))
     pooled = {k: torch.cat(v).reshape(n, t // window, -1).mean(1) for k, v in out.items()}
     for mix in cfg.layer_mix:
         for p in cfg.poolings:

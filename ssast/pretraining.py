@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
-from ssast.config import NonNegative, NonNegativeFloat, Positive
+from ssast.config import NonNegative
 from ssast.engine import Task
 from ssast.models import ASTEncoder, SSASTModel
-
-
-@dataclass
-class SSLConfig:
-    mask_size: Positive = 400  # masked patches per clip
-    valid_mask_size: Positive = 400  # the reference always validates with 400
-    cluster: bool = True  # cluster masking (patch models); uniform masking otherwise (frame models)
-    objective: Literal["joint", "mpc", "mpg"] = "joint"
-    mpg_weight: NonNegativeFloat = 10.0
-    shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
-    norm_target: bool = False  # MPG regresses each patch standardised (MAE's choice), not the raw patch
 
 
 @dataclass
@@ -35,19 +23,16 @@ class PretrainTask(Task):
     """Validation computes what the objective trains and follows MPC accuracy (joint, mpc) or the MPG loss
     (mpg); without a validation loader the run has no validation."""
 
-    def __init__(self, model: SSASTModel, ssl: SSLConfig, valid_loader: Optional[object], device: torch.device,
-                 seed: int = 0, prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None,
-                 probe_every: int = 0):
-        self.model, self.ssl, self.valid, self.device, self.seed = model, ssl, valid_loader, device, seed
+    def __init__(self, model: SSASTModel, valid_loader: Optional[object], device: torch.device, seed: int = 0,
+                 prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None, probe_every: int = 0):
+        self.model, self.ssl, self.valid, self.device, self.seed = model, model.ssl, valid_loader, device, seed
         self.prober, self.probe_every = prober, probe_every if prober else 0
-        self.monitor = None if valid_loader is None else "mpg_loss" if ssl.objective == "mpg" else "mpc_acc"
-        self.mode = "min" if ssl.objective == "mpg" else "max"
+        self.monitor = None if valid_loader is None else "mpg_loss" if self.ssl.objective == "mpg" else "mpc_acc"
+        self.mode = "min" if self.ssl.objective == "mpg" else "max"
 
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        s = self.ssl
-        return model(batch["fbank"], mask_size=s.mask_size, cluster=s.cluster, mpg_weight=s.mpg_weight,
-                     objective=s.objective, shared_mask=s.shared_mask, generator=generator,
-                     norm_target=s.norm_target)
+        """The objective on the batch's fbank, masks drawn from the run's generator."""
+        return model(batch["fbank"], generator=generator)
 
     def _valid_batches(self):
         self.valid.reset()
@@ -59,9 +44,7 @@ class PretrainTask(Task):
         generator = torch.Generator().manual_seed(self.seed + 7919)
         totals, count = {}, 0
         for fbank in self._valid_batches():
-            out = model(fbank, mask_size=self.ssl.valid_mask_size, cluster=self.ssl.cluster,
-                        mpg_weight=self.ssl.mpg_weight, objective=self.ssl.objective, generator=generator,
-                        norm_target=self.ssl.norm_target)
+            out = model(fbank, generator=generator, mask_size=self.ssl.valid_mask_size)
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(fbank)
             count += len(fbank)
@@ -79,10 +62,8 @@ class PretrainTask(Task):
         patches = model.patches(fbank)
         index = mask[..., None].expand(-1, -1, patches.shape[-1])
         pred = model.gpredlayer(model.masked_outputs(fbank, mask)[0])
-        cfg = model.cfg
-        fold = lambda p: F.fold(p.transpose(1, 2).float(), (cfg.input_fdim, cfg.input_tdim),
-                                (cfg.fshape, cfg.tshape), stride=(cfg.fstride, cfg.tstride))[0, 0]
-        rows = [fold(patches), fold(patches.scatter(1, index, 0.0)), fold(patches.scatter(1, index, pred.float()))]
+        rows = [model.unpatch(p)[0] for p in (patches, patches.scatter(1, index, 0.0),
+                                               patches.scatter(1, index, pred.float()))]
         image = torch.cat([r.flip(0) for r in rows], 0)  # low frequencies at the bottom of each panel
         image = (image - image.min()) / (image.max() - image.min() + 1e-8)
         return {"valid/fbank_masked_reconstruction": image.expand(3, -1, -1).cpu()}

@@ -10,7 +10,6 @@ import torch
 
 from ssast.optim import OptimConfig, Schedule
 from ssast.models.checkpoint import weights_hash
-from ssast.models import SSASTModel
 from ssast.models.loading import load_model
 
 

@@ -8,6 +8,7 @@ import spec_reference as spec
 from golden import GOLDEN, VARIANTS
 from ssast.models import (ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, grid_size,
                           load_model, model_state)
+from ssast.models.ast import SSLConfig
 
 
 def geometry(g):
@@ -189,7 +190,8 @@ def test_mpc_targets_carry_no_gradient_and_shared_mask_feeds_both_heads():
     mask = model.draw_mask(2, 20, cluster=True, generator=torch.Generator().manual_seed(1))
     h, target = model.masked_outputs(fbank, mask)
     assert h.requires_grad and not target.requires_grad
-    shared = model(fbank, mask_size=20, shared_mask=True, mask_mpc=mask)
+    model.ssl = SSLConfig(shared_mask=True)
+    shared = model(fbank, mask_size=20, mask_mpc=mask)
     acc, mpc = model.mpc(fbank, mask)
     assert shared["mpc_loss"].item() == pytest.approx(mpc.item(), abs=1e-6)
     assert shared["mpg_loss"].item() == pytest.approx(model.mpg(fbank, mask).item(), abs=1e-6)

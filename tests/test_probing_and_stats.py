@@ -49,9 +49,9 @@ def test_poolings_and_layers_of_the_encoder_with_windows_averaged():
     assert torch.equal(out["Lcat_freq"], torch.cat([out["L1_freq"], out["L2_freq"]], 1))
     assert list(out) == feature_names(encoder, cfg)
     with torch.no_grad():
-        windows = [encoder(fbank[:, i * 64:(i + 1) * 64], all_layers=True) for i in range(2)]
-    final = [w[0] for w in windows]
-    first = [w[1][0] for w in windows]
+        windows = [encoder.forward_layers(fbank[:, i * 64:(i + 1) * 64]) for i in range(2)]
+    final = [w[-1] for w in windows]
+    first = [w[0] for w in windows]
     assert torch.allclose(out["L2_avgtok"], sum(t[:, 2:].mean(1) for t in final) / 2, atol=1e-6)
     assert torch.allclose(out["L1_cls"], sum(t[:, :2].mean(1) for t in first) / 2, atol=1e-6)
     freq = sum(t[:, 2:].reshape(3, 8, 4, 192).mean(2).flatten(1) for t in final) / 2  # grid 8 x 4

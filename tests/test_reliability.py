@@ -14,7 +14,7 @@ import torch
 
 import pretrain.__main__ as stage
 from ssast.data.readers import Dataset, Example, ManifestError, split_holdout
-from ssast.models import CheckpointError, SSASTModel
+from ssast.models import CheckpointError
 from ssast.pretraining import PretrainTask
 from ssast.models.loading import load_model
 

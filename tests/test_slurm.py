@@ -16,7 +16,6 @@ import torch
 import slurm.__main__ as launcher
 from slurm_cluster import Cluster, install
 from ssast.models.checkpoint import weights_hash
-from ssast.models import SSASTModel
 from ssast.models.loading import load_model
 
 # 2-s runs of the demo recipe on the small built-in data, one thread per task.
@@ -95,7 +94,7 @@ def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, dem
                              "train.max_steps=4", "train.checkpoint_every=2", "slurm.tasks_per_node=2",
                              "slurm.cpus_per_task=1", "slurm.time_min=10", "--wait"])
     assert len(results) == 1 and set(results[0]) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}
-    assert f"submitted job " in capsys.readouterr().out
+    assert "submitted job " in capsys.readouterr().out
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 4 and len(state["ranks"]) == 2
     assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_hash(

@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ssast.config import NonNegative, Positive, invalid
+from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
 from ssast.masking import cluster_patch_mask, random_frame_mask
 
+Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
+POOLINGS = ("avgtok", "cls", "meanstd", "freq")
 # size: (embedding dim, heads, prefix tokens)
 SIZES = {"tiny": (192, 3, 2), "small": (384, 6, 2), "base": (768, 12, 2), "base_nokd": (768, 12, 1)}
 
@@ -114,11 +116,16 @@ class ASTEncoder(nn.Module):
         return torch.cat([t.expand(batch, -1, -1) for t in tokens], 1)
 
     def forward(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
-                mask_token: Optional[torch.Tensor] = None, all_layers: bool = False,
-                keep_index: Optional[torch.Tensor] = None):
+                mask_token: Optional[torch.Tensor] = None, keep_index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Normed tokens [B, num_prefix + N, d]; patch embeddings at `mask_index` [B, M] are replaced by
         `mask_token` before positions are added. With `keep_index` [B, K], only those patches (and the prefix)
-        go through the blocks: [B, num_prefix + K, d]. With `all_layers`, also the list of every block's output."""
+        go through the blocks: [B, num_prefix + K, d]."""
+        return self.forward_layers(fbank, mask_index, mask_token, keep_index)[-1]
+
+    def forward_layers(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
+                       mask_token: Optional[torch.Tensor] = None,
+                       keep_index: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """The tokens after every block, the last through the final norm (what `forward` returns)."""
         x = self.patch_embed(fbank)
         if mask_index is not None:
             x = torch.where(_is_masked(mask_index, x.shape[1])[..., None], mask_token.to(x.dtype), x)
@@ -129,16 +136,28 @@ class ASTEncoder(nn.Module):
         for blk in self.blocks:
             x = blk(x)
             layers.append(x)
-        x = self.norm(x)
-        return (x, layers) if all_layers else x
+        layers[-1] = self.norm(x)
+        return layers
 
-    def pool(self, tokens: torch.Tensor, pooling: str) -> torch.Tensor:
-        """``avgtok``: mean over patch tokens (prefix excluded); ``cls``: mean of the prefix tokens."""
+    def pool(self, tokens: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+        """Tokens [B, prefix + N, d] of the full patch grid -> [B, D]: ``avgtok`` the mean of the patch tokens
+        (prefix excluded), ``cls`` the mean of the prefix tokens, ``meanstd`` the patch tokens' mean and std
+        concatenated, ``freq`` the mean over time of each frequency row of the grid, concatenated (it keeps where
+        in frequency a patch was)."""
+        patches = tokens[:, self.num_prefix:]
         if pooling == "avgtok":
-            return tokens[:, self.num_prefix:].mean(1)
+            return patches.mean(1)
         if pooling == "cls":
             return tokens[:, : self.num_prefix].mean(1)
-        raise ValueError(f"pooling must be 'avgtok' or 'cls', got {pooling!r}")
+        if pooling == "meanstd":
+            return torch.cat([patches.mean(1), patches.std(1)], 1)
+        if pooling == "freq":  # tokens are frequency-major: [B, f, t, d]
+            return patches.reshape(len(tokens), *self.grid, -1).mean(2).flatten(1)
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+    def pooled_dim(self, pooling: Pooling) -> int:
+        """The size of `pool`'s output."""
+        return {"avgtok": 1, "cls": 1, "meanstd": 2, "freq": self.grid[0]}[pooling] * self.embed_dim
 
 
 def _ssl_head(dim: int, out: int) -> nn.Sequential:
@@ -187,11 +206,26 @@ class Decoder(nn.Module):
         return _take(self.norm(x)[:, p:], mask_index)
 
 
-class SSASTModel(nn.Module):
-    """Masked spectrogram patch modeling: a discriminative (MPC, InfoNCE) and a generative (MPG) objective."""
+@dataclass
+class SSLConfig:
+    """The pretraining objective (defaults: the released models')."""
 
-    def __init__(self, cfg: ModelConfig):
+    mask_size: Positive = 400  # masked patches per clip
+    valid_mask_size: Positive = 400  # the reference always validates with 400
+    cluster: bool = True  # cluster masking (patch models); uniform masking otherwise (frame models)
+    objective: Literal["joint", "mpc", "mpg"] = "joint"
+    mpg_weight: NonNegativeFloat = 10.0
+    shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
+    norm_target: bool = False  # MPG regresses each patch standardised (MAE's choice), not the raw patch
+
+
+class SSASTModel(nn.Module):
+    """Masked spectrogram patch modeling: a discriminative (MPC, InfoNCE) and a generative (MPG) objective, set by
+    `ssl` (a plain attribute: it is not saved with the weights)."""
+
+    def __init__(self, cfg: ModelConfig, ssl: Optional[SSLConfig] = None):
         super().__init__()
+        self.ssl = ssl or SSLConfig()
         if (cfg.fstride, cfg.tstride) != (cfg.fshape, cfg.tshape):
             raise ValueError("pretraining needs patch stride == patch shape (non-overlapping patches)")
         self.v = ASTEncoder(cfg)
@@ -213,6 +247,12 @@ class SSASTModel(nn.Module):
         cfg = self.cfg
         return F.unfold(fbank.unsqueeze(1).transpose(2, 3), (cfg.fshape, cfg.tshape),
                         stride=(cfg.fstride, cfg.tstride)).transpose(1, 2)
+
+    def unpatch(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patch vectors [B, N, fshape * tshape] (as `patches` gives them) -> images [B, F, T]."""
+        cfg = self.cfg
+        return F.fold(patches.transpose(1, 2).float(), (cfg.input_fdim, cfg.input_tdim), (cfg.fshape, cfg.tshape),
+                      stride=(cfg.fstride, cfg.tstride))[:, 0]
 
     def draw_mask(self, batch: int, mask_size: int, cluster: bool,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -259,27 +299,32 @@ class SSASTModel(nn.Module):
         """Masked patch generation: mean squared error of the reconstructed patches."""
         return self._mpg_loss(*self.masked_outputs(fbank, mask_index), norm_target)
 
-    def forward(self, fbank: torch.Tensor, mask_size: int = 400, cluster: bool = True, mpg_weight: float = 10.0,
-                objective: Literal["joint", "mpc", "mpg"] = "joint", shared_mask: bool = False,
+    def forward(self, fbank: torch.Tensor, generator: Optional[torch.Generator] = None,
                 mask_mpc: Optional[torch.Tensor] = None, mask_mpg: Optional[torch.Tensor] = None,
-                generator: Optional[torch.Generator] = None, norm_target: bool = False) -> dict[str, torch.Tensor]:
-        """The pretraining objective. Faithful mode (the released models): loss = MPC + mpg_weight * MPG from
-        two encoder passes with independently drawn masks. ``shared_mask`` (not in the reference) runs one pass
-        with one mask and feeds both heads: about half the compute. Fast mode (a model with a decoder) always
-        shares its one mask."""
-        out: dict[str, torch.Tensor] = {}
-        draw = lambda: self.draw_mask(fbank.shape[0], mask_size, cluster, generator).to(fbank.device)
-        if (shared_mask or self.decoder is not None) and objective == "joint":
-            mask = mask_mpc if mask_mpc is not None else draw()
-            h, target = self.masked_outputs(fbank, mask)
+                mask_size: Optional[int] = None) -> dict[str, torch.Tensor]:
+        """The objective of `ssl` on a batch [B, T, F]: losses and the MPC accuracy. Faithful mode (the released
+        models): loss = MPC + mpg_weight * MPG from two encoder passes with independently drawn masks (or the
+        given `mask_mpc` / `mask_mpg`, `mask_size` patches each; default ``ssl.mask_size``). ``shared_mask`` (not
+        in the reference) runs one pass with one mask and feeds both heads: about half the compute. Fast mode (a
+        model with a decoder) always shares its one mask."""
+        s, out = self.ssl, {}
+        mask_size = mask_size or s.mask_size
+
+        def draw(given: Optional[torch.Tensor]) -> torch.Tensor:
+            if given is not None:
+                return given
+            return self.draw_mask(fbank.shape[0], mask_size, s.cluster, generator).to(fbank.device)
+
+        if (s.shared_mask or self.decoder is not None) and s.objective == "joint":
+            h, target = self.masked_outputs(fbank, draw(mask_mpc))
             out["mpc_acc"], out["mpc_loss"] = self._mpc_loss(h, target)
-            out["mpg_loss"] = self._mpg_loss(h, target, norm_target)
+            out["mpg_loss"] = self._mpg_loss(h, target, s.norm_target)
         else:
-            if objective in ("joint", "mpc"):
-                out["mpc_acc"], out["mpc_loss"] = self.mpc(fbank, mask_mpc if mask_mpc is not None else draw())
-            if objective in ("joint", "mpg"):
-                out["mpg_loss"] = self.mpg(fbank, mask_mpg if mask_mpg is not None else draw(), norm_target)
-        out["loss"] = out.get("mpc_loss", 0.0) + mpg_weight * out.get("mpg_loss", 0.0)
+            if s.objective in ("joint", "mpc"):
+                out["mpc_acc"], out["mpc_loss"] = self.mpc(fbank, draw(mask_mpc))
+            if s.objective in ("joint", "mpg"):
+                out["mpg_loss"] = self.mpg(fbank, draw(mask_mpg), s.norm_target)
+        out["loss"] = out.get("mpc_loss", 0.0) + s.mpg_weight * out.get("mpg_loss", 0.0)
         return out
 
 
