@@ -41,7 +41,7 @@ demo: install
 	$(PY) -m probes linear --config configs/probes/demo.yaml data.root=$(DEMO_DATA) \
 	  checkpoints=[$(call list,$(foreach s,$(DEMO_SEEDS),$(DEMO_RUNS)/seed$(s)/checkpoints/last.pt))] \
 	  random_init_seeds=[$(call list,$(DEMO_SEEDS))] store_dir=$(DEMO_RUNS)/embeddings \
-	  output=$(DEMO_RUNS)/probes.json
+	  output=$(DEMO_RUNS)/probes.json overwrite=true
 	for init in scratch $(DEMO_RUNS)/seed0/checkpoints/last.pt; do \
 	  $(PY) -m finetune --config configs/finetune/demo_esc50.yaml data.root=$(DEMO_DATA)/esc50 init=$$init \
 	    folds=$(DEMO_FOLDS) run_dir=$(DEMO_RUNS)/finetune_$$(test $$init = scratch && echo scratch || echo pretrained) \

@@ -25,7 +25,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
-
 from fairseq2.data.data_pipeline import Collater, read_sequence
 
 from ssast.data.pipeline import AudioLoader, ClipLoader, DataConfig

@@ -32,7 +32,6 @@ from ssast.models import ModelConfig, SSASTModel  # noqa: E402
 from ssast.models.ast import SSLConfig  # noqa: E402
 
 
-
 def variants(cfg: ModelConfig, mask_size: int, cluster: bool) -> dict:
     torch.manual_seed(0)
     reference = ReferenceStep(SSASTModel(dataclasses.replace(cfg, fused_attn=False)))

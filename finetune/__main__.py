@@ -29,12 +29,12 @@ from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import Dataset, esc50_folds, read_dataset
 from ssast.distributed import init_distributed, resolve_device
 from ssast.engine import Trainer
-from ssast.runlog import read_metrics
-from ssast.runs import default_run_dir, train_valid
 from ssast.finetuning import ClassifyTask, clip_metrics
 from ssast.metrics import per_class_ap
 from ssast.models import ASTClassifier, CheckpointError, load_model
 from ssast.models.checkpoint import read
+from ssast.runlog import read_metrics
+from ssast.runs import atomic_write_text, claim_output, default_run_dir, train_valid
 
 PROG = "python -m finetune"
 log = logging.getLogger("ssast")
@@ -145,9 +145,11 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
 
 def run(cfg: FinetuneRunConfig) -> dict:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
+    claim_output(run_dir, ["results.json"], "fine-tuning results", "run_dir", resume=cfg.resume != "none",
+                 overwrite=cfg.overwrite, retry="continue the run with resume=auto")
     results = (run_folds if cfg.protocol == "folds" else run_split)(cfg, run_dir)
     if results:  # the main process
-        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
         log.info("results (%s): %s", run_dir / "results.json", summary(results))
     return results
 

@@ -20,9 +20,9 @@ from ssast.config import ConfigError, cli_config, load_config, to_dict
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import read_dataset
 from ssast.engine import Trainer
-from ssast.runs import default_run_dir, train_valid
 from ssast.models import CheckpointError, SSASTModel, load_model
 from ssast.pretraining import PretrainTask
+from ssast.runs import default_run_dir, train_valid
 
 PROG = "python -m pretrain"
 log = logging.getLogger("ssast")
@@ -54,8 +54,7 @@ def run(cfg: PretrainConfig) -> dict:
 def periodic_probe(cfg: PretrainConfig, run_dir: Path):
     """encoder -> {task: metric} of the probe recipe's fair linear probe, checked now so that a bad recipe stops
     the run before it trains; the stores of each probe go to a folder of run_dir that is removed afterwards."""
-    from probes.config import ProbeConfig
-    from probes.linear import probe_tasks
+    from ssast.protocols import ProbeConfig, probe_tasks
 
     probe_cfg = load_config(ProbeConfig, cfg.probe.recipe, cfg.probe.overrides)
     for i, t in enumerate(probe_cfg.tasks):

@@ -9,8 +9,8 @@ from ssast.data.pipeline import DataConfig
 from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig
 from ssast.models import ModelConfig, grid_size
-from ssast.optim import OptimConfig
 from ssast.models.ast import SSLConfig
+from ssast.optim import OptimConfig
 from ssast.pretraining import ProbeHookConfig
 from ssast.runs import RunConfig
 

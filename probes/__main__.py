@@ -1,50 +1,74 @@
-"""Frozen-encoder evaluation: embedding stores, fair linear probes, kNN, and retrieval.
+"""Frozen-encoder evaluation: fair linear probes, kNN, embedding stores and retrieval.
 
     python -m probes linear --config configs/probes/<recipe>.yaml [checkpoints=[a.pt,b.pt]] [key=value ...]
-    python -m probes extract --config configs/probes/<recipe>.yaml checkpoint=<ckpt> dataset.path=... [...]
+    python -m probes extract --config configs/probes/<recipe>.yaml checkpoint=<ckpt|HF dir|fbank> [...]
     python -m probes retrieval build|query|eval --config configs/probes/<recipe>.yaml [key=value ...]
 
-linear: each checkpoint, the same encoder at random initialisation and the fbank-statistics baseline on every
-task of the recipe; the feature (layer x pooling) and C are chosen on held-out training data; prints mean +- sample
-std [95% confidence interval] over seeds / checkpoints, the choices, and the per-feature sweep. extract: writes
-(or finds) the embedding store of one data set. retrieval: builds a FAISS index over a store, queries it with
-audio files, or evaluates query-by-example precision / recall / mAP at k. Example:
-    python -m probes linear --config configs/probes/demo.yaml checkpoints=[runs/demo/seed0/checkpoints/last.pt]
+Each command's --help says what it does.
 """
 
 from __future__ import annotations
 
 import sys
 
+from probes.commands import RETRIEVAL, extract_store, linear
 from probes.config import ExtractConfig, ProbeConfig, RetrievalConfig
-from probes.linear import linear
-from probes.stores import extract_store, retrieval
 from ssast.cli import run_cli
 from ssast.config import cli_config, usage
 
 PROG = "python -m probes"
 
+LINEAR = """Fair linear probes (and kNN, retrieval mAP) of encoders on the tasks of a probe recipe.
 
-COMMANDS = {"linear": ProbeConfig, "extract": ExtractConfig, "retrieval": RetrievalConfig}
+Each checkpoint in `checkpoints`, the same architecture at random initialisation (`random_init_seeds`) and the
+fbank statistics are probed on every task: the feature (layer x pooling) and C are chosen on held-out training
+data only, then scored once on the test part. Prints mean +- sample std [95% confidence interval] over seeds or
+checkpoints, the choices and the per-feature sweep; `output` keeps every number as JSON. Example:
+    python -m probes linear --config configs/probes/demo.yaml checkpoints=[runs/demo/seed0/checkpoints/last.pt]
+"""
+EXTRACT = """Embed one data set into an embedding store (or find the store complete and reuse it).
+
+`checkpoint` names a checkpoint or a Hugging Face AST directory, or is `fbank` for the fbank statistics. The
+store folder under `store_dir` is named by a hash of the weights, the front end, the features and the clip list.
+Runs sharded over the processes of a torchrun or SLURM launch. Example:
+    python -m probes extract --config configs/probes/extract_demo.yaml checkpoint=runs/demo/seed0/checkpoints/last.pt
+"""
+RETRIEVAL_DOC = """Query-by-example retrieval over an embedding store with FAISS.
+
+build: embed `dataset` (as `extract` does) and write an index (flat, IVF, IVF-PQ or HNSW) of its first feature
+into `index_dir` (refused when one is there, unless overwrite=true). query: the k nearest indexed clips of each
+audio file in `files`, with their labels and scores. eval: precision@k, recall@k and mAP@k of every indexed clip
+as a query (itself excluded). Example:
+    python -m probes retrieval build --config configs/probes/extract_demo.yaml checkpoint=<ckpt> index_dir=runs/index
+"""
+COMMANDS = {"linear": (ProbeConfig, LINEAR), "extract": (ExtractConfig, EXTRACT)}
 
 
 def main(argv: list[str] | None = None):
+    """Dispatch to a command; a missing or unknown command prints the usage (exit 0 for --help, else 2)."""
     args = sys.argv[1:] if argv is None else argv
-    command = args[0] if args else ""
+    command, rest = (args[0], args[1:]) if args else ("", [])
+    if command == "retrieval":
+        return _retrieval(rest)
     if command not in COMMANDS:
         wants_help = args[:1] in (["-h"], ["--help"])
         print(usage(f"{PROG} linear|extract|retrieval", __doc__, "probes"), file=sys.stdout if wants_help else sys.stderr)
         raise SystemExit(0 if wants_help else 2)
-    rest = args[1:]
-    if command == "retrieval":
-        action = rest[0] if rest else ""
-        if action not in ("build", "query", "eval"):
-            print(f"{PROG}: error: retrieval takes build, query or eval, got {action!r}", file=sys.stderr)
-            raise SystemExit(2)
-        cfg = cli_config(RetrievalConfig, rest[1:], prog=f"{PROG} retrieval {action}", doc=__doc__, recipes="probes")
-        return run_cli(PROG, lambda: retrieval(action, cfg))
-    cfg = cli_config(COMMANDS[command], rest, prog=f"{PROG} {command}", doc=__doc__, recipes="probes")
+    schema, doc = COMMANDS[command]
+    cfg = cli_config(schema, rest, prog=f"{PROG} {command}", doc=doc, recipes="probes")
     return run_cli(PROG, lambda: linear(cfg) if command == "linear" else extract_store(cfg))
+
+
+def _retrieval(args: list[str]):
+    action = args[0] if args else ""
+    if action in ("-h", "--help"):
+        print(usage(f"{PROG} retrieval build|query|eval", RETRIEVAL_DOC, "probes"))
+        raise SystemExit(0)
+    if action not in RETRIEVAL:
+        print(f"{PROG}: error: retrieval takes build, query or eval, got {action!r}", file=sys.stderr)
+        raise SystemExit(2)
+    cfg = cli_config(RetrievalConfig, args[1:], prog=f"{PROG} retrieval {action}", doc=RETRIEVAL_DOC, recipes="probes")
+    return run_cli(PROG, lambda: RETRIEVAL[action](cfg))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import submitit
 from submitit.slurm.slurm import _make_sbatch_string
 
 from finetune.config import FinetuneRunConfig
-from probes.config import ProbeConfig
 from pretrain.config import PretrainConfig
+from probes.config import ProbeConfig
 from slurm.config import LaunchConfig, SlurmConfig
 from slurm.job import STAGES, StageJob
 from ssast.config import ConfigError, cli_config, describe, load_config

@@ -8,8 +8,8 @@ from typing import Callable, TypeVar
 from ssast.config import ConfigError
 from ssast.data.pipeline import DataError
 from ssast.data.readers import ManifestError
-from ssast.runs import RunError
 from ssast.models.checkpoint import CheckpointError
+from ssast.runs import RunError
 
 T = TypeVar("T")
 USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError, RunError)

@@ -14,8 +14,8 @@ import difflib
 import sys
 import types
 import typing
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import yaml

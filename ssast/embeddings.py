@@ -39,6 +39,7 @@ from ssast.models.ast import Pooling
 from ssast.models.checkpoint import weights_hash
 from ssast.runs import atomic_write_text
 
+
 @dataclass
 class EmbedConfig:
     layers: list[int] = field(default_factory=lambda: [-1])  # 1..depth, or negative from the end

@@ -13,7 +13,6 @@ import logging
 import math
 import re
 import signal
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ssast.checkpointing import Checkpoints, RunState
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
 from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, init_distributed, resolve_device
 from ssast.optim import OptimConfig, Schedule, build_optimizer
-from ssast.runlog import RunLog
+from ssast.runlog import RunLog, setup_logging
 from ssast.runs import RunError, open_run_dir
 
 __all__ = ["OptimConfig", "RunError", "StopSignals", "Task", "TrainConfig", "Trainer", "resolve_device"]
@@ -98,12 +97,6 @@ class Task:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict`."""
-
-
-def setup_logging(main: bool) -> None:
-    """INFO on the main process, warnings only elsewhere."""
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from ssast.config import NonNegative, PositiveFloat, Range, invalid
 from ssast.distributed import Dist, gather
-from ssast.metrics import accuracy, d_prime, mean_auc, mean_average_precision
 from ssast.engine import Task
+from ssast.metrics import accuracy, d_prime, mean_auc, mean_average_precision
 from ssast.models import ASTClassifier
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssast.features import FeatureConfig, kaldi_fbank
 from ssast import models
+from ssast.features import FeatureConfig, kaldi_fbank
 from ssast.models import ASTEncoder
 
 

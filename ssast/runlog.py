@@ -8,10 +8,17 @@ import logging
 import sys
 import time
 from pathlib import Path
+
 import torch
 
 log = logging.getLogger("ssast")
 SECTIONS = ("valid", "probe")  # their keys carry the section as a prefix in metrics.jsonl; training keys none
+
+
+def setup_logging(main: bool) -> None:
+    """INFO on the main process, warnings only elsewhere."""
+    logging.basicConfig(level=logging.INFO if main else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
 class RunLog:

@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, IO, Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from ssast.config import save_config
 from ssast.data.readers import Dataset, read_dataset, split_holdout

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from ssast.optim import OptimConfig, Schedule
 from ssast.models.checkpoint import weights_hash
 from ssast.models.loading import load_model
+from ssast.optim import OptimConfig, Schedule
 
 
 def pretrain_args(demo_root, run_dir, *extra):

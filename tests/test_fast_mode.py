@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssast.models import CheckpointError, ModelConfig, SSASTModel, export_official, model_state
-from ssast.models import load_encoder
+from ssast.models import CheckpointError, ModelConfig, SSASTModel, export_official, load_encoder, model_state
 from ssast.models.loading import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

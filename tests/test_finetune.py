@@ -12,11 +12,11 @@ from finetune.predict import main as predict_main
 from ssast.config import load_config
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import DatasetConfig, read_dataset
-from ssast.optim import OptimConfig, Schedule
 from ssast.finetuning import ClassifyTask, FinetuneConfig
 from ssast.metrics import accuracy, mean_average_precision
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, model_state
 from ssast.models.checkpoint import load_classifier, read
+from ssast.optim import OptimConfig, Schedule
 
 TINY = ["model.size=tiny", "model.depth=1", "train.tensorboard=false", "data.num_parallel_calls=1"]
 

@@ -1,13 +1,21 @@
 import math
 
-import pytest
-import torch
-
 import golden
+import pytest
 import spec_reference as spec
+import torch
 from golden import GOLDEN, VARIANTS
-from ssast.models import (ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, grid_size,
-                          load_model, model_state)
+
+from ssast.models import (
+    ASTClassifier,
+    CheckpointError,
+    ModelConfig,
+    SSASTModel,
+    export_official,
+    grid_size,
+    load_model,
+    model_state,
+)
 from ssast.models.ast import SSLConfig
 
 

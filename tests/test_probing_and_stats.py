@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from probes.commands import linear
 from probes.config import ProbeConfig
-from probes.linear import evaluations, linear, table
 from ssast.config import load_config
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import DatasetConfig, read_dataset
@@ -17,6 +17,8 @@ from ssast.embeddings import EmbedConfig, Store, embed_batch, extract, feature_n
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, model_state
 from ssast.probing import fair_probe, mean_std_ci, probe_scores
+from ssast.protocols import evaluations
+from ssast.tables import table
 
 
 def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_root):

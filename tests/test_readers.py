@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ssast.demo import builtin as demo
 from ssast.data.readers import DatasetConfig, ManifestError, read_dataset, split_holdout
+from ssast.demo import builtin as demo
 
 
 def _wav(path, seconds=0.5, sr=16000):

@@ -15,8 +15,8 @@ import torch
 import pretrain.__main__ as stage
 from ssast.data.readers import Dataset, Example, ManifestError, split_holdout
 from ssast.models import CheckpointError
-from ssast.pretraining import PretrainTask
 from ssast.models.loading import load_model
+from ssast.pretraining import PretrainTask
 
 # A small, fast pretraining run on the built-in data: 1-layer tiny encoder, 1-s crops.
 FAST = ["--config", "configs/pretrain/demo.yaml", "model.depth=1", "data.batch_size=8", "train.log_every=1",

@@ -8,10 +8,10 @@ import torch
 import pretrain.__main__ as pretrain_stage
 from probes.__main__ import main as probes_main
 from probes.config import ProbeConfig
-from probes.linear import probe_tasks
 from ssast.config import load_config
 from ssast.embeddings import Store
 from ssast.models import ModelConfig, SSASTModel, load_encoder, model_state
+from ssast.protocols import probe_tasks
 from ssast.retrieval import evaluate
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from slurm_cluster import Cluster, install
 
 import slurm.__main__ as launcher
-from slurm_cluster import Cluster, install
 from ssast.models.checkpoint import weights_hash
 from ssast.models.loading import load_model
 

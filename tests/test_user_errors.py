@@ -6,18 +6,18 @@ import subprocess
 import sys
 import typing
 
+import golden
 import pytest
 import torch
 
-import golden
 import finetune.__main__ as finetune_stage
-import probes.__main__ as probes_stage
-import probes.linear as probes_linear
 import pretrain.__main__ as pretrain_stage
+import probes.__main__ as probes_stage
 from finetune.config import FinetuneRunConfig
-from probes.config import ProbeConfig
 from pretrain.config import PretrainConfig
+from probes.config import ProbeConfig
 from slurm.config import LaunchConfig
+from ssast import protocols
 from ssast.config import ConfigError, Range, load_config
 from ssast.data import stats
 from ssast.data.stats import StatsConfig
@@ -181,7 +181,7 @@ def test_probe_errors_come_before_any_clip_is_read_and_released_geometry_is_pass
                     "input_tdim: pass them")
     line = one_line(capsys, probes_stage.main, [*base, "random_init_seeds=[0]", "embed.layers=[5]"])
     assert line == "python -m probes: error: config key 'embed.layers': layer 5 does not exist in a 4-layer encoder"
-    encoders = probes_linear.encoders(load_config(ProbeConfig, "configs/probes/demo.yaml", [
+    encoders = protocols.encoders(load_config(ProbeConfig, "configs/probes/demo.yaml", [
         f"checkpoints=[{tmp_path}/finetuned.pth]", "fstride=10", "tstride=10", "input_tdim=512", "embed.layers=[-1]",
         "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 512}]"]))
     assert encoders["pretrained"][0].grid == (12, 50)

@@ -11,12 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ssast.probing import mean_std_ci
-
-
-def _cell(values: list[float]) -> str:
-    mean, std, _ = mean_std_ci([100 * v for v in values])
-    return f"{mean:.1f}" + (f" +- {std:.1f}" if len(values) > 1 else "")
+from ssast.tables import cell
 
 
 def report(probes: dict, finetuned: dict[str, dict]) -> str:
@@ -25,8 +20,8 @@ def report(probes: dict, finetuned: dict[str, dict]) -> str:
              " | ".join(f"{t}, retrieval mAP@10" for t in tasks) + " | sound events, fine-tuned |",
              "|---" * (2 * len(tasks) + 2) + "|"]
     for name, by_task in probes.items():
-        cells = [_cell([r["score"] for r in by_task[t]]) for t in tasks]
-        cells += [_cell([r["retrieval"] for r in by_task[t]]) if "retrieval" in by_task[t][0] else "" for t in tasks]
+        cells = [cell([r["score"] for r in by_task[t]], ci=False) for t in tasks]
+        cells += [cell([r["retrieval"] for r in by_task[t]], ci=False) if "retrieval" in by_task[t][0] else "" for t in tasks]
         lines.append(f"| {name} | " + " | ".join(cells) + " | |")
     for name, result in finetuned.items():
         folds = ", ".join(f"fold {k}" for k in result["folds"])

@@ -1,26 +1,88 @@
-"""Fair linear probes (and kNN) of encoders on the tasks of a probe recipe, read from embedding stores."""
+"""Probe recipes and their protocols: the data sets of each task, how they split into fit, held-out and test parts,
+and the fair linear probe (and kNN, retrieval) of encoders, random initialisations and fbank statistics on them.
+`python -m probes linear` and pretraining's periodic probe both run through `run_probes` / `probe_tasks`."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
+import logging
 from collections import Counter
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
 
-from probes.config import ProbeConfig, ProbeTaskConfig
-from ssast.config import ConfigError
-from ssast.data.readers import Dataset, read_dataset
-from ssast.distributed import Dist, init_distributed, resolve_device
-from ssast.embeddings import Store, extract, feature_names, layer_number
-from ssast.models import ASTEncoder, SSASTModel, load_encoder
-from ssast.probing import fair_probe, mean_std_ci, task_metric
 from ssast import retrieval
+from ssast.config import ConfigError, NonNegative, Positive, PositiveFloat, Range, invalid
+from ssast.data.pipeline import DataConfig
+from ssast.data.readers import Dataset, DatasetConfig, read_dataset
+from ssast.distributed import Dist, init_distributed, resolve_device
+from ssast.embeddings import EmbedConfig, Store, extract, feature_names, layer_number
+from ssast.features import FeatureConfig
+from ssast.models import ASTEncoder, ModelConfig, SSASTModel, load_encoder
+from ssast.probing import Solver, fair_probe, task_metric
 from ssast.retrieval import knn_classify
+
+log = logging.getLogger("ssast")
+
+
+@dataclass
+class ProbeTaskConfig:
+    name: str = ""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    # split: train on one split, test on another; folds: ESC-50 cross-validation (each fold tested once)
+    protocol: Literal["split", "folds"] = "split"
+    train_split: str = "training"
+    test_split: str = "testing"
+    test: DatasetConfig = field(default_factory=DatasetConfig)  # split: a test set in its own manifest (AudioSet)
+    # split: the held-out training data that chooses the feature and C: a split of `dataset` (Speech Commands'
+    # validation list), else `valid_fraction` of the training clips; folds: each training fold in turn.
+    valid_split: str = ""
+    valid_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
+    folds: list[Positive] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    target_length: Positive = 128  # frames; a multiple of the encoder's input length
+
+    def __post_init__(self):
+        if self.protocol == "folds" and len(set(self.folds)) < 3:
+            raise invalid("folds", self.folds, "three or more distinct folds (one tested, one held out, one fitted)")
+
+
+@dataclass
+class KnnConfig:
+    k: NonNegative = 0  # neighbours voting; 0: no kNN rows
+    metric: Literal["cosine", "l2"] = "cosine"
+
+
+@dataclass
+class ProbeConfig:
+    checkpoints: list[str] = field(default_factory=list)  # pretraining or fine-tuned checkpoints to probe
+    # Released fine-tuned checkpoints do not store their patch stride and input length: give them here.
+    fstride: Optional[Positive] = None
+    tstride: Optional[Positive] = None
+    input_tdim: Optional[Positive] = None
+    random_init_seeds: list[int] = field(default_factory=list)  # the same encoder at random initialisation
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture when no checkpoint is given
+    fbank_baseline: bool = True  # also probe the fbank's mean and std over time (no learning)
+    # Features to choose from (every layer x pooling, see ssast.embeddings) and inverse L2 strengths: each
+    # chosen on held-out training data, per encoder and test part.
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    cs: list[PositiveFloat] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    solver: Solver = "auto"  # auto: torch L-BFGS on a GPU, scikit-learn on CPU
+    tol: PositiveFloat = 1e-4  # both solvers stop at this largest gradient entry
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    retrieval_k: NonNegative = 0  # > 0: also query-by-example mAP@k over each task's clips (exact cosine search)
+    device: str = "auto"  # where the encoders run: auto | cpu | cuda | cuda:N
+    store_dir: str = "runs/embeddings"  # embedding stores, reused when the same inputs come again
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: list[ProbeTaskConfig] = field(default_factory=list)
+    output: str = ""  # optional path of a JSON file with every number (and <output>.sweep.png for a sweep)
+    overwrite: bool = False  # replace an `output` file already there
+
+    def __post_init__(self):
+        if not self.cs:
+            raise invalid("cs", self.cs, "one or more inverse L2 strengths")
 
 
 def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
@@ -120,7 +182,9 @@ def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
     return {name: group for name, group in groups.items() if group}
 
 
-def linear(cfg: ProbeConfig) -> dict:
+def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
+    """{group: {task: [result of each encoder]}} of every feature source on every task (`probe_source`'s results),
+    on the main process ({} elsewhere): the processes of a launch share the extraction."""
     if not cfg.tasks:
         raise ConfigError("the recipe lists no tasks")
     device = str(resolve_device(cfg.device))
@@ -129,11 +193,10 @@ def linear(cfg: ProbeConfig) -> dict:
     for name, group in groups.items():
         if group[0] is not None:
             m = group[0].cfg
-            print(f"{name}: {len(group)} encoder(s), {m.size} {m.depth} layers, {m.fshape}x{m.tshape} patches, "
-                  f"{sum(p.numel() for p in group[0].parameters()) / 1e6:.2f}M parameters, on {device}; features "
-                  f"{', '.join(feature_names(group[0], cfg.embed))}", file=sys.stderr)
-    print(f"tasks: {', '.join(f'{t.name} ({t.dataset.kind} {t.dataset.path}, {t.protocol})' for t in cfg.tasks)}",
-          file=sys.stderr)
+            log.info("%s: %d encoder(s), %s %d layers, %dx%d patches, %.2fM parameters, on %s; features %s", name,
+                     len(group), m.size, m.depth, m.fshape, m.tshape, sum(p.numel() for p in group[0].parameters()) / 1e6,
+                     device, ", ".join(feature_names(group[0], cfg.embed)))
+    log.info("tasks: %s", ", ".join(f"{t.name} ({t.dataset.kind} {t.dataset.path}, {t.protocol})" for t in cfg.tasks))
     results: dict[str, dict[str, list[dict]]] = {}
     for task in cfg.tasks:
         parts = task_parts(task, cfg.data.root)
@@ -141,76 +204,4 @@ def linear(cfg: ProbeConfig) -> dict:
             for i, encoder in enumerate(group):
                 result = probe_encoder(cfg, task, parts, encoder, dist, device, f"{task.name}: {name} {i + 1}/{len(group)}")
                 results.setdefault(name, {}).setdefault(task.name, []).append(result)
-    if not dist.main:
-        return {}
-    names = [t.name for t in cfg.tasks]
-    print(table(results, names))
-    print(choices(results, names))
-    if any(len(r[0]["by_feature"]) > 1 for g in results.values() for r in g.values()):
-        print(sweep(results, names))
-    if cfg.output:
-        Path(cfg.output).write_text(json.dumps(results, indent=1))
-        if any(len(r[0]["by_feature"]) > 1 for g in results.values() for r in g.values()):
-            plot_sweep(results, names, Path(cfg.output).with_suffix(".sweep.png"))
-    return results
-
-
-def _cell(values: list[float]) -> str:
-    mean, std, ci = mean_std_ci([100 * v for v in values])
-    return f"{mean:.1f}" + (f" +- {std:.1f} [+-{ci:.1f}] (n={len(values)})" if len(values) > 1 else "")
-
-
-def table(results: dict, tasks: list[str]) -> str:
-    """Markdown table of the test metric (%): mean +- sample std [95% CI half-width] over seeds / checkpoints."""
-    lines = ["| features | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    for name, by_task in results.items():
-        lines.append(f"| {name} | " + " | ".join(_cell([r["score"] for r in by_task[t]]) for t in tasks) + " |")
-        for key, label in (("knn", "kNN"), ("retrieval", "retrieval mAP@k")):
-            if all(key in r for t in tasks for r in by_task[t]):
-                lines.append(f"| {name}, {label} | " + " | ".join(_cell([r[key] for r in by_task[t]]) for t in tasks) + " |")
-    return "\n".join(lines)
-
-
-def choices(results: dict, tasks: list[str]) -> str:
-    """The feature and C each probe chose on held-out training data (the most frequent over folds)."""
-    lines = ["| chosen on held-out training data | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    for name, by_task in results.items():
-        cells = [", ".join(f"{c[0]} ({c[1]}x)" for c in Counter(r["choice"][0] for r in by_task[t]).most_common(2))
-                 for t in tasks]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def sweep(results: dict, tasks: list[str]) -> str:
-    """Test metric (%) of every feature, each at its own chosen C: the layer x pooling sweep."""
-    lines = []
-    for t in tasks:
-        groups = [g for g in results if len(results[g][t][0]["by_feature"]) > 1]
-        features = list(results[groups[0]][t][0]["by_feature"]) if groups else []
-        lines += [f"\n{t}: test metric of each feature", "| feature | " + " | ".join(groups) + " |",
-                  "|---" * (len(groups) + 1) + "|"]
-        lines += [f"| {f} | " + " | ".join(_cell([r["by_feature"][f] for r in results[g][t]]) for g in groups) + " |"
-                  for f in features]
-    return "\n".join(lines)
-
-
-def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
-        for g in (g for g in results if len(results[g][t][0]["by_feature"]) > 1):
-            features = list(results[g][t][0]["by_feature"])
-            for pooling in dict.fromkeys(f.split("_", 1)[1] for f in features):
-                names = [f for f in features if f.endswith("_" + pooling) and f[1:].split("_")[0].isdigit()]
-                layers = [int(f[1:].split("_")[0]) for f in names]
-                ax.plot(layers, [100 * np.mean([r["by_feature"][f] for r in results[g][t]]) for f in names],
-                        marker="o", label=f"{g}, {pooling}")
-        ax.set(title=t, xlabel="layer", ylabel="test metric (%)")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return results if dist.main else {}

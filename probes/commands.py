@@ -1,4 +1,5 @@
-"""`python -m probes extract` and `python -m probes retrieval build|query|eval`."""
+"""The probe stage's commands: ``linear`` (probes of a recipe, printed as tables), ``extract`` (one store) and
+``retrieval build|query|eval``. The work is the library's: `ssast.protocols`, `ssast.embeddings`, `ssast.retrieval`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Optional
 import faiss
 import torch
 
-from probes.config import ExtractConfig, RetrievalConfig
+from probes.config import ExtractConfig, ProbeConfig, RetrievalConfig
 from ssast.config import ConfigError, load_config, save_config
 from ssast.data.pipeline import ClipReader, DataError
 from ssast.data.readers import read_dataset
@@ -19,11 +20,42 @@ from ssast.distributed import init_distributed, resolve_device
 from ssast.embeddings import Store, embed_batch, extract
 from ssast.features import fbank_features
 from ssast.models import ASTEncoder, CheckpointError, load_encoder
+from ssast.protocols import run_probes
 from ssast.retrieval import build_index, query_by_example, search, to_cpu
+from ssast.runlog import setup_logging
+from ssast.runs import atomic_write_text, claim_output
+from ssast.tables import choices, plot_sweep, sweep, table
+
+INDEX_FILES = ("index.faiss", "index.json", "config.yaml")
+
+
+def linear(cfg: ProbeConfig) -> dict:
+    """Probe every feature source of the recipe on every task; print the tables, write `cfg.output`."""
+    if cfg.output:
+        claim_output(Path(cfg.output).parent, [Path(cfg.output).name], "probe results", "output",
+                     overwrite=cfg.overwrite)
+    results = run_probes(cfg)
+    if not results:  # not the main process
+        return {}
+    names = [t.name for t in cfg.tasks]
+    swept = any(len(r[0]["by_feature"]) > 1 for g in results.values() for r in g.values())
+    print(table(results, names))
+    print(choices(results, names))
+    if swept:
+        print(sweep(results, names))
+    if cfg.output:
+        atomic_write_text(Path(cfg.output), json.dumps(results, indent=1))
+        if swept:
+            plot_sweep(results, names, Path(cfg.output).with_suffix(".sweep.png"))
+    return results
 
 
 def source_encoder(cfg: ExtractConfig) -> Optional[ASTEncoder]:
+    """The encoder `cfg.checkpoint` names, or None for ``fbank`` (the fbank statistics)."""
     if not cfg.checkpoint:
+        raise ConfigError("config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or be fbank "
+                          "(the fbank's mean and std, no encoder)")
+    if cfg.checkpoint == "fbank":
         return None
     return load_encoder(cfg.checkpoint, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
 
@@ -33,6 +65,7 @@ def extract_store(cfg: ExtractConfig) -> Store:
     launch), written or found complete."""
     device = str(resolve_device(cfg.device))
     dist = init_distributed(torch.device(device))
+    setup_logging(dist.main)
     encoder = source_encoder(cfg)
     dataset = read_dataset(cfg.dataset, cfg.data.root)
     store = extract(encoder, dataset, cfg.features, cfg.data, cfg.embed, cfg.store_dir, dist, device,
@@ -44,17 +77,20 @@ def extract_store(cfg: ExtractConfig) -> Store:
 
 
 def build(cfg: RetrievalConfig) -> dict:
+    """An index over the store's first feature, written to `cfg.index_dir` with its clip list and recipe."""
+    folder = Path(cfg.index_dir)
+    claim_output(folder, INDEX_FILES, "an index", "index_dir", overwrite=cfg.overwrite)
     store = extract_store(cfg)
     feature = store.names[0]  # the first of embed.layers x embed.poolings
     x = store.features(feature)
     index, sizes = build_index(x, cfg.index)
     print(f"index {cfg.index.kind} over {len(x)} x {x.shape[1]} ({feature}): " +
           ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sizes.items()), file=sys.stderr)
-    folder = Path(cfg.index_dir)
     folder.mkdir(parents=True, exist_ok=True)
     faiss.write_index(to_cpu(index), str(folder / "index.faiss"))
-    info = {"feature": feature, "store": str(store.folder), "sizes": sizes, "paths": store.paths}
-    (folder / "index.json").write_text(json.dumps(info))
+    info = {"feature": feature, "store": str(store.folder), "sizes": sizes, "paths": store.paths,
+            "labels": [[store.classes[c] for c in clip] for clip in store.labels]}
+    atomic_write_text(folder / "index.json", json.dumps(info))
     save_config(cfg, folder / "config.yaml")  # how the indexed clips were embedded, for queries
     return {"index_dir": str(folder), **sizes}
 
@@ -72,13 +108,15 @@ def _load(cfg: RetrievalConfig) -> tuple[faiss.Index, dict]:
 
 @torch.no_grad()
 def query(cfg: RetrievalConfig) -> dict:
-    """The `k` nearest indexed clips of each audio file, embedded as the index's clips were."""
+    """{file: [(indexed clip, cosine score, its labels)]}: the `k` nearest indexed clips of each audio file, embedded
+    as the index's clips were."""
     if not cfg.files:
         raise ConfigError("config key 'files' must list the audio files to query, got []")
     index, info = _load(cfg)
     built = load_config(RetrievalConfig, Path(cfg.index_dir) / "config.yaml")
     encoder = source_encoder(built)
     reader, out = ClipReader(built.features), {}
+    labels = info.get("labels") or [[] for _ in info["paths"]]  # indexes built before labels were stored
     for path in cfg.files:
         try:
             fbank = fbank_features(reader(path), built.features)
@@ -86,10 +124,11 @@ def query(cfg: RetrievalConfig) -> dict:
             raise DataError(f"cannot read audio {path}: {e}") from None
         x = embed_batch(encoder, fbank[None], built.embed)[info["feature"]].numpy()
         scores, ids = search(index, x, cfg.k)
-        out[path] = [(info["paths"][i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        out[path] = [(info["paths"][i], float(s), ",".join(labels[i]))
+                     for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         print(f"{path}:")
-        for rank, (hit, s) in enumerate(out[path], 1):
-            print(f"  {rank:2d}. {s:.4f} {hit}")
+        for rank, (hit, s, label) in enumerate(out[path], 1):
+            print(f"  {rank:2d}. {s:.4f} {label or '-'}  {hit}")
     return out
 
 
@@ -105,5 +144,4 @@ def evaluate_index(cfg: RetrievalConfig) -> dict:
     return result
 
 
-def retrieval(action: str, cfg: RetrievalConfig) -> dict:
-    return {"build": build, "query": query, "eval": evaluate_index}[action](cfg)
+RETRIEVAL = {"build": build, "query": query, "eval": evaluate_index}
