@@ -1,2 +1,1 @@
-"""The fine-tuning stage and inference (``python -m finetune``): not implemented yet; the model side
-(`ssast.models.ASTClassifier.from_pretrained` / `from_checkpoint`) is in place."""
+"""The fine-tuning stage (``python -m finetune``) and tagging of audio files (``python -m finetune.predict``)."""

@@ -10,7 +10,7 @@ from ssast.config import Positive, invalid
 from ssast.data.pipeline import DataConfig
 from ssast.data.readers import DatasetConfig
 from ssast.engine import TrainConfig
-from ssast.features import FeatureConfig
+from ssast.features import FeatureConfig, check_target_length
 from ssast.finetuning import FinetuneConfig
 from ssast.models import ModelConfig
 from ssast.optim import OptimConfig
@@ -45,9 +45,7 @@ class FinetuneRunConfig(RunConfig):
     def __post_init__(self):
         if not self.init:
             raise invalid("init", self.init, "a checkpoint, a Hugging Face AST directory or scratch")
-        if self.features.target_length != self.model.input_tdim:
-            raise invalid("features.target_length", self.features.target_length,
-                          f"equal to model.input_tdim ({self.model.input_tdim})")
+        check_target_length(self.features, self.model.input_tdim)
         default = TrainConfig()
         for key in _EPOCH_DERIVED:
             if getattr(self.train, key) != getattr(default, key):

@@ -1,0 +1,1 @@
+"""The pretraining stage (``python -m pretrain``): masked spectrogram patch modeling on unlabelled audio."""

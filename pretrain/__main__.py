@@ -54,13 +54,14 @@ def run(cfg: PretrainConfig) -> dict:
 def periodic_probe(cfg: PretrainConfig, run_dir: Path):
     """encoder -> {task: metric} of the probe recipe's fair linear probe, checked now so that a bad recipe stops
     the run before it trains; the stores of each probe go to a folder of run_dir that is removed afterwards."""
-    from ssast.protocols import ProbeConfig, probe_tasks
+    from ssast.protocols import ProbeConfig, check_tasks, probe_tasks
 
     probe_cfg = load_config(ProbeConfig, cfg.probe.recipe, cfg.probe.overrides)
-    for i, t in enumerate(probe_cfg.tasks):
-        if t.target_length % cfg.model.input_tdim:
-            raise ConfigError(f"probe recipe {cfg.probe.recipe}: tasks[{i}].target_length {t.target_length} is not a "
-                              f"multiple of model.input_tdim ({cfg.model.input_tdim})")
+    try:
+        check_tasks(probe_cfg, cfg.model.input_tdim)
+    except ConfigError as e:
+        raise ConfigError(f"probe recipe {cfg.probe.recipe}: {e}") from None
+    for t in probe_cfg.tasks:
         read_dataset(t.dataset, probe_cfg.data.root)
 
     def probe(encoder) -> dict[str, float]:

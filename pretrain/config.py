@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ssast.config import invalid
 from ssast.data.pipeline import DataConfig
 from ssast.engine import TrainConfig
-from ssast.features import FeatureConfig
+from ssast.features import FeatureConfig, check_target_length
 from ssast.models import ModelConfig, grid_size
 from ssast.models.ast import SSLConfig
 from ssast.optim import OptimConfig
@@ -33,9 +33,7 @@ class PretrainConfig(RunConfig):
         if (m.fstride, m.tstride) != (m.fshape, m.tshape):
             raise invalid("model.fstride", [m.fstride, m.tstride], f"equal to the patch shape [{m.fshape}, "
                           f"{m.tshape}] (pretraining uses non-overlapping patches)")
-        if self.features.target_length != m.input_tdim:
-            raise invalid("features.target_length", self.features.target_length,
-                          f"equal to model.input_tdim ({m.input_tdim})")
+        check_target_length(self.features, m.input_tdim)
         if self.features.num_mel_bins != m.input_fdim:
             raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"equal to model.input_fdim ({m.input_fdim})")
         if self.probe.every and not self.probe.recipe:

@@ -1,0 +1,1 @@
+"""The probe stage (``python -m probes``): linear probes, kNN, embedding stores and retrieval."""

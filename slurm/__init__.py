@@ -1,2 +1,1 @@
-"""SLURM launchers (``python -m slurm <stage> ...``, submitit): not implemented yet. A stage started by
-``srun`` on one node already joins DDP from the SLURM environment (`ssast.distributed`)."""
+"""SLURM launchers (``python -m slurm <stage> ...``): submitit jobs with one task per GPU, requeued on preemption."""

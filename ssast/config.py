@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -113,6 +114,8 @@ def _coerce(value: Any, tp: Any, key: str, root: type) -> Any:
         return str(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):  # YAML reads .inf and .nan
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     return value
 
 

@@ -42,6 +42,12 @@ class FeatureConfig:
             raise invalid("timem", self.timem, f"<= target_length ({self.target_length})")
 
 
+def check_target_length(features: FeatureConfig, input_tdim: int) -> None:
+    """Refuse a stage's front end whose clips are not the model's input length."""
+    if features.target_length != input_tdim:
+        raise invalid("features.target_length", features.target_length, f"equal to model.input_tdim ({input_tdim})")
+
+
 def _mel(f):
     return 1127.0 * (math.log1p(f / 700.0) if isinstance(f, float) else torch.log1p(f / 700.0))
 

@@ -21,7 +21,7 @@ from ssast.models import ASTClassifier
 
 @dataclass
 class FinetuneConfig:
-    loss: Literal["bce", "ce"] = "bce"  # bce: sigmoid per class (multi-label); ce: softmax (soft targets for mixup)
+    loss: Literal["bce", "ce"] = "bce"  # bce: sigmoid per class (multi-label); ce: softmax over soft targets
     monitor: Literal["accuracy", "mAP"] = "mAP"  # the validation metric that selects the epoch (best.pt)
     pooling: Literal["avgtok", "cls"] = "avgtok"
     head_lr_multiplier: PositiveFloat = 1.0  # the head's learning rate = lr * this
@@ -63,7 +63,8 @@ class ClassifyTask(Task):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.cfg.loss == "bce":
             return F.binary_cross_entropy_with_logits(logits.float(), target)
-        return F.cross_entropy(logits.float(), target)  # one-hot targets: the reference's CE on the argmax
+        # Soft targets (mixup's label mixtures); for one-hot targets this equals the reference's CE on the argmax.
+        return F.cross_entropy(logits.float(), target)
 
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"loss": self.loss(model(batch["fbank"]), batch["target"])}

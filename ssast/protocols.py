@@ -159,6 +159,14 @@ def probe_tasks(cfg: ProbeConfig, encoder: ASTEncoder, store_dir: str) -> dict[s
             for t in cfg.tasks}
 
 
+def check_tasks(cfg: ProbeConfig, input_tdim: int) -> None:
+    """Refuse a task whose clips are not a whole number of the encoder's input windows."""
+    for i, task in enumerate(cfg.tasks):
+        if task.target_length % input_tdim:
+            raise ConfigError(f"config key 'tasks[{i}].target_length' must be a multiple of the encoder input "
+                              f"({input_tdim} frames), got {task.target_length}")
+
+
 def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
     """The feature sources, by group (the fbank baseline is the encoder None), checked against every task's clip
     length and the layers asked for before any clip is read."""
@@ -170,10 +178,7 @@ def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
         torch.manual_seed(seed)  # the pretraining stage's initialisation for this seed
         random_init.append(SSASTModel(arch).v)
     for encoder in trained + random_init[:1]:
-        for i, task in enumerate(cfg.tasks):
-            if task.target_length % encoder.cfg.input_tdim:
-                raise ConfigError(f"config key 'tasks[{i}].target_length' must be a multiple of the encoder input "
-                                  f"({encoder.cfg.input_tdim} frames), got {task.target_length}")
+        check_tasks(cfg, encoder.cfg.input_tdim)
         try:
             [layer_number(encoder, l) for l in cfg.embed.layers]
         except ValueError as e:

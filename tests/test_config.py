@@ -48,6 +48,8 @@ def test_int_is_accepted_for_float_and_round_trips(tmp_path):
     (["root=x", "optim=3"], "config key 'optim' must be a mapping, got 3"),
     (["steps=1"], "missing required config value 'root'"),
     (["root"], "override 'root' is not of the form key=value"),
+    (["root=x", "optim.lr=.inf"], "config key 'optim.lr' must be a finite number, got inf"),
+    (["root=x", "optim.lr=.nan"], "config key 'optim.lr' must be a finite number, got nan"),
 ])
 def test_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:

@@ -207,3 +207,17 @@ def test_a_hugging_face_directory_initialises_fine_tuning(tmp_path):
     with pytest.raises(CheckpointError, match="is a classifier of 4 classes, the data have 35"):
         build_model(cfg, [str(i) for i in range(35)])
     assert build_model(recipe("demo_speechcommands", f"init={tmp_path}/hf", "new_head=true"), ["x"] * 35).mlp_head[1].out_features == 35
+
+
+def test_results_of_a_finished_run_are_not_overwritten_by_a_run_of_other_folds(demo_root, tmp_path, capsys):
+    args = ["--config", "configs/finetune/demo_esc50.yaml", *TINY, "init=scratch", f"data.root={demo_root}/esc50",
+            f"run_dir={tmp_path}/run", "epochs=1", "features.target_length=128", "model.input_tdim=128"]
+    main([*args, "folds=[1]"])
+    before = (tmp_path / "run" / "results.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "folds=[2]"])
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"python -m finetune: error: {tmp_path / 'run'} already holds fine-tuning results (results.json): continue the "
+        f"run with resume=auto, choose another run_dir, or pass overwrite=true to replace it")
+    assert (tmp_path / "run" / "results.json").read_text() == before and not (tmp_path / "run" / "fold2").exists()
+    assert main([*args, "folds=[2]", "overwrite=true"])["folds"] == [2]

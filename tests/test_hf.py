@@ -7,7 +7,11 @@ import pytest
 import torch
 from transformers import ASTConfig, ASTForAudioClassification
 
-from ssast.models import ASTClassifier, CheckpointError, ModelConfig
+from finetune.__main__ import main as finetune_main
+from probes.__main__ import main as probes_main
+from ssast import hear
+from ssast.models import ASTClassifier, CheckpointError, ModelConfig, load_model
+from ssast.models.checkpoint import weights_hash
 from ssast.models.hf import export_hf, load_hf
 
 
@@ -68,3 +72,36 @@ def test_models_the_format_cannot_hold_are_refused(tmp_path, cfg, pooling, messa
 def test_a_folder_that_is_not_an_ast_is_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not a Hugging Face AST directory: config.json not found"):
         load_hf(tmp_path)
+
+
+@pytest.fixture
+def hf_directory(tmp_path):
+    torch.manual_seed(0)
+    model = ASTClassifier(ModelConfig("tiny", 1, 16, 16, 16, 16, 128, 128), 3, "cls")
+    return export_hf(model, tmp_path / "hf", mean=-5.0, std=3.0), model
+
+
+def test_every_stage_reads_a_hugging_face_directory(demo_root, hf_directory, tmp_path):
+    directory, model = hf_directory
+    loaded = load_model(directory)
+    assert loaded.kind == "classifier" and loaded.features().mean == -5.0 and loaded.features().target_length == 128
+    assert hear.load_model(str(directory)).features.std == 3.0
+    store = probes_main(["extract", "--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}",
+                         f"checkpoint={directory}", f"store_dir={tmp_path}/stores", "features.target_length=128"])
+    assert store.meta["weights"] == weights_hash(model.v) and store.features("L1_avgtok").shape == (125, 192)
+
+
+def test_a_broken_hugging_face_directory_is_one_line_everywhere(demo_root, hf_directory, capsys):
+    directory, _ = hf_directory
+    (directory / "model.safetensors").unlink()
+    message = f"{directory} is not a Hugging Face AST directory: model.safetensors not found"
+    with pytest.raises(CheckpointError, match=message):
+        hear.load_model(str(directory))
+    for main, prog, args in [
+            (finetune_main, "python -m finetune", ["--config", "configs/finetune/demo_speechcommands.yaml",
+                                                   f"init={directory}", f"data.root={demo_root}/speechcommands"]),
+            (probes_main, "python -m probes", ["extract", "--config", "configs/probes/extract_demo.yaml",
+                                               f"checkpoint={directory}", f"data.root={demo_root}"])]:
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines() == [f"{prog}: error: {message}"]

@@ -247,3 +247,16 @@ def test_bf16_autocast_trains_close_to_fp32(demo_root, finished, tmp_path):
         assert a["loss"] != b["loss"]  # autocast is on (its dtypes are checked in test_models)
         for k in ("loss", "mpc_loss", "mpg_loss"):
             assert b[k] == pytest.approx(a[k], rel=0.05)
+
+
+def test_the_demo_recipes_run_on_the_small_built_in_data_with_a_smaller_holdout(demo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        stage.main(["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}",
+                             f"run_dir={tmp_path}/a"])
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "python -m pretrain: error: cannot hold out 64 of the 40 examples for validation: set data.valid_holdout "
+        "below 40")
+    result = stage.main(["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}",
+                                  f"run_dir={tmp_path}/b", "data.valid_holdout=8", "train.max_steps=2",
+                                  "data.batch_size=4", "train.tensorboard=false"])
+    assert set(result) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}

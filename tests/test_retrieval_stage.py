@@ -79,5 +79,46 @@ def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, 
                              "data.valid_holdout=8", "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
                              "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']"])
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 1 and err.endswith("tasks[0].target_length 100 is not a multiple of model.input_tdim (128)")
+    assert e.value.code == 1 and err.endswith(
+        "config key 'tasks[0].target_length' must be a multiple of the encoder input (128 frames), got 100")
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_index_in_the_way_is_refused_queries_show_labels_and_fbank_is_asked_by_name(demo_root, encoder_checkpoint,
+                                                                                        tmp_path, capsys):
+    common = ["--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}", f"store_dir={tmp_path}/stores",
+              f"index_dir={tmp_path}/index", "index.kind=flat"]
+    with pytest.raises(SystemExit) as e:  # without checkpoint=: no silent fbank store
+        probes_main(["retrieval", "build", *common])
+    assert e.value.code == 1 and capsys.readouterr().err.strip() == (
+        "python -m probes: error: config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or "
+        "be fbank (the fbank's mean and std, no encoder)")
+    assert not (tmp_path / "stores").exists()
+    probes_main(["retrieval", "build", *common, "checkpoint=fbank"])
+    before = (tmp_path / "index" / "index.faiss").read_bytes()
+    with pytest.raises(SystemExit) as e:
+        probes_main(["retrieval", "build", *common, f"checkpoint={encoder_checkpoint}"])
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"python -m probes: error: {tmp_path / 'index'} already holds an index (index.faiss, index.json, config.yaml): "
+        f"choose another index_dir, or pass overwrite=true to replace it")
+    assert (tmp_path / "index" / "index.faiss").read_bytes() == before
+    probes_main(["retrieval", "build", *common, f"checkpoint={encoder_checkpoint}", "overwrite=true"])
+    assert (tmp_path / "index" / "index.faiss").read_bytes() != before
+    store = Store(next(p for p in (tmp_path / "stores").iterdir() if Store(p).meta["weights"] != "fbank"))
+    clip = store.paths[7]
+    capsys.readouterr()
+    hits = probes_main(["retrieval", "query", *common, f"files=[{clip}]", "k=2"])
+    label = ",".join(store.classes[c] for c in store.labels[7])
+    assert hits[clip][0] == (clip, pytest.approx(1.0, abs=1e-4), label)
+    assert f"   1. {hits[clip][0][1]:.4f} {label}  {clip}" in capsys.readouterr().out.splitlines()
+
+
+def test_each_probe_command_has_its_own_help(capsys):
+    texts = {}
+    for command in (["linear"], ["extract"], ["retrieval"]):
+        with pytest.raises(SystemExit) as e:
+            probes_main([*command, "--help"])
+        texts[command[0]] = capsys.readouterr().out
+        assert e.value.code == 0 and texts[command[0]].startswith(f"usage: python -m probes {command[0]}")
+    assert "Fair linear probes" in texts["linear"] and "Embed one data set" in texts["extract"]
+    assert "build|query|eval" in texts["retrieval"] and "query-by-example" in texts["retrieval"].lower()

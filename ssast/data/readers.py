@@ -225,7 +225,8 @@ def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
     """(rest, held out): exactly ``count`` examples, evenly spaced through the list, held out (deterministic)."""
     n = len(dataset.examples)
     if not 0 <= count < n:
-        raise ManifestError(f"cannot hold out {count} of the {n} examples for validation")
+        raise ManifestError(f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout "
+                            f"below {n}")
     held = {i * n // count for i in range(count)}  # distinct, as n / count > 1
     pick = lambda keep: [e for i, e in enumerate(dataset.examples) if (i in held) != keep]
     rest = dict(classes=dataset.classes, multi_label=dataset.multi_label)
