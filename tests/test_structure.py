@@ -1,0 +1,68 @@
+"""The shape of the code: imports between the project's modules form no circle, and no function outgrows a screen.
+Imports inside functions count too: a lazy import hides a circle from Python, not from a reader."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ssast", "pretrain", "finetune", "probes", "slurm")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules `name` imports: ``import a.b``, ``from a.b import c`` (a.b.c when it is a module)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                    for a in node.names}
+    return {m for m in out if m in known and m != name}
+
+
+def test_no_import_circle():
+    known = modules()
+    graph = {name: imports(name, path, set(known)) for name, path in known.items()}
+    assert "ssast.models.checkpoint" not in graph["ssast.models.ast"]  # the models do not know their file formats
+    state: dict[str, str] = {}  # "open" on the current path, "done" when fully explored
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            assert state.get(dep) != "open", "import circle: " + " -> ".join(path[path.index(dep):] + [dep])
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert len(state) == len(known) > 40
+
+
+def test_no_function_longer_than_60_lines():
+    long = []
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long
+
+
+def test_moved_entry_points_keep_working_as_aliases():
+    from ssast import engine, models, optim
+    from ssast.data import demo as old_demo
+    from ssast.demo import builtin
+    from ssast.models import loading
+
+    assert engine.OptimConfig is optim.OptimConfig and models.load_encoder is loading.load_encoder
+    assert old_demo.build is builtin.build and old_demo.main is builtin.main
