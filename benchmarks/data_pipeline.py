@@ -35,8 +35,16 @@ FEATURES = FeatureConfig()  # AudioSet front end: 1024 frames, 128 mel bins, han
 
 
 def reference_fbank(wave: torch.Tensor) -> torch.Tensor:
-    return torchaudio.compliance.kaldi.fbank(wave[None], htk_compat=True, sample_frequency=16000, use_energy=False,
-                                             window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10)
+    return torchaudio.compliance.kaldi.fbank(
+        wave[None],
+        htk_compat=True,
+        sample_frequency=16000,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=128,
+        dither=0.0,
+        frame_shift=10,
+    )
 
 
 class ReferenceDataset(torch.utils.data.Dataset):
@@ -100,9 +108,13 @@ def main() -> None:
         loader = AudioLoader(dataset, FEATURES, data, train=False)
         # Persistent workers started by a fork server: forking this process once its data threads run can
         # deadlock a worker; the start method does not change the steady-state rate.
-        reference_loader = torch.utils.data.DataLoader(ReferenceDataset(paths), batch_size=32,
-                                                       num_workers=args.workers, persistent_workers=True,
-                                                       multiprocessing_context="forkserver")
+        reference_loader = torch.utils.data.DataLoader(
+            ReferenceDataset(paths),
+            batch_size=32,
+            num_workers=args.workers,
+            persistent_workers=True,
+            multiprocessing_context="forkserver",
+        )
 
         def ours():
             loader.reset()
@@ -114,9 +126,14 @@ def main() -> None:
         # The same work with the clip rather than the batch as the unit of the parallel map: read, decode and
         # front end per call, then batch and collate in the pipeline thread.
         clip_loader = ClipLoader(dataset, FEATURES, False, 0, 0, 0.0)
-        per_clip = (read_sequence([{"example": {"path": p, "labels": []}} for p in paths])
-                    .map(clip_loader, num_parallel_calls=args.workers).bucket(32).map(Collater())
-                    .prefetch(2).and_return())
+        per_clip = (
+            read_sequence([{"example": {"path": p, "labels": []}} for p in paths])
+            .map(clip_loader, num_parallel_calls=args.workers)
+            .bucket(32)
+            .map(Collater())
+            .prefetch(2)
+            .and_return()
+        )
 
         def clips_as_unit():
             per_clip.reset()
@@ -125,9 +142,11 @@ def main() -> None:
         ours(), reference(), clips_as_unit()  # start the workers, warm the page cache and the code paths
         runs = [(ours(), reference(), clips_as_unit()) for _ in range(args.repeats)]  # interleaved
         rate_ours, rate_ref, rate_clips = (statistics.median(r) for r in zip(*runs))
-    print(f"pipeline, 10-s clips, {args.workers} workers: AudioLoader {rate_ours:.1f} clips/s, "
-          f"DataLoader + torchaudio {rate_ref:.1f} clips/s, ratio {rate_ours / rate_ref:.2f}x; "
-          f"a clip per parallel call {rate_clips:.1f} clips/s (batch per worker: {rate_ours / rate_clips:.2f}x)")
+    print(
+        f"pipeline, 10-s clips, {args.workers} workers: AudioLoader {rate_ours:.1f} clips/s, "
+        f"DataLoader + torchaudio {rate_ref:.1f} clips/s, ratio {rate_ours / rate_ref:.2f}x; "
+        f"a clip per parallel call {rate_clips:.1f} clips/s (batch per worker: {rate_ours / rate_clips:.2f}x)"
+    )
 
     wave = 0.1 * torch.randn(160_000)
     batch = 0.1 * torch.randn(32, 160_000)

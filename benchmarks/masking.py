@@ -35,8 +35,10 @@ def main() -> None:
     vectorised = lambda: cluster_patch_mask(args.batch, 512, 400, 64, generator)
     runs = [(timed(loop), timed(vectorised)) for _ in range(args.repeats)]
     ref, ours = (statistics.median(r) for r in zip(*runs))
-    print(f"cluster mask 400/512, batch {args.batch}, 1 thread: reference loop {ref * 1e3:.3f} ms/clip, "
-          f"vectorised {ours * 1e3:.3f} ms/clip, ratio {ref / ours:.1f}x")
+    print(
+        f"cluster mask 400/512, batch {args.batch}, 1 thread: reference loop {ref * 1e3:.3f} ms/clip, "
+        f"vectorised {ours * 1e3:.3f} ms/clip, ratio {ref / ours:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -63,11 +63,15 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"device: {name}; batch {args.batch}, {args.input_tdim} x 128 input, {args.depth} layers, "
-          f"{args.mask_size} {'random' if args.random else 'cluster'}-masked patches, median of {args.repeats} "
-          f"rounds of {args.steps} steps")
+    print(
+        f"device: {name}; batch {args.batch}, {args.input_tdim} x 128 input, {args.depth} layers, "
+        f"{args.mask_size} {'random' if args.random else 'cluster'}-masked patches, median of {args.repeats} "
+        f"rounds of {args.steps} steps"
+    )
     for size in args.sizes:
         cfg = ModelConfig(size=size, depth=args.depth, input_tdim=args.input_tdim)
         runs = variants(cfg, args.mask_size, not args.random)

@@ -24,8 +24,9 @@ def reference_mask(sequence_len: int, mask_size: int, t_dim: int, cluster: bool)
     size = random.randrange(3) + 3
     while len(set(mask_id)) <= mask_size:
         start = random.randrange(sequence_len)
-        mask_id += [start + t_dim * i + j for i in range(size) for j in range(size)
-                    if 0 < start + t_dim * i + j < sequence_len]
+        mask_id += [
+            start + t_dim * i + j for i in range(size) for j in range(size) if 0 < start + t_dim * i + j < sequence_len
+        ]
     return torch.tensor(list(set(mask_id))[:mask_size])
 
 
@@ -45,7 +46,7 @@ class ReferenceStep:
         x = torch.cat([v.prefix(x.shape[0]), x], 1) + v.pos_embed
         for blk in v.blocks:
             x = blk(x)
-        return v.norm(x)[:, v.num_prefix:]
+        return v.norm(x)[:, v.num_prefix :]
 
     def mpc(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         patches = self.model.patches(fbank)
@@ -68,12 +69,19 @@ class ReferenceStep:
         target = torch.stack([patches[i, mask_index[i]] for i in range(b)])
         return torch.mean((pred - target) ** 2)
 
-    def __call__(self, fbank: torch.Tensor, mask_size: int, cluster: bool = True, mpg_weight: float = 10.0,
-                 masks: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        fbank: torch.Tensor,
+        mask_size: int,
+        cluster: bool = True,
+        mpg_weight: float = 10.0,
+        masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         if masks is None:
             n, t_dim = self.model.v.num_patches, self.model.v.grid[1]
-            masks = tuple(torch.stack([reference_mask(n, mask_size, t_dim, cluster) for _ in range(len(fbank))])
-                          for _ in range(2))
+            masks = tuple(
+                torch.stack([reference_mask(n, mask_size, t_dim, cluster) for _ in range(len(fbank))]) for _ in range(2)
+            )
         acc, mpc = self.mpc(fbank, masks[0])
         mpg = self.mpg(fbank, masks[1])
         return {"mpc_acc": acc, "mpc_loss": mpc, "mpg_loss": mpg, "loss": mpc + mpg_weight * mpg}

@@ -47,8 +47,12 @@ def bench(name: str, x: np.ndarray, queries: int, k: int = 10) -> list[str]:
         if kind == "flat":
             exact, flat_qps = ids, qps
         recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact)])
-        sizes = ", ".join(f"{key} {info[key]}" for key in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search") if key in info)
-        rows.append(f"| {name} | {kind} | {info['build_s']:.1f} | {qps:,.0f} | {qps / flat_qps:.2f}x | {recall:.3f} | {sizes} |")
+        sizes = ", ".join(
+            f"{key} {info[key]}" for key in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search") if key in info
+        )
+        rows.append(
+            f"| {name} | {kind} | {info['build_s']:.1f} | {qps:,.0f} | {qps / flat_qps:.2f}x | {recall:.3f} | {sizes} |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -63,7 +67,9 @@ def main() -> None:
     print(f"faiss {faiss.__version__}, {faiss.get_num_gpus()} GPU(s), {faiss.omp_get_max_threads()} threads")
     print("| data | index | build s | queries/s | vs exact | recall@10 | sizes |\n|---|---|---|---|---|---|---|")
     bench(f"mixture {args.n:,} x {args.dim}", mixture(args.n, args.dim), args.queries)
-    stores = [Store(p.parent) for p in sorted(Path(args.stores).glob("*/store.json"))] if Path(args.stores).is_dir() else []
+    stores = (
+        [Store(p.parent) for p in sorted(Path(args.stores).glob("*/store.json"))] if Path(args.stores).is_dir() else []
+    )
     by_encoder: dict[str, list[Store]] = {}
     for store in stores:
         if store.meta["weights"] != "fbank":
@@ -72,6 +78,7 @@ def main() -> None:
         name = next(n for n in group[0].names if n.endswith("_avgtok"))
         x = np.concatenate([s.features(name) for s in group if name in s.names])
         bench(f"demo embeddings, encoder {weights[:8]} ({name}, {len(x)} clips)", x, min(args.queries, len(x) // 5))
+
 
 if __name__ == "__main__":
     main()

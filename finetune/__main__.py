@@ -49,12 +49,15 @@ def build_model(cfg: FinetuneRunConfig, classes: list[str]) -> ASTClassifier:
         model = ASTClassifier(dataclasses.replace(m, decoder_depth=0), len(classes), pooling)
     else:
         # released fine-tuned checkpoints do not store their geometry: the recipe's
-        source = load_model(cfg.init, fstride=m.fstride, tstride=m.tstride, input_tdim=m.input_tdim,
-                            fused_attn=m.fused_attn).model
+        source = load_model(
+            cfg.init, fstride=m.fstride, tstride=m.tstride, input_tdim=m.input_tdim, fused_attn=m.fused_attn
+        ).model
         head = isinstance(source, ASTClassifier) and not cfg.new_head
         if head and source.mlp_head[1].out_features != len(classes):
-            raise CheckpointError(f"init {cfg.init} is a classifier of {source.mlp_head[1].out_features} classes, the "
-                                  f"data have {len(classes)}: pass new_head=true to start from a fresh head")
+            raise CheckpointError(
+                f"init {cfg.init} is a classifier of {source.mlp_head[1].out_features} classes, the "
+                f"data have {len(classes)}: pass new_head=true to start from a fresh head"
+            )
         model = ASTClassifier.from_pretrained(source, len(classes), m.fstride, m.tstride, m.input_tdim, pooling)
         if head:
             model.mlp_head.load_state_dict(source.mlp_head.state_dict())
@@ -69,11 +72,27 @@ def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None,
     model = build_model(cfg, train_set.classes)  # a bad init fails before the run folder is written
     trainer = Trainer(train_cfg, cfg.optim, run_dir, to_dict(cfg), cfg.resume, cfg.overwrite)
     m, (f, t) = model.cfg, model.v.grid
-    log.info("train: %d clips, %d classes%s; %d epochs of %d steps", len(train_set.examples), len(train_set.classes),
-             f"; valid: {len(valid_set.examples)} clips" if valid_set else "", cfg.epochs, train_cfg.eval_every)
-    log.info("model: AST %s, %d layers, %dx%d patches, stride %dx%d, %dx%d grid, %.2fM parameters, from %s", m.size,
-             m.depth, m.fshape, m.tshape, m.fstride, m.tstride, f, t, sum(p.numel() for p in model.parameters()) / 1e6,
-             cfg.init)
+    log.info(
+        "train: %d clips, %d classes%s; %d epochs of %d steps",
+        len(train_set.examples),
+        len(train_set.classes),
+        f"; valid: {len(valid_set.examples)} clips" if valid_set else "",
+        cfg.epochs,
+        train_cfg.eval_every,
+    )
+    log.info(
+        "model: AST %s, %d layers, %dx%d patches, stride %dx%d, %dx%d grid, %.2fM parameters, from %s",
+        m.size,
+        m.depth,
+        m.fshape,
+        m.tshape,
+        m.fstride,
+        m.tstride,
+        f,
+        t,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        cfg.init,
+    )
     loader = AudioLoader(train_set, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=d.rank, world=d.world)
     valid = valid_set and AudioLoader(valid_set, cfg.features, cfg.data, train=False, rank=d.rank, world=d.world)
     task = ClassifyTask(model, cfg.finetune, train_cfg.eval_every, valid, trainer.device, d)
@@ -93,18 +112,23 @@ def run_split(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
         best = max(range(len(curve)), key=lambda i: curve[i][cfg.finetune.monitor])
         results.update(epoch=best + 1, valid=curve[best], last_valid=curve[-1])
         if cfg.finetune.ensemble:
-            results["ensemble_valid"] = {k.removeprefix("ensemble_"): v for k, v in curve[-1].items()
-                                         if k.startswith("ensemble_")}
+            results["ensemble_valid"] = {
+                k.removeprefix("ensemble_"): v for k, v in curve[-1].items() if k.startswith("ensemble_")
+            }
     scored = test_set or valid_set
     if scored is not None:
-        loader = AudioLoader(scored, cfg.features, cfg.data, train=False, rank=trainer.dist.rank, world=trainer.dist.world)
+        loader = AudioLoader(
+            scored, cfg.features, cfg.data, train=False, rank=trainer.dist.rank, world=trainer.dist.world
+        )
         targets, scores, _ = task.predict(task.model, loader)
         if test_set:
             results["test"] = clip_metrics(targets, scores)
         averaged = task.averaged_model()
         if averaged is not None:
-            results["weight_average"] = {"epochs": cfg.finetune.weight_average,
-                                         **clip_metrics(*task.predict(averaged, task.valid)[:2])}
+            results["weight_average"] = {
+                "epochs": cfg.finetune.weight_average,
+                **clip_metrics(*task.predict(averaged, task.valid)[:2]),
+            }
             if test_set:
                 results["weight_average_test"] = clip_metrics(*task.predict(averaged, loader)[:2])
         if trainer.dist.main:
@@ -127,8 +151,10 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     if unknown := sorted(set(cfg.folds) - set(every)):
         raise invalid("folds", unknown, f"folds of the data set ({every})")
     split = lambda folds: dataclasses.replace(cfg.data.train, split=",".join(map(str, folds)))
-    parts = [(k, read_dataset(split([f for f in every if f != k]), cfg.data.root), read_dataset(split([k]), cfg.data.root))
-             for k in cfg.folds]  # every fold's data is checked before the first one trains
+    parts = [
+        (k, read_dataset(split([f for f in every if f != k]), cfg.data.root), read_dataset(split([k]), cfg.data.root))
+        for k in cfg.folds
+    ]  # every fold's data is checked before the first one trains
     curves = []
     for k, train_set, valid_set in parts:
         log.info("fold %d of %s", k, cfg.folds)
@@ -139,14 +165,27 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     mean = np.mean(curves, 0)
     best = int(mean.argmax())
     fold_accuracy = [c[best] for c in curves]
-    return {"protocol": "folds", "folds": cfg.folds, "epoch": best + 1, "fold_accuracy": fold_accuracy,
-            "mean_accuracy": float(np.mean(fold_accuracy)), "mean_curve": mean.tolist()}
+    return {
+        "protocol": "folds",
+        "folds": cfg.folds,
+        "epoch": best + 1,
+        "fold_accuracy": fold_accuracy,
+        "mean_accuracy": float(np.mean(fold_accuracy)),
+        "mean_curve": mean.tolist(),
+    }
 
 
 def run(cfg: FinetuneRunConfig) -> dict:
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
-    claim_output(run_dir, ["results.json"], "fine-tuning results", "run_dir", resume=cfg.resume != "none",
-                 overwrite=cfg.overwrite, retry="continue the run with resume=auto")
+    claim_output(
+        run_dir,
+        ["results.json"],
+        "fine-tuning results",
+        "run_dir",
+        resume=cfg.resume != "none",
+        overwrite=cfg.overwrite,
+        retry="continue the run with resume=auto",
+    )
     results = (run_folds if cfg.protocol == "folds" else run_split)(cfg, run_dir)
     if results:  # the main process
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
@@ -156,10 +195,15 @@ def run(cfg: FinetuneRunConfig) -> dict:
 
 def summary(results: dict) -> str:
     if results["protocol"] == "folds":
-        return (f"epoch {results['epoch']}, accuracy {100 * results['mean_accuracy']:.2f} (folds "
-                f"{' '.join(f'{100 * a:.1f}' for a in results['fold_accuracy'])})")
-    parts = [f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in results[name].items() if isinstance(v, float))
-             for name in ("valid", "test", "weight_average", "ensemble_valid") if name in results]
+        return (
+            f"epoch {results['epoch']}, accuracy {100 * results['mean_accuracy']:.2f} (folds "
+            f"{' '.join(f'{100 * a:.1f}' for a in results['fold_accuracy'])})"
+        )
+    parts = [
+        f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in results[name].items() if isinstance(v, float))
+        for name in ("valid", "test", "weight_average", "ensemble_valid")
+        if name in results
+    ]
     return "; ".join(parts)
 
 

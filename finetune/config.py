@@ -49,8 +49,12 @@ class FinetuneRunConfig(RunConfig):
         default = TrainConfig()
         for key in _EPOCH_DERIVED:
             if getattr(self.train, key) != getattr(default, key):
-                raise invalid(f"train.{key}", getattr(self.train, key), "left unset: fine-tuning counts in epochs "
-                              "(set epochs; steps per epoch follow from the data and batch size)")
+                raise invalid(
+                    f"train.{key}",
+                    getattr(self.train, key),
+                    "left unset: fine-tuning counts in epochs "
+                    "(set epochs; steps per epoch follow from the data and batch size)",
+                )
         if self.protocol == "folds":
             if self.data.train.kind != "esc50":
                 raise invalid("data.train.kind", self.data.train.kind, "esc50 for the folds protocol")
@@ -62,5 +66,6 @@ class FinetuneRunConfig(RunConfig):
     def steps(self, train_clips: int, world: int) -> TrainConfig:
         """The engine's settings for `epochs` over `train_clips` clips: validation and a checkpoint per epoch."""
         per_epoch = -(-train_clips // (self.data.batch_size * world))
-        return dataclasses.replace(self.train, max_steps=self.epochs * per_epoch, eval_every=per_epoch,
-                                   checkpoint_every=per_epoch)
+        return dataclasses.replace(
+            self.train, max_steps=self.epochs * per_epoch, eval_every=per_epoch, checkpoint_every=per_epoch
+        )

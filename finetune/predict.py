@@ -31,17 +31,19 @@ PROG = "python -m finetune.predict"
 class Predictor:
     """A classifier with its front end and class names, scoring waveforms window by window.
 
-        from finetune.predict import Predictor
-        predictor = Predictor("runs/sc/checkpoints/best.pt")      # or a Hugging Face AST directory
-        scores = predictor.scores(waveform, 16000)                 # numpy or torch, [samples(, channels)]
-        predictor.top_k(scores, 5)                                  # [(name, score), ...] over the whole clip
+    from finetune.predict import Predictor
+    predictor = Predictor("runs/sc/checkpoints/best.pt")      # or a Hugging Face AST directory
+    scores = predictor.scores(waveform, 16000)                 # numpy or torch, [samples(, channels)]
+    predictor.top_k(scores, 5)                                  # [(name, score), ...] over the whole clip
     """
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         loaded = load_model(path)
         if loaded.kind != "classifier" or not (loaded.run or Path(path).is_dir()):
-            raise CheckpointError(f"{path} is neither a fine-tuning checkpoint of this project nor a Hugging Face AST "
-                                  f"directory (tagging needs the class names and front end these store)")
+            raise CheckpointError(
+                f"{path} is neither a fine-tuning checkpoint of this project nor a Hugging Face AST "
+                f"directory (tagging needs the class names and front end these store)"
+            )
         self.model, self.features = loaded.model, loaded.features()
         self.sigmoid = loaded.run.get("finetune", {}).get("loss", "bce") == "bce"  # Hugging Face: multi-label
         self.device = torch.device(device)
@@ -65,8 +67,9 @@ class Predictor:
     def _scores(self, wave: torch.Tensor) -> torch.Tensor:
         f = self.features
         fbank = kaldi_fbank(wave, f.sample_rate, f.num_mel_bins, f.window)
-        windows = torch.stack([pad_or_crop(fbank[start:], f.target_length)
-                               for start in range(0, max(len(fbank), 1), f.target_length)])
+        windows = torch.stack(
+            [pad_or_crop(fbank[start:], f.target_length) for start in range(0, max(len(fbank), 1), f.target_length)]
+        )
         logits = self.model(((windows - f.mean) / (2 * f.std)).to(self.device)).float().cpu()
         return logits.sigmoid() if self.sigmoid else logits.softmax(-1)
 
@@ -96,8 +99,10 @@ def predict(args: argparse.Namespace) -> dict:
         if args.windows:
             for i, window in enumerate(scores):
                 start = i * predictor.window_seconds
-                print(f"  {start:7.2f}-{start + predictor.window_seconds:.2f} s: "
-                      + ", ".join(f"{n} {s:.3f}" for n, s in predictor.top_k(window, args.top_k)))
+                print(
+                    f"  {start:7.2f}-{start + predictor.window_seconds:.2f} s: "
+                    + ", ".join(f"{n} {s:.3f}" for n, s in predictor.top_k(window, args.top_k))
+                )
     return out
 
 
@@ -109,8 +114,9 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     """The command line: ``--checkpoint PATH files... [--top-k K] [--windows] [--device D]``."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", required=True, help="fine-tuning checkpoint or Hugging Face AST directory")
     parser.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, ...)")
     parser.add_argument("--top-k", type=_positive, default=5, help="labels printed per file (>= 1)")

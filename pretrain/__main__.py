@@ -35,15 +35,37 @@ def run(cfg: PretrainConfig) -> dict:
     if cfg.init:
         start_from(model, cfg.init)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("pretrain")
-    trainer = Trainer(cfg.train, cfg.optim, run_dir, to_dict(cfg), cfg.resume, cfg.overwrite,
-                      find_unused_parameters=cfg.ssl.objective != "joint")
+    trainer = Trainer(
+        cfg.train,
+        cfg.optim,
+        run_dir,
+        to_dict(cfg),
+        cfg.resume,
+        cfg.overwrite,
+        find_unused_parameters=cfg.ssl.objective != "joint",
+    )
     rank, world = trainer.dist.rank, trainer.dist.world
     m, (f, t) = cfg.model, model.v.grid
-    log.info("train: %d clips (%s %s)%s", len(train.examples), cfg.data.train.kind, cfg.data.train.path,
-             f"; valid: {len(valid.examples)} clips" if valid else "")
-    log.info("model: SSAST %s, %d layers, %dx%d patches, %dx%d grid, %.2fM parameters%s; objective %s%s", m.size,
-             m.depth, m.fshape, m.tshape, f, t, sum(p.numel() for p in model.parameters()) / 1e6,
-             f", from {cfg.init}" if cfg.init else "", cfg.ssl.objective, ", shared mask" if cfg.ssl.shared_mask else "")
+    log.info(
+        "train: %d clips (%s %s)%s",
+        len(train.examples),
+        cfg.data.train.kind,
+        cfg.data.train.path,
+        f"; valid: {len(valid.examples)} clips" if valid else "",
+    )
+    log.info(
+        "model: SSAST %s, %d layers, %dx%d patches, %dx%d grid, %.2fM parameters%s; objective %s%s",
+        m.size,
+        m.depth,
+        m.fshape,
+        m.tshape,
+        f,
+        t,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        f", from {cfg.init}" if cfg.init else "",
+        cfg.ssl.objective,
+        ", shared mask" if cfg.ssl.shared_mask else "",
+    )
     train_loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=world)
     valid_loader = valid and AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=world)
     prober = periodic_probe(cfg, run_dir) if cfg.probe.every else None

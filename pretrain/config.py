@@ -31,11 +31,16 @@ class PretrainConfig(RunConfig):
     def __post_init__(self):
         m = self.model
         if (m.fstride, m.tstride) != (m.fshape, m.tshape):
-            raise invalid("model.fstride", [m.fstride, m.tstride], f"equal to the patch shape [{m.fshape}, "
-                          f"{m.tshape}] (pretraining uses non-overlapping patches)")
+            raise invalid(
+                "model.fstride",
+                [m.fstride, m.tstride],
+                f"equal to the patch shape [{m.fshape}, {m.tshape}] (pretraining uses non-overlapping patches)",
+            )
         check_target_length(self.features, m.input_tdim)
         if self.features.num_mel_bins != m.input_fdim:
-            raise invalid("features.num_mel_bins", self.features.num_mel_bins, f"equal to model.input_fdim ({m.input_fdim})")
+            raise invalid(
+                "features.num_mel_bins", self.features.num_mel_bins, f"equal to model.input_fdim ({m.input_fdim})"
+            )
         if self.probe.every and not self.probe.recipe:
             raise invalid("probe.recipe", "", "a probe recipe when probe.every > 0")
         f, t = grid_size(m)

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None):
         return _retrieval(rest)
     if command not in COMMANDS:
         wants_help = args[:1] in (["-h"], ["--help"])
-        print(usage(f"{PROG} linear|extract|retrieval", __doc__, "probes"), file=sys.stdout if wants_help else sys.stderr)
+        print(
+            usage(f"{PROG} linear|extract|retrieval", __doc__, "probes"), file=sys.stdout if wants_help else sys.stderr
+        )
         raise SystemExit(0 if wants_help else 2)
     schema, doc = COMMANDS[command]
     cfg = cli_config(schema, rest, prog=f"{PROG} {command}", doc=doc, recipes="probes")

@@ -32,8 +32,9 @@ INDEX_FILES = ("index.faiss", "index.json", "config.yaml")
 def linear(cfg: ProbeConfig) -> dict:
     """Probe every feature source of the recipe on every task; print the tables, write `cfg.output`."""
     if cfg.output:
-        claim_output(Path(cfg.output).parent, [Path(cfg.output).name], "probe results", "output",
-                     overwrite=cfg.overwrite)
+        claim_output(
+            Path(cfg.output).parent, [Path(cfg.output).name], "probe results", "output", overwrite=cfg.overwrite
+        )
     results = run_probes(cfg)
     if not results:  # not the main process
         return {}
@@ -53,8 +54,10 @@ def linear(cfg: ProbeConfig) -> dict:
 def source_encoder(cfg: ExtractConfig) -> Optional[ASTEncoder]:
     """The encoder `cfg.checkpoint` names, or None for ``fbank`` (the fbank statistics)."""
     if not cfg.checkpoint:
-        raise ConfigError("config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or be fbank "
-                          "(the fbank's mean and std, no encoder)")
+        raise ConfigError(
+            "config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or be fbank "
+            "(the fbank's mean and std, no encoder)"
+        )
     if cfg.checkpoint == "fbank":
         return None
     return load_encoder(cfg.checkpoint, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
@@ -68,11 +71,15 @@ def extract_store(cfg: ExtractConfig) -> Store:
     setup_logging(dist.main)
     encoder = source_encoder(cfg)
     dataset = read_dataset(cfg.dataset, cfg.data.root)
-    store = extract(encoder, dataset, cfg.features, cfg.data, cfg.embed, cfg.store_dir, dist, device,
-                    recipe=dataclasses.asdict(cfg))
+    store = extract(
+        encoder, dataset, cfg.features, cfg.data, cfg.embed, cfg.store_dir, dist, device, recipe=dataclasses.asdict(cfg)
+    )
     if dist.main:
-        print(f"store {store.folder}: {len(store.index)} clips ({store.meta['bad_clips']} unreadable), features "
-              + ", ".join(f"{n} [{store.meta['dims'][n]}]" for n in store.names), file=sys.stderr)
+        print(
+            f"store {store.folder}: {len(store.index)} clips ({store.meta['bad_clips']} unreadable), features "
+            + ", ".join(f"{n} [{store.meta['dims'][n]}]" for n in store.names),
+            file=sys.stderr,
+        )
     return store
 
 
@@ -84,12 +91,20 @@ def build(cfg: RetrievalConfig) -> dict:
     feature = store.names[0]  # the first of embed.layers x embed.poolings
     x = store.features(feature)
     index, sizes = build_index(x, cfg.index)
-    print(f"index {cfg.index.kind} over {len(x)} x {x.shape[1]} ({feature}): " +
-          ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sizes.items()), file=sys.stderr)
+    print(
+        f"index {cfg.index.kind} over {len(x)} x {x.shape[1]} ({feature}): "
+        + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in sizes.items()),
+        file=sys.stderr,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     faiss.write_index(to_cpu(index), str(folder / "index.faiss"))
-    info = {"feature": feature, "store": str(store.folder), "sizes": sizes, "paths": store.paths,
-            "labels": [[store.classes[c] for c in clip] for clip in store.labels]}
+    info = {
+        "feature": feature,
+        "store": str(store.folder),
+        "sizes": sizes,
+        "paths": store.paths,
+        "labels": [[store.classes[c] for c in clip] for clip in store.labels],
+    }
     atomic_write_text(folder / "index.json", json.dumps(info))
     save_config(cfg, folder / "config.yaml")  # how the indexed clips were embedded, for queries
     return {"index_dir": str(folder), **sizes}
@@ -124,8 +139,9 @@ def query(cfg: RetrievalConfig) -> dict:
             raise DataError(f"cannot read audio {path}: {e}") from None
         x = embed_batch(encoder, fbank[None], built.embed)[info["feature"]].numpy()
         scores, ids = search(index, x, cfg.k)
-        out[path] = [(info["paths"][i], float(s), ",".join(labels[i]))
-                     for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        out[path] = [
+            (info["paths"][i], float(s), ",".join(labels[i])) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0
+        ]
         print(f"{path}:")
         for rank, (hit, s, label) in enumerate(out[path], 1):
             print(f"  {rank:2d}. {s:.4f} {label or '-'}  {hit}")
@@ -138,9 +154,11 @@ def evaluate_index(cfg: RetrievalConfig) -> dict:
     store = Store(info["store"])
     x = store.features(info["feature"])
     result = {**query_by_example(index, x, store.label_array(), cfg.k), "index": info["sizes"]}
-    print(f"{info['sizes']['kind']} index, {len(x)} clips, k={cfg.k}: precision@k {result['precision_at_k']:.4f}, "
-          f"recall@k {result['recall_at_k']:.4f}, mAP@k {result['map_at_k']:.4f}, "
-          f"{result['queries_per_s']:.0f} queries/s")
+    print(
+        f"{info['sizes']['kind']} index, {len(x)} clips, k={cfg.k}: precision@k {result['precision_at_k']:.4f}, "
+        f"recall@k {result['recall_at_k']:.4f}, mAP@k {result['map_at_k']:.4f}, "
+        f"{result['queries_per_s']:.0f} queries/s"
+    )
     return result
 
 

@@ -76,20 +76,33 @@ def base_dir(stage: str, cfg, launch: SlurmConfig) -> Path:
 
 def slurm_parameters(cfg: SlurmConfig, stage: str) -> dict:
     """submitit's SlurmExecutor parameters (sbatch options) of a launch."""
-    params = dict(job_name=cfg.job_name or f"ssast-{stage}", nodes=cfg.nodes, ntasks_per_node=cfg.tasks(),
-                  cpus_per_task=cfg.cpus_per_task, time=cfg.time_min, signal_delay_s=cfg.signal_delay_s,
-                  gpus_per_node=cfg.gpus_per_node or None, partition=cfg.partition or None,
-                  account=cfg.account or None, qos=cfg.qos or None, constraint=cfg.constraint or None,
-                  mem=f"{cfg.mem_gb:g}GB" if cfg.mem_gb else None,
-                  additional_parameters=cfg.additional_parameters or None)
+    params = dict(
+        job_name=cfg.job_name or f"ssast-{stage}",
+        nodes=cfg.nodes,
+        ntasks_per_node=cfg.tasks(),
+        cpus_per_task=cfg.cpus_per_task,
+        time=cfg.time_min,
+        signal_delay_s=cfg.signal_delay_s,
+        gpus_per_node=cfg.gpus_per_node or None,
+        partition=cfg.partition or None,
+        account=cfg.account or None,
+        qos=cfg.qos or None,
+        constraint=cfg.constraint or None,
+        mem=f"{cfg.mem_gb:g}GB" if cfg.mem_gb else None,
+        additional_parameters=cfg.additional_parameters or None,
+    )
     return {k: v for k, v in params.items() if v is not None}
 
 
 def executor(cfg: SlurmConfig, folder: Path, stage: str) -> submitit.Executor:
     if cfg.cluster == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=cfg.max_requeues)
-        ex.update_parameters(tasks_per_node=cfg.tasks(), gpus_per_node=cfg.gpus_per_node, timeout_min=cfg.time_min,
-                             signal_delay_s=cfg.signal_delay_s)
+        ex.update_parameters(
+            tasks_per_node=cfg.tasks(),
+            gpus_per_node=cfg.gpus_per_node,
+            timeout_min=cfg.time_min,
+            signal_delay_s=cfg.signal_delay_s,
+        )
         return ex
     if not shutil.which("srun"):
         _fail("no SLURM on this machine (srun not found): use slurm.cluster=local, or --dry-run to see the script")
@@ -101,14 +114,15 @@ def executor(cfg: SlurmConfig, folder: Path, stage: str) -> submitit.Executor:
 def sbatch_script(cfg: SlurmConfig, folder: Path, stage: str, array: int) -> str:
     """The script submitit hands to sbatch (for an array of `array` elements when > 0)."""
     command = f"{sys.executable} -u -m submitit.core._submit {folder.absolute()}"
-    return _make_sbatch_string(command=command, folder=folder, map_count=array or None,
-                               **slurm_parameters(cfg, stage))
+    return _make_sbatch_string(command=command, folder=folder, map_count=array or None, **slurm_parameters(cfg, stage))
 
 
 def usage() -> str:
-    return f"usage: {PROG} {{{','.join(STAGES)}}} --config FILE [key=value ...] [slurm.key=value ...] " \
-           f"[--sweep key=v1,v2] [--dry-run] [--wait]\n\n{__doc__.strip()}\n\nslurm keys:\n" + \
-           "\n".join("  " + line for line in describe(LaunchConfig))
+    return (
+        f"usage: {PROG} {{{','.join(STAGES)}}} --config FILE [key=value ...] [slurm.key=value ...] "
+        f"[--sweep key=v1,v2] [--dry-run] [--wait]\n\n{__doc__.strip()}\n\nslurm keys:\n"
+        + "\n".join("  " + line for line in describe(LaunchConfig))
+    )
 
 
 def main(argv: list[str] | None = None) -> list:

@@ -52,8 +52,17 @@ class StageJob:
         if main:  # one line per start of this job: the requeues are the lines after the first
             self.run_dir.mkdir(parents=True, exist_ok=True)
             with open(self.run_dir / "jobs.jsonl", "a") as f:
-                f.write(json.dumps({"job_id": env.job_id, "tasks": env.num_tasks, "nodes": env.hostnames,
-                                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "job_id": env.job_id,
+                            "tasks": env.num_tasks,
+                            "nodes": env.hostnames,
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        }
+                    )
+                    + "\n"
+                )
         result = STAGES[self.stage](self.argv)
         if main:
             atomic_write_text(self.run_dir / "result.json", json.dumps(result, indent=1))

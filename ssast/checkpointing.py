@@ -64,18 +64,29 @@ class RunState:
     def state_dict(self, ranks: list[dict]) -> dict:
         """The checkpoint's contents, with every process's `local_state` in `ranks`."""
         task = self.task.state_dict()
-        return {**model_state(self.model), "step": self.step, "best": self.best, "skipped_steps": self.skipped,
-                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(), "ranks": ranks, **({"task": task} if task else {})}
+        return {
+            **model_state(self.model),
+            "step": self.step,
+            "best": self.best,
+            "skipped_steps": self.skipped,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ranks": ranks,
+            **({"task": task} if task else {}),
+        }
 
     def load_state_dict(self, state: dict, path: Path, d: Dist) -> None:
         """Restore a checkpoint of `state_dict`, taking this process's part of it."""
         if "optimizer" not in state:
-            raise CheckpointError(f"{path} holds model weights only, not a run to resume: start from its weights "
-                                  f"with init={path}")
+            raise CheckpointError(
+                f"{path} holds model weights only, not a run to resume: start from its weights with init={path}"
+            )
         if len(state["ranks"]) != d.world:
-            raise CheckpointError(f"{path} was written by {len(state['ranks'])} process(es); resume it with that "
-                                  f"many (this run has {d.world})")
+            raise CheckpointError(
+                f"{path} was written by {len(state['ranks'])} process(es); resume it with that "
+                f"many (this run has {d.world})"
+            )
         load_state(self.model, state["model"], f"checkpoint {path}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -104,8 +115,10 @@ class Checkpoints:
             if not all(p.isfinite().all() for p in run.model.parameters()):  # such steps are skipped: guard anyway
                 raise RunError(f"refusing to write a checkpoint with non-finite weights at step {run.step}")
             if len({r["weights"] for r in ranks}) > 1:
-                raise RunError(f"the processes' weights differ at step {run.step} (hashes "
-                               f"{[r['weights'][:12] for r in ranks]}): refusing to checkpoint a diverged run")
+                raise RunError(
+                    f"the processes' weights differ at step {run.step} (hashes "
+                    f"{[r['weights'][:12] for r in ranks]}): refusing to checkpoint a diverged run"
+                )
             if self.dist.main:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 atomic_save({**run.state_dict(ranks), "config": self.config}, path)
@@ -119,7 +132,7 @@ class Checkpoints:
         """Keep the newest `keep_last` step checkpoints; drop those of steps after `step` (a run resumed from an
         older checkpoint abandons them, as it drops their metrics)."""
         steps = sorted(self.folder.glob("step_*.pt"), key=_step_of)
-        kept = [p for p in steps if _step_of(p) <= step][-self.keep_last or len(steps):]
+        kept = [p for p in steps if _step_of(p) <= step][-self.keep_last or len(steps) :]
         for old in set(steps) - set(kept):
             old.unlink()
 

@@ -47,8 +47,12 @@ class Range:
         return " and ".join(f"{op} {bound:g}" for op, bound in ops if bound is not None)
 
     def contains(self, v: float) -> bool:
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+        return (
+            (self.ge is None or v >= self.ge)
+            and (self.gt is None or v > self.gt)
+            and (self.le is None or v <= self.le)
+            and (self.lt is None or v < self.lt)
+        )
 
 
 Positive = Annotated[int, Range(ge=1)]
@@ -150,8 +154,12 @@ def _set(tree: dict, key: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = (),
-                sections: typing.Collection[str] | None = None) -> T:
+def load_config(
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    sections: typing.Collection[str] | None = None,
+) -> T:
     """Build ``schema`` from a YAML recipe and ``key=value`` overrides (values parsed as YAML). With `sections`,
     only those top-level sections of the recipe are read (a tool reusing part of a stage's recipe)."""
     tree: dict = {}
@@ -163,7 +171,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: typi
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-            raise ConfigError(f"config file {path} is not valid YAML:{where} {getattr(e, 'problem', None) or e}") from None
+            raise ConfigError(
+                f"config file {path} is not valid YAML:{where} {getattr(e, 'problem', None) or e}"
+            ) from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         if sections is not None:
@@ -195,8 +205,11 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(tp):
             lines += describe(tp, value, prefix + f.name + ".")
         else:
-            plain = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value] \
-                if isinstance(value, list) else value  # lists of sections (a probe recipe's tasks)
+            plain = (
+                [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+                if isinstance(value, list)
+                else value
+            )  # lists of sections (a probe recipe's tasks)
             shown = yaml.safe_dump(plain, default_flow_style=True, width=1000).strip().removesuffix("\n...")
             lines.append(f"{prefix}{f.name}: {shown}  # {_type_name(tp)}")
     return lines
@@ -217,9 +230,11 @@ def _type_name(tp: Any) -> str:
 
 def usage(prog: str, doc: str, recipes: str = "") -> str:
     """The help text of an entry point: how to call it, what it does, and the recipes in `recipes`."""
-    text = (f"usage: {prog} --config FILE [key=value ...]\n"
-            f"       {prog} --config FILE [key=value ...] --print-config   (every key, its type and value)\n\n"
-            f"{doc.strip()}\n")
+    text = (
+        f"usage: {prog} --config FILE [key=value ...]\n"
+        f"       {prog} --config FILE [key=value ...] --print-config   (every key, its type and value)\n\n"
+        f"{doc.strip()}\n"
+    )
     folder = Path(__file__).resolve().parents[1] / "configs" / recipes
     if recipes and folder.is_dir():
         names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
@@ -227,8 +242,14 @@ def usage(prog: str, doc: str, recipes: str = "") -> str:
     return text
 
 
-def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: str = "",
-               sections: typing.Collection[str] | None = None, doc: str = "", recipes: str = "") -> T:
+def cli_config(
+    schema: type[T],
+    argv: typing.Sequence[str] | None = None,
+    prog: str = "",
+    sections: typing.Collection[str] | None = None,
+    doc: str = "",
+    recipes: str = "",
+) -> T:
     """Parse ``--config FILE [key=value ...] [--print-config]``. ``--help`` prints the usage; no ``--config``
     prints it as an error (exit 2), so that no stage runs on defaults by accident; a bad configuration prints
     one line and exits with code 2."""
@@ -251,8 +272,9 @@ def cli_config(schema: type[T], argv: typing.Sequence[str] | None = None, prog: 
     except ConfigError as e:
         folder = Path(__file__).resolve().parents[1] / "configs" / recipes
         if recipes and not Path(path).exists() and folder.is_dir():
-            e = ConfigError(f"{e} (recipes in configs/{recipes}/: "
-                            f"{', '.join(sorted(p.stem for p in folder.glob('*.yaml')))})")
+            e = ConfigError(
+                f"{e} (recipes in configs/{recipes}/: {', '.join(sorted(p.stem for p in folder.glob('*.yaml')))})"
+            )
         _fail(prog, str(e))
     if show:
         print("\n".join(describe(schema, cfg)))

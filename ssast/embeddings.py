@@ -72,8 +72,9 @@ MIXES = {"mean": "Lmean", "concat": "Lcat"}
 def feature_names(encoder: Optional[ASTEncoder], cfg: EmbedConfig) -> list[str]:
     if encoder is None:
         return ["fbank"]
-    return ([f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings]
-            + [f"{MIXES[m]}_{p}" for m in cfg.layer_mix for p in cfg.poolings])
+    return [f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings] + [
+        f"{MIXES[m]}_{p}" for m in cfg.layer_mix for p in cfg.poolings
+    ]
 
 
 @torch.no_grad()
@@ -104,9 +105,13 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
 def store_key(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, cfg: EmbedConfig) -> str:
     """What a store's contents depend on: weights, front end, features asked for, and the clip list."""
     h = hashlib.sha256(weights_hash(encoder).encode())
-    h.update(json.dumps([features.__dict__, feature_names(encoder, cfg), cfg.dtype,
-                         [(e.path, e.labels) for e in dataset.examples]], sort_keys=True,
-                        default=str).encode())
+    h.update(
+        json.dumps(
+            [features.__dict__, feature_names(encoder, cfg), cfg.dtype, [(e.path, e.labels) for e in dataset.examples]],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     return h.hexdigest()[:16]
 
 
@@ -151,8 +156,10 @@ class Store:
     def features(self, name: str) -> np.ndarray:
         if name not in self.names:
             raise KeyError(f"store {self.folder} holds {self.names}, not {name!r}")
-        parts = [np.load(self.folder / f"shard{r}" / f"{name}.npy", mmap_mode="r")[:n]
-                 for r, n in enumerate(self.meta["rows"])]
+        parts = [
+            np.load(self.folder / f"shard{r}" / f"{name}.npy", mmap_mode="r")[:n]
+            for r, n in enumerate(self.meta["rows"])
+        ]
         return np.concatenate(parts)[self._order].astype(np.float32)
 
     def label_array(self) -> np.ndarray:
@@ -165,9 +172,18 @@ class Store:
         return out
 
 
-def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureConfig, data: DataConfig,
-            cfg: EmbedConfig, store_dir: str | Path, dist: Dist = Dist(), device: str | torch.device = "cpu",
-            recipe: Optional[dict] = None, desc: str = "embedding") -> Store:
+def extract(
+    encoder: Optional[ASTEncoder],
+    dataset: Dataset,
+    features: FeatureConfig,
+    data: DataConfig,
+    cfg: EmbedConfig,
+    store_dir: str | Path,
+    dist: Dist = Dist(),
+    device: str | torch.device = "cpu",
+    recipe: Optional[dict] = None,
+    desc: str = "embedding",
+) -> Store:
     """Embed every clip of `dataset` into the store ``<store_dir>/<key>`` (`store_key`), or find it complete."""
     device = torch.device(device)
     key = store_key(encoder, dataset, features, cfg)
@@ -185,8 +201,12 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
     indices: list[int] = []
     if encoder is not None:
         encoder.to(device).eval()
-    loader = AudioLoader(dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size)
-    autocast = torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    loader = AudioLoader(
+        dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size
+    )
+    autocast = (
+        torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     rows, start = 0, time.perf_counter()
     with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not dist.main) as bar, autocast:
         for batch in loader:
@@ -200,15 +220,27 @@ def extract(encoder: Optional[ASTEncoder], dataset: Dataset, features: FeatureCo
         a.close()
     written = np.array(indices, dtype=np.int64)
     np.save(shard / "index.npy", written)
-    (shard / "rows.json").write_text(json.dumps({"rows": rows, "bad": loader.counts()["bad_clips"],
-                                                 "seconds": time.perf_counter() - start}))
+    (shard / "rows.json").write_text(
+        json.dumps({"rows": rows, "bad": loader.counts()["bad_clips"], "seconds": time.perf_counter() - start})
+    )
     barrier(dist)
     if dist.main:
         shards = [json.loads((folder / f"shard{r}" / "rows.json").read_text()) for r in range(dist.world)]
-        meta = {"key": key, "weights": weights_hash(encoder), "features": names, "dims": dims, "dtype": cfg.dtype,
-                "shards": dist.world, "rows": [s["rows"] for s in shards], "bad_clips": sum(s["bad"] for s in shards),
-                "paths": [e.path for e in dataset.examples], "labels": [list(e.labels) for e in dataset.examples],
-                "classes": dataset.classes, "multi_label": dataset.multi_label, "recipe": recipe or {}}
+        meta = {
+            "key": key,
+            "weights": weights_hash(encoder),
+            "features": names,
+            "dims": dims,
+            "dtype": cfg.dtype,
+            "shards": dist.world,
+            "rows": [s["rows"] for s in shards],
+            "bad_clips": sum(s["bad"] for s in shards),
+            "paths": [e.path for e in dataset.examples],
+            "labels": [list(e.labels) for e in dataset.examples],
+            "classes": dataset.classes,
+            "multi_label": dataset.multi_label,
+            "recipe": recipe or {},
+        }
         atomic_write_text(meta_file, json.dumps(meta))
     barrier(dist)
     return Store(folder)

@@ -126,8 +126,16 @@ class Trainer:
     """Runs a `Task` in a run folder. Construction checks the folder (a run already there is continued only with
     ``resume``, replaced only with ``overwrite``) and writes the resolved configuration."""
 
-    def __init__(self, cfg: TrainConfig, optim: OptimConfig, run_dir: str | Path, run_config: dict,
-                 resume: str = "none", overwrite: bool = False, find_unused_parameters: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        optim: OptimConfig,
+        run_dir: str | Path,
+        run_config: dict,
+        resume: str = "none",
+        overwrite: bool = False,
+        find_unused_parameters: bool = False,
+    ):
         self.cfg, self.optim_cfg, self.resume = cfg, optim, resume
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -136,7 +144,9 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.dist: Dist = init_distributed(self.device)
         if self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank if cfg.device in ("auto", "cuda") else self.device.index)
+            self.device = torch.device(
+                "cuda", self.dist.local_rank if cfg.device in ("auto", "cuda") else self.device.index
+            )
             torch.cuda.set_device(self.device)
         setup_logging(self.dist.main)
         self.find_unused = find_unused_parameters
@@ -153,16 +163,27 @@ class Trainer:
         """The run state on the device, resumed from a checkpoint when `resume` names one."""
         cfg, model = self.cfg, task.model.to(self.device)
         optimizer = build_optimizer(self.optim_cfg, model, task.param_groups())
-        run = RunState(model, optimizer, Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode, task.epoch_steps),
-                       torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16"),
-                       torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank), loader, task)
+        run = RunState(
+            model,
+            optimizer,
+            Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode, task.epoch_steps),
+            torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16"),
+            torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank),
+            loader,
+            task,
+        )
         resumed = self.checkpoints.to_resume(self.resume)
         if resumed is not None:
             run.load_state_dict(resumed[1], resumed[0], self.dist)
             self.checkpoints.saved_step = run.step
             log.info("resumed from %s at step %d", resumed[0], run.step)
-        log.info("device %s, precision %s, %d process(es), run folder %s", self.device, cfg.precision, self.dist.world,
-                 self.run_dir)
+        log.info(
+            "device %s, precision %s, %d process(es), run folder %s",
+            self.device,
+            cfg.precision,
+            self.dist.world,
+            self.run_dir,
+        )
         if task.monitor is None:
             log.info("no validation data: training without validation; checkpoints keep last.pt, no best.pt")
         return run
@@ -170,9 +191,15 @@ class Trainer:
     def fit(self, task: Task, loader) -> dict:
         """Train until ``max_steps`` (or a stop signal, after a checkpoint); the last validation's metrics."""
         run = self._start(task, loader)
-        ddp = run.model if self.dist.world == 1 else DistributedDataParallel(
-            run.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-            find_unused_parameters=self.find_unused)
+        ddp = (
+            run.model
+            if self.dist.world == 1
+            else DistributedDataParallel(
+                run.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.find_unused,
+            )
+        )
         runlog = RunLog(self.run_dir, run.step, self.cfg.max_steps, self.dist.main, self.cfg.tensorboard)
         batches: Iterator = iter(loader)
         self.last_eval: dict = {}
@@ -201,10 +228,11 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         clips: list[str] = []
         for micro in range(cfg.grad_accum):
-            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                     for k, v in next(batches).items()}
+            batch = {
+                k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in next(batches).items()
+            }
             sync = micro == cfg.grad_accum - 1 or self.dist.world == 1
-            with (nullcontext() if sync else ddp.no_sync()), self._autocast():
+            with nullcontext() if sync else ddp.no_sync(), self._autocast():
                 out = task.step(ddp, batch, generator=run.generator)
             run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
             for k, v in out.items():  # on the device: read only at log steps
@@ -220,16 +248,23 @@ class Trainer:
             self._in_a_row = 0
         else:
             run.skipped, self._in_a_row = run.skipped + 1, self._in_a_row + 1
-            log.warning("step %d: non-finite loss %s or gradient norm %s; optimiser not stepped (%d in a row); "
-                        "clips: %s", run.step + 1, float(totals["loss"]), float(grad_norm), self._in_a_row,
-                        " ".join(clips))
+            log.warning(
+                "step %d: non-finite loss %s or gradient norm %s; optimiser not stepped (%d in a row); clips: %s",
+                run.step + 1,
+                float(totals["loss"]),
+                float(grad_norm),
+                self._in_a_row,
+                " ".join(clips),
+            )
         run.scaler.update()
         run.step += 1
         if self._in_a_row > cfg.max_skipped_steps:
             self.checkpoints.save(run)  # the weights are those of the last finite step
-            raise RunError(f"{self._in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
-                           f"{run.step}; limit train.max_skipped_steps={cfg.max_skipped_steps}); checkpoint "
-                           f"written: lower optim.lr, set train.clip_grad or check the data")
+            raise RunError(
+                f"{self._in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
+                f"{run.step}; limit train.max_skipped_steps={cfg.max_skipped_steps}); checkpoint "
+                f"written: lower optim.lr, set train.clip_grad or check the data"
+            )
         return totals, grad_norm
 
     def _maybe_log(self, run: RunState, totals: dict, grad_norm: torch.Tensor, runlog: RunLog) -> None:
@@ -237,9 +272,14 @@ class Trainer:
         if not (run.step % self.cfg.log_every == 0 or run.step in (1, self.cfg.max_steps)):
             return
         now = time.perf_counter()
-        record = {**{k: float(v) for k, v in totals.items()}, "lr": run.optimizer.param_groups[0]["lr"],
-                  "grad_norm": float(grad_norm), "clips_per_s": self._clips * self.dist.world / (now - self._since),
-                  "bad_clips": run.loader.counts()["bad_clips"], "skipped_steps": run.skipped}
+        record = {
+            **{k: float(v) for k, v in totals.items()},
+            "lr": run.optimizer.param_groups[0]["lr"],
+            "grad_norm": float(grad_norm),
+            "clips_per_s": self._clips * self.dist.world / (now - self._since),
+            "bad_clips": run.loader.counts()["bad_clips"],
+            "skipped_steps": run.skipped,
+        }
         self._since, self._clips = now, 0
         runlog.write(run.step, record)
 

@@ -53,8 +53,9 @@ def _mel(f):
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low: float, high: float,
-               device: torch.device) -> torch.Tensor:
+def _mel_banks(
+    num_bins: int, n_fft: int, sample_rate: float, low: float, high: float, device: torch.device
+) -> torch.Tensor:
     """Kaldi's triangular mel filters on the mel axis, [n_fft // 2 + 1, num_bins] (Nyquist column zero)."""
     high = high if high > 0 else high + sample_rate / 2
     mel_low, mel_high = _mel(low), _mel(high)
@@ -67,8 +68,9 @@ def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low: float, high: 
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_bands(num_bins: int, n_fft: int, sample_rate: float, low: float, high: float,
-               device: torch.device, groups: int = 8) -> list[tuple[int, int, torch.Tensor]]:
+def _mel_bands(
+    num_bins: int, n_fft: int, sample_rate: float, low: float, high: float, device: torch.device, groups: int = 8
+) -> list[tuple[int, int, torch.Tensor]]:
     """The filters in groups of neighbours, each with the range of FFT bins it covers, so that the product
     skips the zeros of the triangular filters. Each row is doubled to weigh the squared (re, im) pairs of the
     interleaved spectrum; even so, 3.8x fewer multiply-adds than one dense product over |X|^2 for 128
@@ -88,9 +90,17 @@ def _window(kind: str, length: int, device: torch.device) -> torch.Tensor:
     return hann if kind == "hanning" else hann.pow(0.85)
 
 
-def kaldi_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 128,
-                window: str = "hanning", frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
-                preemphasis: float = 0.97, low_freq: float = 20.0, high_freq: float = 0.0) -> torch.Tensor:
+def kaldi_fbank(
+    waveform: torch.Tensor,
+    sample_rate: int = 16000,
+    num_mel_bins: int = 128,
+    window: str = "hanning",
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    preemphasis: float = 0.97,
+    low_freq: float = 20.0,
+    high_freq: float = 0.0,
+) -> torch.Tensor:
     """Log-mel filterbank of [N] -> [T, F] or [B, N] -> [B, T, F], T = 1 + (N - frame_length) // frame_shift.
 
     Matches ``torchaudio.compliance.kaldi.fbank(w, htk_compat=True, use_energy=False, window_type=window,
@@ -104,9 +114,14 @@ def kaldi_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: 
         raise ValueError(f"waveform of {waveform.shape[-1]} samples is shorter than one frame ({length})")
     n_fft = 1 << (length - 1).bit_length()
     waveform = waveform.float()
-    args = (_window(window, length, waveform.device),
-            _mel_bands(num_mel_bins, n_fft, float(sample_rate), low_freq, high_freq, waveform.device),
-            length, shift, n_fft, preemphasis)
+    args = (
+        _window(window, length, waveform.device),
+        _mel_bands(num_mel_bins, n_fft, float(sample_rate), low_freq, high_freq, waveform.device),
+        length,
+        shift,
+        n_fft,
+        preemphasis,
+    )
     if waveform.dim() > 1 and waveform.device.type == "cpu":
         # On CPU one clip at a time: its frames stay in cache, which a batched pass over many clips loses.
         clips = [_fbank(w, *args) for w in waveform.reshape(-1, waveform.shape[-1])]
@@ -117,8 +132,15 @@ def kaldi_fbank(waveform: torch.Tensor, sample_rate: int = 16000, num_mel_bins: 
 # Scripted, so that the whole filterbank runs without holding the GIL: the data pipeline's threads overlap
 # instead of queueing for it between the ~15 operations of each clip.
 @torch.jit.script
-def _fbank(waveform: torch.Tensor, window: torch.Tensor, bands: List[Tuple[int, int, torch.Tensor]], length: int,
-           shift: int, n_fft: int, preemphasis: float) -> torch.Tensor:
+def _fbank(
+    waveform: torch.Tensor,
+    window: torch.Tensor,
+    bands: List[Tuple[int, int, torch.Tensor]],
+    length: int,
+    shift: int,
+    n_fft: int,
+    preemphasis: float,
+) -> torch.Tensor:
     frames = waveform.unfold(-1, length, shift)  # [..., T, length], a view
     padded = frames.new_empty(frames.shape[:-1] + (n_fft,))  # zero-padded to the FFT size, written in place
     padded[..., length:] = 0
@@ -182,8 +204,9 @@ def _mask_along_(x: torch.Tensor, dim: int, max_width: int, g: torch.Generator) 
     x.narrow(dim, int(start), int(value)).zero_()
 
 
-def fbank_features(waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def fbank_features(
+    waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """Prepared waveform [N] -> model input [target_length, num_mel_bins].
 
     `train` enables the random steps the config asks for (random crop, SpecAugment, noise + roll); every draw

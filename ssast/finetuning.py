@@ -40,8 +40,12 @@ class FinetuneConfig:
 def clip_metrics(targets: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Accuracy, mAP, mAUC and d' of one set of predictions."""
     auc = mean_auc(targets, scores)
-    return {"accuracy": accuracy(targets, scores), "mAP": mean_average_precision(targets, scores),
-            "mAUC": auc, "d_prime": d_prime(auc)}
+    return {
+        "accuracy": accuracy(targets, scores),
+        "mAP": mean_average_precision(targets, scores),
+        "mAUC": auc,
+        "d_prime": d_prime(auc),
+    }
 
 
 class ClassifyTask(Task):
@@ -49,8 +53,9 @@ class ClassifyTask(Task):
 
     mode = "max"
 
-    def __init__(self, model: ASTClassifier, cfg: FinetuneConfig, epoch_steps: int, valid_loader, device,
-                 dist: Dist = Dist()):
+    def __init__(
+        self, model: ASTClassifier, cfg: FinetuneConfig, epoch_steps: int, valid_loader, device, dist: Dist = Dist()
+    ):
         self.model, self.cfg, self.epoch_steps = model, cfg, epoch_steps
         self.valid, self.device, self.dist = valid_loader, device, dist
         self.monitor = cfg.monitor if valid_loader is not None else None
@@ -76,10 +81,18 @@ class ClassifyTask(Task):
         depth, frozen = self.model.cfg.depth, self.cfg.freeze_epochs * self.epoch_steps
         layers: dict[int, list] = {}
         for name, p in self.model.v.named_parameters():
-            layer = int(name.split(".")[1]) + 1 if name.startswith("blocks.") else depth + 1 if name.startswith("norm.") else 0
+            layer = (
+                int(name.split(".")[1]) + 1
+                if name.startswith("blocks.")
+                else depth + 1
+                if name.startswith("norm.")
+                else 0
+            )
             layers.setdefault(layer, []).append(p)
-        groups = [{"params": ps, "lr_scale": self.cfg.layer_decay ** (depth + 1 - layer), "frozen_until": frozen}
-                  for layer, ps in sorted(layers.items())]
+        groups = [
+            {"params": ps, "lr_scale": self.cfg.layer_decay ** (depth + 1 - layer), "frozen_until": frozen}
+            for layer, ps in sorted(layers.items())
+        ]
         return groups + [{"params": list(self.model.mlp_head.parameters()), "lr_scale": self.cfg.head_lr_multiplier}]
 
     # -- validation ---------------------------------------------------------------------------------------
@@ -108,14 +121,17 @@ class ClassifyTask(Task):
         result = {"loss": loss, **clip_metrics(targets, scores)}
         if self.cfg.ensemble:
             self.ensemble_sum = torch.as_tensor(scores, dtype=torch.float64) + (
-                0 if self.ensemble_sum is None else self.ensemble_sum)
-            result.update({f"ensemble_{k}": v for k, v in
-                           clip_metrics(targets, (self.ensemble_sum / self.epoch).numpy()).items()})
+                0 if self.ensemble_sum is None else self.ensemble_sum
+            )
+            result.update(
+                {f"ensemble_{k}": v for k, v in clip_metrics(targets, (self.ensemble_sum / self.epoch).numpy()).items()}
+            )
         first, last = self.cfg.weight_average or (0, -1)
         if first <= self.epoch <= last:
             weights = {k: v.detach().double().cpu() for k, v in model.state_dict().items()}
-            self.average_sum = weights if self.average_sum is None else {
-                k: self.average_sum[k] + v for k, v in weights.items()}
+            self.average_sum = (
+                weights if self.average_sum is None else {k: self.average_sum[k] + v for k, v in weights.items()}
+            )
             self.average_count += 1
         return result
 
@@ -130,8 +146,12 @@ class ClassifyTask(Task):
 
     # -- checkpointed state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "ensemble_sum": self.ensemble_sum, "average_sum": self.average_sum,
-                "average_count": self.average_count}
+        return {
+            "epoch": self.epoch,
+            "ensemble_sum": self.ensemble_sum,
+            "average_sum": self.average_sum,
+            "average_count": self.average_count,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.ensemble_sum = state["epoch"], state["ensemble_sum"]

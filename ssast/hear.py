@@ -40,8 +40,9 @@ class HearModel(nn.Module):
         fbank = kaldi_fbank(audio - audio.mean(1, keepdim=True), f.sample_rate, f.num_mel_bins, f.window)
         frames = fbank.shape[1]
         starts = list(range(0, max(frames, 1), window))
-        windows = torch.stack([nn.functional.pad(fbank[:, s : s + window], (0, 0, 0, max(0, s + window - frames)))
-                               for s in starts], 1)
+        windows = torch.stack(
+            [nn.functional.pad(fbank[:, s : s + window], (0, 0, 0, max(0, s + window - frames))) for s in starts], 1
+        )
         return (windows - f.mean) / (2 * f.std), starts, frames
 
     @torch.no_grad()
@@ -52,7 +53,7 @@ class HearModel(nn.Module):
         e = self.encoder
         windows, starts, frames = self.windows(audio)
         n, w = windows.shape[:2]
-        tokens = e(windows.flatten(0, 1))[:, e.num_prefix:]
+        tokens = e(windows.flatten(0, 1))[:, e.num_prefix :]
         f, t = e.grid
         tokens = tokens.reshape(n, w, f, t, -1)
         columns = tokens.mean(2).reshape(n, w * t, -1)

@@ -11,17 +11,24 @@ from typing import Optional
 import torch
 
 
-def random_frame_mask(batch: int, num_patches: int, mask_size: int,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def random_frame_mask(
+    batch: int, num_patches: int, mask_size: int, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
     """`mask_size` distinct indices drawn uniformly per clip (the reference's frame-model masking)."""
     if not 0 < mask_size <= num_patches:
         raise ValueError(f"mask_size must be in [1, {num_patches}], got {mask_size}")
     return torch.rand(batch, num_patches, generator=generator).argsort(1)[:, :mask_size]
 
 
-def cluster_patch_mask(batch: int, num_patches: int, mask_size: int, t_dim: int,
-                       generator: Optional[torch.Generator] = None, factors: tuple[int, ...] = (3, 4, 5),
-                       anchors: int = 256) -> torch.Tensor:
+def cluster_patch_mask(
+    batch: int,
+    num_patches: int,
+    mask_size: int,
+    t_dim: int,
+    generator: Optional[torch.Generator] = None,
+    factors: tuple[int, ...] = (3, 4, 5),
+    anchors: int = 256,
+) -> torch.Tensor:
     """The reference's cluster masking for the patch model, for a whole batch at once.
 
     Per clip: one cluster factor c from `factors`; anchors a drawn uniformly from [0, num_patches) add the
@@ -43,8 +50,9 @@ def cluster_patch_mask(batch: int, num_patches: int, mask_size: int, t_dim: int,
         valid = in_block[:, None, :] & (cand > 0) & (cand < num_patches)
         order = torch.arange(anchors).expand_as(start)[:, :, None].expand_as(cand)
         first = torch.full((batch, num_patches + 1), anchors)  # column num_patches collects invalid entries
-        first.scatter_reduce_(1, torch.where(valid, cand, num_patches).flatten(1),
-                              torch.where(valid, order, anchors).flatten(1), "amin")
+        first.scatter_reduce_(
+            1, torch.where(valid, cand, num_patches).flatten(1), torch.where(valid, order, anchors).flatten(1), "amin"
+        )
         first = first[:, :num_patches]
         covered = torch.zeros(batch, anchors + 1, dtype=torch.long).scatter_add_(1, first, torch.ones_like(first))
         enough = covered[:, :anchors].cumsum(1) > mask_size  # [B, anchors]

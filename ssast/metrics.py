@@ -25,15 +25,17 @@ def _check(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
 def per_class_ap(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Average precision of each class; NaN for a class without a positive clip."""
     y, s = _check(targets, scores)
-    return np.array([average_precision_score(y[:, c], s[:, c]) if y[:, c].any() else math.nan
-                     for c in range(y.shape[1])])
+    return np.array(
+        [average_precision_score(y[:, c], s[:, c]) if y[:, c].any() else math.nan for c in range(y.shape[1])]
+    )
 
 
 def per_class_auc(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC AUC of each class; NaN for a class without a positive or without a negative clip."""
     y, s = _check(targets, scores)
-    return np.array([roc_auc_score(y[:, c], s[:, c]) if 0 < y[:, c].sum() < len(y) else math.nan
-                     for c in range(y.shape[1])])
+    return np.array(
+        [roc_auc_score(y[:, c], s[:, c]) if 0 < y[:, c].sum() < len(y) else math.nan for c in range(y.shape[1])]
+    )
 
 
 def _mean_defined(values: np.ndarray, name: str) -> float:

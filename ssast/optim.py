@@ -50,13 +50,20 @@ class Schedule:
     group's rate is the schedule's times its "lr_scale" (head multiplier, layer-wise decay), and 0 before its
     "frozen_until" step (an encoder frozen for the first epochs)."""
 
-    def __init__(self, cfg: OptimConfig, optimizer: torch.optim.Optimizer, max_steps: int,
-                 mode: Literal["max", "min"] = "max", epoch_steps: Optional[int] = None):
+    def __init__(
+        self,
+        cfg: OptimConfig,
+        optimizer: torch.optim.Optimizer,
+        max_steps: int,
+        mode: Literal["max", "min"] = "max",
+        epoch_steps: Optional[int] = None,
+    ):
         if cfg.schedule == "multistep" and not epoch_steps:
             raise ValueError("the multistep schedule needs the number of steps per epoch")
         self.cfg, self.optimizer, self.max_steps, self.epoch_steps = cfg, optimizer, max_steps, epoch_steps
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+            optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+        )
 
     def _set(self, lr: float, step: int) -> None:
         for group in self.optimizer.param_groups:
@@ -73,7 +80,7 @@ class Schedule:
                 self._set(self._staircase(step) * c.lr, step)
         elif c.schedule == "multistep":  # torch's MultiStepLR stepped at each epoch's end, as the reference
             milestones = max(0, (step // self.epoch_steps - c.decay_start) // c.decay_every + 1)
-            self._set(self._staircase(step) * c.lr * c.decay_factor ** milestones, step)
+            self._set(self._staircase(step) * c.lr * c.decay_factor**milestones, step)
         elif c.schedule == "cosine":
             if step < c.warmup_steps:
                 self._set(c.lr * (step + 1) / c.warmup_steps, step)

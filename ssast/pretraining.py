@@ -23,8 +23,15 @@ class PretrainTask(Task):
     """Validation computes what the objective trains and follows MPC accuracy (joint, mpc) or the MPG loss
     (mpg); without a validation loader the run has no validation."""
 
-    def __init__(self, model: SSASTModel, valid_loader: Optional[object], device: torch.device, seed: int = 0,
-                 prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None, probe_every: int = 0):
+    def __init__(
+        self,
+        model: SSASTModel,
+        valid_loader: Optional[object],
+        device: torch.device,
+        seed: int = 0,
+        prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None,
+        probe_every: int = 0,
+    ):
         self.model, self.ssl, self.valid, self.device, self.seed = model, model.ssl, valid_loader, device, seed
         self.prober, self.probe_every = prober, probe_every if prober else 0
         self.monitor = None if valid_loader is None else "mpg_loss" if self.ssl.objective == "mpg" else "mpc_acc"
@@ -62,8 +69,10 @@ class PretrainTask(Task):
         patches = model.patches(fbank)
         index = mask[..., None].expand(-1, -1, patches.shape[-1])
         pred = model.gpredlayer(model.masked_outputs(fbank, mask)[0])
-        rows = [model.unpatch(p)[0] for p in (patches, patches.scatter(1, index, 0.0),
-                                               patches.scatter(1, index, pred.float()))]
+        rows = [
+            model.unpatch(p)[0]
+            for p in (patches, patches.scatter(1, index, 0.0), patches.scatter(1, index, pred.float()))
+        ]
         image = torch.cat([r.flip(0) for r in rows], 0)  # low frequencies at the bottom of each panel
         image = (image - image.min()) / (image.max() - image.min() + 1e-8)
         return {"valid/fbank_masked_reconstruction": image.expand(3, -1, -1).cpu()}

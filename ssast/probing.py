@@ -27,8 +27,16 @@ from ssast.metrics import accuracy, mean_average_precision
 Solver = Literal["auto", "sklearn", "torch"]
 
 
-def _torch_path(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, cs: Sequence[float], multi_label: bool,
-                n_classes: int, device: str, tol: float) -> list[np.ndarray]:
+def _torch_path(
+    x: np.ndarray,
+    y: np.ndarray,
+    test_x: np.ndarray,
+    cs: Sequence[float],
+    multi_label: bool,
+    n_classes: int,
+    device: str,
+    tol: float,
+) -> list[np.ndarray]:
     xt = torch.as_tensor(x, dtype=torch.float32, device=device)
     test = torch.as_tensor(test_x, dtype=torch.float32, device=device)
     w = torch.zeros(x.shape[1], n_classes, device=device, requires_grad=True)
@@ -39,8 +47,15 @@ def _torch_path(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, cs: Sequence[f
     scale = n_classes if multi_label else 1  # one-vs-rest: a binary loss per class, summed, as scikit-learn's
     out = []
     for c in cs:  # each fit starts from the previous one's weights
-        optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=2000, tolerance_grad=tol, tolerance_change=1e-12,
-                                      history_size=20, line_search_fn="strong_wolfe")
+        optimizer = torch.optim.LBFGS(
+            [w, b],
+            lr=1,
+            max_iter=2000,
+            tolerance_grad=tol,
+            tolerance_change=1e-12,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure():
             optimizer.zero_grad()
@@ -55,9 +70,17 @@ def _torch_path(x: np.ndarray, y: np.ndarray, test_x: np.ndarray, cs: Sequence[f
     return out
 
 
-def probe_path(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, cs: Sequence[float],
-               multi_label: bool = False, solver: Solver = "sklearn", device: str = "cpu",
-               n_classes: Optional[int] = None, tol: float = 1e-4) -> list[np.ndarray]:
+def probe_path(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    cs: Sequence[float],
+    multi_label: bool = False,
+    solver: Solver = "sklearn",
+    device: str = "cpu",
+    n_classes: Optional[int] = None,
+    tol: float = 1e-4,
+) -> list[np.ndarray]:
     """Class scores [n_test, classes] of the probe fitted on the training part (standardised on it) for each
     C of `cs` in turn, each fit warm-started from the previous one. `tol`: both solvers stop when the largest
     gradient entry of the mean-loss objective is below it."""
@@ -100,9 +123,18 @@ class ProbeResult:
     by_feature: dict[str, float]  # test metric of each feature at its own chosen C (the layer/pooling sweep)
 
 
-def fair_probe(features: dict[str, np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
-               inner: Sequence[tuple[np.ndarray, np.ndarray]], cs: Sequence[float], multi_label: bool = False,
-               solver: Solver = "sklearn", device: str = "cpu", tol: float = 1e-4) -> ProbeResult:
+def fair_probe(
+    features: dict[str, np.ndarray],
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    inner: Sequence[tuple[np.ndarray, np.ndarray]],
+    cs: Sequence[float],
+    multi_label: bool = False,
+    solver: Solver = "sklearn",
+    device: str = "cpu",
+    tol: float = 1e-4,
+) -> ProbeResult:
     """Choose (feature, C) by the mean metric over the `inner` (fit, held-out) splits of the training indices,
     refit on all of `train` and score `test`. No index of `test` is ever used before the final score."""
     n_classes = y.shape[1] if multi_label else int(y.max()) + 1

@@ -90,8 +90,10 @@ def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
     read = lambda split: read_dataset(dataclasses.replace(task.dataset, split=split), root)
     if task.protocol == "folds":
         return {str(f): read(str(f)) for f in task.folds}
-    parts = {"train": read(task.train_split),
-             "test": read_dataset(task.test, root) if task.test.path else read(task.test_split)}
+    parts = {
+        "train": read(task.train_split),
+        "test": read_dataset(task.test, root) if task.test.path else read(task.test_split),
+    }
     if task.valid_split:
         parts["valid"] = read(task.valid_split)
     return parts
@@ -125,28 +127,48 @@ def probe_source(cfg: ProbeConfig, task: ProbeTaskConfig, stores: dict[str, Stor
     x = {name: np.concatenate([s.features(name) for s in stores.values()]) for name in first.names}
     y = np.concatenate([s.label_array() for s in stores.values()])
     solver = cfg.solver if cfg.solver != "auto" else ("torch" if device != "cpu" else "sklearn")
-    results = [fair_probe(x, y, train, test, inner, cfg.cs, multi, solver, device, cfg.tol)
-               for train, test, inner in evaluations(task, stores)]
-    out = {"score": float(np.mean([r.score for r in results])),
-           "choice": list(Counter(f"{r.feature} C={r.c:g}" for r in results).most_common(1)[0]),
-           "by_feature": {n: float(np.mean([r.by_feature[n] for r in results])) for n in x}}
+    results = [
+        fair_probe(x, y, train, test, inner, cfg.cs, multi, solver, device, cfg.tol)
+        for train, test, inner in evaluations(task, stores)
+    ]
+    out = {
+        "score": float(np.mean([r.score for r in results])),
+        "choice": list(Counter(f"{r.feature} C={r.c:g}" for r in results).most_common(1)[0]),
+        "by_feature": {n: float(np.mean([r.by_feature[n] for r in results])) for n in x},
+    }
     if cfg.retrieval_k:  # query by example over all the task's clips, with the feature the probes chose most
         out["retrieval"] = retrieval.evaluate(x[out["choice"][0].split()[0]], y, cfg.retrieval_k)["map_at_k"]
     if cfg.knn.k and not multi:
-        knn = [task_metric(y[test], knn_classify(x[r.feature][train], y[train], x[r.feature][test], cfg.knn.k,
-                                                 cfg.knn.metric, int(y.max()) + 1), False)
-               for r, (train, test, _) in zip(results, evaluations(task, stores))]
+        knn = [
+            task_metric(
+                y[test],
+                knn_classify(
+                    x[r.feature][train], y[train], x[r.feature][test], cfg.knn.k, cfg.knn.metric, int(y.max()) + 1
+                ),
+                False,
+            )
+            for r, (train, test, _) in zip(results, evaluations(task, stores))
+        ]
         out["knn"] = float(np.mean(knn))
     return out
 
 
-def probe_encoder(cfg: ProbeConfig, task: ProbeTaskConfig, parts: dict[str, Dataset], encoder: Optional[ASTEncoder],
-                  dist: Dist, device: str, desc: str = "") -> dict:
+def probe_encoder(
+    cfg: ProbeConfig,
+    task: ProbeTaskConfig,
+    parts: dict[str, Dataset],
+    encoder: Optional[ASTEncoder],
+    dist: Dist,
+    device: str,
+    desc: str = "",
+) -> dict:
     """The stores of every part of a task through `encoder` (sharded over the processes), then, on the main
     process, `probe_source` of them."""
     features = dataclasses.replace(cfg.features, target_length=task.target_length)
-    stores = {p: extract(encoder, d, features, cfg.data, cfg.embed, cfg.store_dir, dist, device, desc=f"{desc}, {p}")
-              for p, d in parts.items()}
+    stores = {
+        p: extract(encoder, d, features, cfg.data, cfg.embed, cfg.store_dir, dist, device, desc=f"{desc}, {p}")
+        for p, d in parts.items()
+    }
     return probe_source(cfg, task, stores, device) if dist.main else {}
 
 
@@ -155,23 +177,28 @@ def probe_tasks(cfg: ProbeConfig, encoder: ASTEncoder, store_dir: str) -> dict[s
     pretraining stage's periodic probe); the stores go to `store_dir`."""
     cfg = dataclasses.replace(cfg, store_dir=store_dir)
     device = str(next(encoder.parameters()).device)
-    return {t.name: probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, Dist(), device, t.name)["score"]
-            for t in cfg.tasks}
+    return {
+        t.name: probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, Dist(), device, t.name)["score"]
+        for t in cfg.tasks
+    }
 
 
 def check_tasks(cfg: ProbeConfig, input_tdim: int) -> None:
     """Refuse a task whose clips are not a whole number of the encoder's input windows."""
     for i, task in enumerate(cfg.tasks):
         if task.target_length % input_tdim:
-            raise ConfigError(f"config key 'tasks[{i}].target_length' must be a multiple of the encoder input "
-                              f"({input_tdim} frames), got {task.target_length}")
+            raise ConfigError(
+                f"config key 'tasks[{i}].target_length' must be a multiple of the encoder input "
+                f"({input_tdim} frames), got {task.target_length}"
+            )
 
 
 def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
     """The feature sources, by group (the fbank baseline is the encoder None), checked against every task's clip
     length and the layers asked for before any clip is read."""
-    trained = [load_encoder(p, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
-               for p in cfg.checkpoints]
+    trained = [
+        load_encoder(p, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim) for p in cfg.checkpoints
+    ]
     arch = trained[0].cfg if trained else cfg.model
     random_init = []
     for seed in cfg.random_init_seeds:
@@ -198,15 +225,26 @@ def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
     for name, group in groups.items():
         if group[0] is not None:
             m = group[0].cfg
-            log.info("%s: %d encoder(s), %s %d layers, %dx%d patches, %.2fM parameters, on %s; features %s", name,
-                     len(group), m.size, m.depth, m.fshape, m.tshape, sum(p.numel() for p in group[0].parameters()) / 1e6,
-                     device, ", ".join(feature_names(group[0], cfg.embed)))
+            log.info(
+                "%s: %d encoder(s), %s %d layers, %dx%d patches, %.2fM parameters, on %s; features %s",
+                name,
+                len(group),
+                m.size,
+                m.depth,
+                m.fshape,
+                m.tshape,
+                sum(p.numel() for p in group[0].parameters()) / 1e6,
+                device,
+                ", ".join(feature_names(group[0], cfg.embed)),
+            )
     log.info("tasks: %s", ", ".join(f"{t.name} ({t.dataset.kind} {t.dataset.path}, {t.protocol})" for t in cfg.tasks))
     results: dict[str, dict[str, list[dict]]] = {}
     for task in cfg.tasks:
         parts = task_parts(task, cfg.data.root)
         for name, group in groups.items():
             for i, encoder in enumerate(group):
-                result = probe_encoder(cfg, task, parts, encoder, dist, device, f"{task.name}: {name} {i + 1}/{len(group)}")
+                result = probe_encoder(
+                    cfg, task, parts, encoder, dist, device, f"{task.name}: {name} {i + 1}/{len(group)}"
+                )
                 results.setdefault(name, {}).setdefault(task.name, []).append(result)
     return results if dist.main else {}

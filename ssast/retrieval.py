@@ -47,8 +47,7 @@ def index_sizes(cfg: IndexConfig, n: int, d: int) -> dict[str, int]:
     if cfg.kind in ("flat", "hnsw"):
         return {"hnsw_m": cfg.hnsw_m, "ef_search": cfg.ef_search} if cfg.kind == "hnsw" else {}
     nlist = cfg.nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-    sizes = {"nlist": nlist, "nprobe": min(nlist, cfg.nprobe or max(16, nlist // 32)),
-             "train_size": min(n, 64 * nlist)}
+    sizes = {"nlist": nlist, "nprobe": min(nlist, cfg.nprobe or max(16, nlist // 32)), "train_size": min(n, 64 * nlist)}
     if cfg.kind == "ivfpq":
         sizes["pq_m"] = cfg.pq_m or (d // 8 if d % 8 == 0 else d // 4 if d % 4 == 0 else 1)
         # 8-bit codes need 39 * 256 training points per sub-quantizer; fewer bits for small collections
@@ -71,9 +70,13 @@ def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), seed: int = 0) 
         index.hnsw.efConstruction, index.hnsw.efSearch = cfg.ef_construction, cfg.ef_search
     else:
         quantizer = faiss.IndexFlatIP(d)
-        index = (faiss.IndexIVFFlat(quantizer, d, sizes["nlist"], faiss.METRIC_INNER_PRODUCT) if cfg.kind == "ivf" else
-                 faiss.IndexIVFPQ(quantizer, d, sizes["nlist"], sizes["pq_m"], sizes["pq_bits"],
-                                  faiss.METRIC_INNER_PRODUCT))
+        index = (
+            faiss.IndexIVFFlat(quantizer, d, sizes["nlist"], faiss.METRIC_INNER_PRODUCT)
+            if cfg.kind == "ivf"
+            else faiss.IndexIVFPQ(
+                quantizer, d, sizes["nlist"], sizes["pq_m"], sizes["pq_bits"], faiss.METRIC_INNER_PRODUCT
+            )
+        )
         sample = np.random.default_rng(seed).choice(n, sizes["train_size"], replace=False)
         index.train(x[np.sort(sample)])
         index.nprobe = sizes["nprobe"]
@@ -82,8 +85,13 @@ def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), seed: int = 0) 
         if cfg.kind in ("ivf", "ivfpq"):
             faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", sizes["nprobe"])
     index.add(x)
-    sizes.update(build_s=time.perf_counter() - start, n=n, d=d, kind=cfg.kind,
-                 gpus=faiss.get_num_gpus() if cfg.gpu and cfg.kind != "hnsw" else 0)
+    sizes.update(
+        build_s=time.perf_counter() - start,
+        n=n,
+        d=d,
+        kind=cfg.kind,
+        gpus=faiss.get_num_gpus() if cfg.gpu and cfg.kind != "hnsw" else 0,
+    )
     return index, sizes
 
 
@@ -137,8 +145,12 @@ def retrieval_metrics(rel: np.ndarray, n_relevant: np.ndarray) -> dict[str, floa
     rel, r = rel[has].astype(np.float64), n_relevant[has]
     precision_at_i = np.cumsum(rel, 1) / np.arange(1, k + 1)
     ap = (precision_at_i * rel).sum(1) / np.minimum(k, r)
-    return {"precision_at_k": float(rel.mean(1).mean()), "recall_at_k": float((rel.sum(1) / r).mean()),
-            "map_at_k": float(ap.mean()), "queries": int(has.sum())}
+    return {
+        "precision_at_k": float(rel.mean(1).mean()),
+        "recall_at_k": float((rel.sum(1) / r).mean()),
+        "map_at_k": float(ap.mean()),
+        "queries": int(has.sum()),
+    }
 
 
 def query_by_example(index: faiss.Index, embeddings: np.ndarray, labels: np.ndarray, k: int) -> dict:
@@ -158,8 +170,14 @@ def evaluate(embeddings: np.ndarray, labels: np.ndarray, k: int = 10, index: Ind
     return {**query_by_example(built, embeddings, labels, k), "index": info}
 
 
-def knn_classify(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int,
-                 metric: Literal["cosine", "l2"] = "cosine", n_classes: Optional[int] = None) -> np.ndarray:
+def knn_classify(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    k: int,
+    metric: Literal["cosine", "l2"] = "cosine",
+    n_classes: Optional[int] = None,
+) -> np.ndarray:
     """Class scores [n_test, classes] of a k-nearest-neighbour vote (exact search): each neighbour's class counts
     1, ties go to the class of the nearer neighbour (each vote is nudged by 1e-3 of its rank's weight)."""
     n_classes = n_classes or int(train_y.max()) + 1

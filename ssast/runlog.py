@@ -17,8 +17,12 @@ SECTIONS = ("valid", "probe")  # their keys carry the section as a prefix in met
 
 def setup_logging(main: bool) -> None:
     """INFO on the main process, warnings only elsewhere."""
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 class RunLog:
@@ -69,8 +73,10 @@ class RunLog:
 
     def _progress(self, step: int, record: dict) -> None:
         eta = (time.perf_counter() - self.start) / max(step - self.start_step, 1) * (self.max_steps - step)
-        line = (f"step {step}/{self.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
-                f"{record['clips_per_s']:.1f} clips/s eta {int(eta) // 60}m{int(eta) % 60:02d}s")
+        line = (
+            f"step {step}/{self.max_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
+            f"{record['clips_per_s']:.1f} clips/s eta {int(eta) // 60}m{int(eta) % 60:02d}s"
+        )
         if sys.stderr.isatty():
             print("\r" + line, end="", file=sys.stderr, flush=True)
         else:
@@ -99,4 +105,3 @@ def read_metrics(run_dir: str | Path, section: str = "train") -> list[dict]:
         if values:
             out.append({"step": step, **values})
     return out
-

@@ -34,16 +34,25 @@ def default_run_dir(stage: str) -> Path:
     return Path(f"runs/{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def claim_output(folder: Path, written: Sequence[str], what: str, key: str, resume: bool = False,
-                 overwrite: bool = False, retry: str = "") -> list[Path]:
+def claim_output(
+    folder: Path,
+    written: Sequence[str],
+    what: str,
+    key: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    retry: str = "",
+) -> list[Path]:
     """The rule for an output the user names (config key `key`): when `folder` already holds any of `written`
     (what this kind of output writes there), it is continued only with `resume`, replaced only with `overwrite`
     (the files of `written` are removed, never the folder itself), else refused with one line naming `what` is
     there and how to `retry`. Returns the paths that were there."""
     there = [folder / name for name in written if (folder / name).exists()]
     if there and not resume and not overwrite:
-        raise RunError(f"{folder} already holds {what} ({', '.join(p.name for p in there)}): "
-                       f"{retry + ', ' if retry else ''}choose another {key}, or pass overwrite=true to replace it")
+        raise RunError(
+            f"{folder} already holds {what} ({', '.join(p.name for p in there)}): "
+            f"{retry + ', ' if retry else ''}choose another {key}, or pass overwrite=true to replace it"
+        )
     if there and overwrite and not resume:
         for path in there:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -53,8 +62,15 @@ def claim_output(folder: Path, written: Sequence[str], what: str, key: str, resu
 RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that has started leaves in its folder
 
 
-def open_run_dir(folder: Path, resume: str, overwrite: bool, config: dict, main: bool,
-                 wait: Callable[[], None] = lambda: None, written: Sequence[str] = RUN_FILES) -> None:
+def open_run_dir(
+    folder: Path,
+    resume: str,
+    overwrite: bool,
+    config: dict,
+    main: bool,
+    wait: Callable[[], None] = lambda: None,
+    written: Sequence[str] = RUN_FILES,
+) -> None:
     """A stage's run folder by the rule of `claim_output`, with the resolved configuration written into it.
     `wait` is a barrier: every process looks before the main one changes anything."""
     claim = dict(what="a run", key="run_dir", retry="continue it with resume=auto")

@@ -25,7 +25,9 @@ def table(results: dict, tasks: list[str]) -> str:
         lines.append(f"| {name} | " + " | ".join(cell([r["score"] for r in by_task[t]]) for t in tasks) + " |")
         for key, label in (("knn", "kNN"), ("retrieval", "retrieval mAP@k")):
             if all(key in r for t in tasks for r in by_task[t]):
-                lines.append(f"| {name}, {label} | " + " | ".join(cell([r[key] for r in by_task[t]]) for t in tasks) + " |")
+                lines.append(
+                    f"| {name}, {label} | " + " | ".join(cell([r[key] for r in by_task[t]]) for t in tasks) + " |"
+                )
     return "\n".join(lines)
 
 
@@ -33,8 +35,10 @@ def choices(results: dict, tasks: list[str]) -> str:
     """The feature and C each probe chose on held-out training data (the most frequent over folds)."""
     lines = ["| chosen on held-out training data | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for name, by_task in results.items():
-        cells = [", ".join(f"{c[0]} ({c[1]}x)" for c in Counter(r["choice"][0] for r in by_task[t]).most_common(2))
-                 for t in tasks]
+        cells = [
+            ", ".join(f"{c[0]} ({c[1]}x)" for c in Counter(r["choice"][0] for r in by_task[t]).most_common(2))
+            for t in tasks
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -45,10 +49,15 @@ def sweep(results: dict, tasks: list[str]) -> str:
     for t in tasks:
         groups = [g for g in results if len(results[g][t][0]["by_feature"]) > 1]
         features = list(results[groups[0]][t][0]["by_feature"]) if groups else []
-        lines += [f"\n{t}: test metric of each feature", "| feature | " + " | ".join(groups) + " |",
-                  "|---" * (len(groups) + 1) + "|"]
-        lines += [f"| {f} | " + " | ".join(cell([r["by_feature"][f] for r in results[g][t]]) for g in groups) + " |"
-                  for f in features]
+        lines += [
+            f"\n{t}: test metric of each feature",
+            "| feature | " + " | ".join(groups) + " |",
+            "|---" * (len(groups) + 1) + "|",
+        ]
+        lines += [
+            f"| {f} | " + " | ".join(cell([r["by_feature"][f] for r in results[g][t]]) for g in groups) + " |"
+            for f in features
+        ]
     return "\n".join(lines)
 
 
@@ -65,8 +74,12 @@ def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
             for pooling in dict.fromkeys(f.split("_", 1)[1] for f in features):
                 names = [f for f in features if f.endswith("_" + pooling) and f[1:].split("_")[0].isdigit()]
                 layers = [int(f[1:].split("_")[0]) for f in names]
-                ax.plot(layers, [100 * np.mean([r["by_feature"][f] for r in results[g][t]]) for f in names],
-                        marker="o", label=f"{g}, {pooling}")
+                ax.plot(
+                    layers,
+                    [100 * np.mean([r["by_feature"][f] for r in results[g][t]]) for f in names],
+                    marker="o",
+                    label=f"{g}, {pooling}",
+                )
         ax.set(title=t, xlabel="layer", ylabel="test metric (%)")
         ax.legend(fontsize=7)
     fig.tight_layout()

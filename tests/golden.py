@@ -38,8 +38,12 @@ def released_finetuned(variant: str) -> dict[str, torch.Tensor]:
 def mlp_head(variant: str, dim: int = 192) -> dict[str, torch.Tensor]:
     """The ``mlp_head`` the reference's fine-tuning model got in the `adapt` check (head_seed, mlp_head keys only)."""
     g = GOLDEN["variants"][variant]["adapt"]
-    shapes = {"mlp_head.0.weight": (dim,), "mlp_head.0.bias": (dim,), "mlp_head.1.weight": (g["n_classes"], dim),
-              "mlp_head.1.bias": (g["n_classes"],)}
+    shapes = {
+        "mlp_head.0.weight": (dim,),
+        "mlp_head.0.bias": (dim,),
+        "mlp_head.1.weight": (g["n_classes"], dim),
+        "mlp_head.1.bias": (g["n_classes"],),
+    }
     return recipe(shapes, g["head_seed"])
 
 

@@ -88,8 +88,11 @@ class Cluster:
         sacct = folder / "bin" / "sacct"
         sacct.write_text(SACCT)
         sacct.chmod(0o755)
-        self.env = {**os.environ, "SLURM_CONF": str(folder / "slurm.conf"),
-                    "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
+        self.env = {
+            **os.environ,
+            "SLURM_CONF": str(folder / "slurm.conf"),
+            "PATH": f"{folder / 'bin'}:{os.environ['PATH']}",
+        }
         self.daemons: list[subprocess.Popen] = []
 
     def start(self, timeout: float = 60) -> str:

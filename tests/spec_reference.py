@@ -37,8 +37,9 @@ def encode(sd, fbank, stride, mask=None, heads=3):
 
 
 def head(sd, name, h):
-    return F.linear(F.relu(F.linear(h, sd[f"{name}.0.weight"], sd[f"{name}.0.bias"])),
-                    sd[f"{name}.2.weight"], sd[f"{name}.2.bias"])
+    return F.linear(
+        F.relu(F.linear(h, sd[f"{name}.0.weight"], sd[f"{name}.0.bias"])), sd[f"{name}.2.weight"], sd[f"{name}.2.bias"]
+    )
 
 
 def mpc_mpg(sd, x, mask_mpc, mask_mpg, heads=3):
@@ -66,4 +67,3 @@ def classify(sd, x, stride, pooling, heads=3):
         normed = F.layer_norm(pooled, pooled.shape, sd["mlp_head.0.weight"], sd["mlp_head.0.bias"], eps=1e-5)
         logits.append(F.linear(normed, sd["mlp_head.1.weight"], sd["mlp_head.1.bias"]))
     return torch.stack(logits)
-

@@ -39,18 +39,21 @@ def test_int_is_accepted_for_float_and_round_trips(tmp_path):
     assert load_config(Stage, tmp_path / "c.yaml") == cfg
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["root=x", "optim.lrr=1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
-    (["root=x", "bogus.key=1"], "unknown config key 'bogus'"),
-    (["root=x", "steps=ten"], "config key 'steps' must be int, got 'ten'"),
-    (["root=x", "steps=true"], "config key 'steps' must be int, got True"),
-    (["root=x", "optim.name=sgd"], "config key 'optim.name' must be one of ['adam', 'adamw'], got 'sgd'"),
-    (["root=x", "optim=3"], "config key 'optim' must be a mapping, got 3"),
-    (["steps=1"], "missing required config value 'root'"),
-    (["root"], "override 'root' is not of the form key=value"),
-    (["root=x", "optim.lr=.inf"], "config key 'optim.lr' must be a finite number, got inf"),
-    (["root=x", "optim.lr=.nan"], "config key 'optim.lr' must be a finite number, got nan"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["root=x", "optim.lrr=1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+        (["root=x", "bogus.key=1"], "unknown config key 'bogus'"),
+        (["root=x", "steps=ten"], "config key 'steps' must be int, got 'ten'"),
+        (["root=x", "steps=true"], "config key 'steps' must be int, got True"),
+        (["root=x", "optim.name=sgd"], "config key 'optim.name' must be one of ['adam', 'adamw'], got 'sgd'"),
+        (["root=x", "optim=3"], "config key 'optim' must be a mapping, got 3"),
+        (["steps=1"], "missing required config value 'root'"),
+        (["root"], "override 'root' is not of the form key=value"),
+        (["root=x", "optim.lr=.inf"], "config key 'optim.lr' must be a finite number, got inf"),
+        (["root=x", "optim.lr=.nan"], "config key 'optim.lr' must be a finite number, got nan"),
+    ],
+)
 def test_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as e:
         load_config(Stage, None, overrides)
@@ -58,8 +61,11 @@ def test_errors_name_the_key(overrides, message):
 
 
 def test_cli_exits_2_with_one_line_naming_the_key():
-    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "bogus.key=1"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "bogus.key=1"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -67,8 +73,11 @@ def test_cli_exits_2_with_one_line_naming_the_key():
 
 
 def test_cli_suggests_the_closest_key():
-    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml",
-                          "train.max_stepz=3"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "train.max_stepz=3"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert "did you mean 'train.max_steps'?" in out.stderr
 
@@ -85,8 +94,20 @@ def test_every_recipe_parses():
 
 
 def test_missing_data_ends_with_one_line_and_exit_1(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml",
-                          f"data.root={tmp_path}/nowhere", f"run_dir={tmp_path}/run"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pretrain",
+            "--config",
+            "configs/pretrain/demo.yaml",
+            f"data.root={tmp_path}/nowhere",
+            f"run_dir={tmp_path}/run",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [(
-        f"python -m pretrain: error: audio folder not found: {tmp_path}/nowhere/unlabeled")]
+    assert out.stderr.strip().splitlines() == [
+        (f"python -m pretrain: error: audio folder not found: {tmp_path}/nowhere/unlabeled")
+    ]

@@ -12,8 +12,11 @@ from ssast.demo import builtin as demo
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.suffix in (".wav", ".csv", ".txt")}
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.suffix in (".wav", ".csv", ".txt")
+    }
 
 
 def test_speechcommands_layout(demo_root):
@@ -83,15 +86,19 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
 
 
 def generate(root, *extra):
-    return subprocess.run([sys.executable, "-m", "ssast.demo", "--root", str(root), *extra],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "ssast.demo", "--root", str(root), *extra], capture_output=True, text=True
+    )
 
 
 def test_two_generations_in_separate_processes_are_byte_identical_and_movable(tmp_path):
     for name in "ab":
         assert generate(tmp_path / name, "--scale", "small").returncode == 0
-    digest = lambda root: {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-                           for p in sorted(root.rglob("*")) if p.is_file()}
+    digest = lambda root: {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
     a = digest(tmp_path / "a")
     assert len(a) == 350 + 2 + 2 + 125 + 1 + 36 + 3 + 40 + 1  # every file, the manifests and the marker too
     assert a == digest(tmp_path / "b")
@@ -108,7 +115,8 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     other = generate(tiny, "--scale", "small", "--seed", "1")
     assert other.returncode == 2 and other.stderr.strip() == (
         f"python -m ssast.demo: error: {tiny} holds built-in data of scale small, seed 0: pass --overwrite to "
-        f"replace it, or choose another --root")
+        f"replace it, or choose another --root"
+    )
     before = _digest(tiny)
     assert generate(tiny, "--scale", "small", "--seed", "1", "--overwrite").returncode == 0
     after = _digest(tiny)
@@ -121,8 +129,11 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
 
 def test_the_old_generator_command_still_writes_the_same_data(tmp_path):
     """``python -m ssast.data.demo`` (before the demo got its own package) is an alias of ``python -m ssast.demo``."""
-    old = subprocess.run([sys.executable, "-m", "ssast.data.demo", "--root", str(tmp_path / "old"), "--scale", "small"],
-                         capture_output=True, text=True)
+    old = subprocess.run(
+        [sys.executable, "-m", "ssast.data.demo", "--root", str(tmp_path / "old"), "--scale", "small"],
+        capture_output=True,
+        text=True,
+    )
     assert old.returncode == 0, old.stderr
     assert generate(tmp_path / "new", "--scale", "small").returncode == 0
     assert _digest(tmp_path / "old") == _digest(tmp_path / "new")

@@ -14,9 +14,22 @@ from ssast.optim import OptimConfig, Schedule
 
 
 def pretrain_args(demo_root, run_dir, *extra):
-    return [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}",
-            "data.valid_holdout=8", f"run_dir={run_dir}", "train.log_every=1", "train.eval_every=5",
-            "train.checkpoint_every=4", "train.max_steps=12", "ssl.shared_mask=false", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pretrain",
+        "--config",
+        "configs/pretrain/demo.yaml",
+        f"data.root={demo_root}",
+        "data.valid_holdout=8",
+        f"run_dir={run_dir}",
+        "train.log_every=1",
+        "train.eval_every=5",
+        "train.checkpoint_every=4",
+        "train.max_steps=12",
+        "ssl.shared_mask=false",
+        *extra,
+    ]
 
 
 def metrics(run_dir):
@@ -45,8 +58,18 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
     train = [r for r in rows if "loss" in r]
     valid = [r for r in rows if "valid_mpc_acc" in r]
     assert [r["step"] for r in train] == list(range(1, 13)) and [r["step"] for r in valid] == [5, 10, 12]
-    assert set(train[0]) == {"step", "loss", "mpc_loss", "mpc_acc", "mpg_loss", "lr", "grad_norm", "clips_per_s",
-                             "bad_clips", "skipped_steps"}
+    assert set(train[0]) == {
+        "step",
+        "loss",
+        "mpc_loss",
+        "mpc_acc",
+        "mpg_loss",
+        "lr",
+        "grad_norm",
+        "clips_per_s",
+        "bad_clips",
+        "skipped_steps",
+    }
     assert all(r["skipped_steps"] == 0 and r["bad_clips"] == 0 for r in train)
     for r in train:
         assert r["loss"] == pytest.approx(r["mpc_loss"] + 10 * r["mpg_loss"], rel=1e-5)
@@ -69,8 +92,9 @@ def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root,
     run_dir = tmp_path / "b"
     args = pretrain_args(demo_root, run_dir, "train.checkpoint_every=3")
     for i, kill_at in enumerate((4, 8, 11)):
-        proc = subprocess.Popen(args + (["resume=auto"] if i else []), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args + (["resume=auto"] if i else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for_step(run_dir, kill_at, proc)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
@@ -82,8 +106,12 @@ def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root,
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_write_a_checkpoint_and_stop(demo_root, tmp_path, signum):
     run_dir = tmp_path / "c"
-    proc = subprocess.Popen(pretrain_args(demo_root, run_dir, "train.max_steps=1000"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        pretrain_args(demo_root, run_dir, "train.max_steps=1000"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_step(run_dir, 6, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
@@ -98,10 +126,27 @@ def ddp_run(demo_root, tmp_path, record_dir, *extra, nproc=2):
     record_dir.mkdir(exist_ok=True)
     env = {**os.environ, "RECORD_DIR": str(record_dir), "OMP_NUM_THREADS": "1"}
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    return subprocess.run([sys.executable, *launcher, "tests/ddp_worker.py", "configs/pretrain/demo.yaml", f"data.root={demo_root}",
-                           "data.valid_holdout=8", "data.batch_size=4", f"run_dir={tmp_path / 'run'}",
-                           "train.max_steps=6", "train.eval_every=3", "train.checkpoint_every=3", "train.threads=1",
-                           "train.tensorboard=false", *extra], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [
+            sys.executable,
+            *launcher,
+            "tests/ddp_worker.py",
+            "configs/pretrain/demo.yaml",
+            f"data.root={demo_root}",
+            "data.valid_holdout=8",
+            "data.batch_size=4",
+            f"run_dir={tmp_path / 'run'}",
+            "train.max_steps=6",
+            "train.eval_every=3",
+            "train.checkpoint_every=3",
+            "train.threads=1",
+            "train.tensorboard=false",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.slow
@@ -130,8 +175,11 @@ def test_two_process_ddp_keeps_weights_identical_data_disjoint_and_resumes_from_
         assert resumed[r] == ranks[r][3:]  # the same weights and the same clips at steps 4-6
     out = ddp_run(demo_root, tmp_path, tmp_path / "c", f"resume={ckpts / 'step_00000003.pt'}", nproc=1)
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines()[-1].endswith(
-        "step_00000003.pt was written by 2 process(es); resume it with that many (this run has 1)")
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .endswith("step_00000003.pt was written by 2 process(es); resume it with that many (this run has 1)")
+    )
 
 
 def test_reference_schedule_is_a_staircase_warmup_then_plateau_halving():
@@ -153,8 +201,11 @@ def test_resuming_into_another_architecture_fails_with_one_line(demo_root, unint
     import shutil
 
     shutil.copytree(uninterrupted / "checkpoints", tmp_path / "d" / "checkpoints")
-    out = subprocess.run(pretrain_args(demo_root, tmp_path / "d", "resume=auto", "model.depth=2", "train.max_steps=13"),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        pretrain_args(demo_root, tmp_path / "d", "resume=auto", "model.depth=2", "train.max_steps=13"),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("python -m pretrain: error: checkpoint ") and "unexpected: v.blocks.2." in last

@@ -50,8 +50,9 @@ def test_fast_mode_encodes_only_the_visible_patches_and_decodes_the_masked_ones(
     model.decoder.blocks[0].register_forward_pre_hook(record("decoder"))
     h, target = model.masked_outputs(fbank, mask)
     assert seen == {"encoder": (2, 2 + 32, 192), "decoder": (2, 2 + 128, 64)}
-    assert h.shape == (2, 96, 64) and torch.equal(target, torch.gather(model.patches(fbank), 1,
-                                                                        mask[..., None].expand(-1, -1, 256)))
+    assert h.shape == (2, 96, 64) and torch.equal(
+        target, torch.gather(model.patches(fbank), 1, mask[..., None].expand(-1, -1, 256))
+    )
     # The encoder's output for a visible patch does not depend on what the masked patches hold.
     keep = torch.stack([torch.tensor(sorted(set(range(128)) - set(m.tolist()))) for m in mask])
     patches = model.patches(fbank).scatter(1, mask[..., None].expand(-1, -1, 256), 7.0)

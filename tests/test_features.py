@@ -8,16 +8,18 @@ from ssast.features import FeatureConfig, fbank_features, kaldi_fbank, pad_or_cr
 
 
 def reference_fbank(wave: torch.Tensor, window: str) -> torch.Tensor:
-    return torchaudio.compliance.kaldi.fbank(wave[None], htk_compat=True, use_energy=False, window_type=window,
-                                             num_mel_bins=128, dither=0.0, frame_shift=10)
+    return torchaudio.compliance.kaldi.fbank(
+        wave[None], htk_compat=True, use_energy=False, window_type=window, num_mel_bins=128, dither=0.0, frame_shift=10
+    )
 
 
 def real_like(n: int, seed: int) -> torch.Tensor:
     """Harmonic tone with vibrato, a noise burst and silence: the dynamic range of real recordings."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(n) / 16000
-    tone = 0.3 * sum(torch.sin(2 * math.pi * k * 220 * (t + 0.002 * torch.sin(2 * math.pi * 5 * t))) / k
-                     for k in range(1, 8))
+    tone = 0.3 * sum(
+        torch.sin(2 * math.pi * k * 220 * (t + 0.002 * torch.sin(2 * math.pi * 5 * t))) / k for k in range(1, 8)
+    )
     noise = 0.05 * torch.randn(n, generator=g) * (t % 1 < 0.3)
     return (tone * (t % 1 >= 0.3) + noise) * (t % 2 < 1.6)
 
@@ -27,8 +29,12 @@ def real_like(n: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["random", "real_like"])
 def test_fbank_matches_torchaudio_single_and_batched(window, seconds, frames, kind):
     n = seconds * 16000
-    waves = torch.stack([torch.randn(n, generator=torch.Generator().manual_seed(s)) * 0.1 if kind == "random"
-                         else real_like(n, s) for s in range(3)])
+    waves = torch.stack(
+        [
+            torch.randn(n, generator=torch.Generator().manual_seed(s)) * 0.1 if kind == "random" else real_like(n, s)
+            for s in range(3)
+        ]
+    )
     ref = torch.stack([reference_fbank(w, window) for w in waves])
     assert ref.shape == (3, frames, 128)
     single = kaldi_fbank(waves[0], window=window)
@@ -85,8 +91,11 @@ def test_noise_adds_at_most_a_tenth_and_rolls_time():
     wave = real_like(16000, 1)
     clean = fbank_features(wave, cfg)
     noisy = fbank_features(wave, cfg, train=True, generator=torch.Generator().manual_seed(0))
-    shifts = [s for s in range(-10, 10) if ((noisy - torch.roll(clean, s, 0)) >= 0).all()
-              and ((noisy - torch.roll(clean, s, 0)) < 0.1).all()]
+    shifts = [
+        s
+        for s in range(-10, 10)
+        if ((noisy - torch.roll(clean, s, 0)) >= 0).all() and ((noisy - torch.roll(clean, s, 0)) < 0.1).all()
+    ]
     assert len(shifts) == 1
 
 

@@ -60,15 +60,22 @@ def test_param_groups_decay_by_depth_and_freeze_the_encoder():
     task = ClassifyTask(model, FinetuneConfig(layer_decay=0.5, head_lr_multiplier=3.0, freeze_epochs=2), 7, None, "cpu")
     groups = task.param_groups()
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-    assert [g["lr_scale"] for g in groups] == [0.5 ** 4, 0.5 ** 3, 0.5 ** 2, 0.5, 1.0, 3.0]
+    assert [g["lr_scale"] for g in groups] == [0.5**4, 0.5**3, 0.5**2, 0.5, 1.0, 3.0]
     assert [g.get("frozen_until", 0) for g in groups] == [14] * 5 + [0]
     assert groups[1]["params"] == list(model.v.blocks[0].parameters())
     assert groups[4]["params"] == list(model.v.norm.parameters())
 
 
 def test_esc50_protocol_selects_the_epoch_on_the_fold_averaged_curve(demo_root, tmp_path):
-    cfg = recipe("demo_esc50", f"data.root={demo_root}/esc50", "init=scratch", "epochs=3", f"run_dir={tmp_path}",
-                 "train.keep_last=3", "data.batch_size=25")
+    cfg = recipe(
+        "demo_esc50",
+        f"data.root={demo_root}/esc50",
+        "init=scratch",
+        "epochs=3",
+        f"run_dir={tmp_path}",
+        "train.keep_last=3",
+        "data.batch_size=25",
+    )
     results = run(cfg)
     assert json.loads((tmp_path / "results.json").read_text()) == results
     curves = []
@@ -94,8 +101,14 @@ def test_speech_commands_selects_on_validation_and_reports_test(demo_root, tmp_p
     torch.manual_seed(0)
     init = tmp_path / "pretrained.pt"
     torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), init)
-    cfg = recipe("demo_speechcommands", f"data.root={demo_root}/speechcommands", f"init={init}", "epochs=3",
-                 f"run_dir={tmp_path}/run", "data.batch_size=64")
+    cfg = recipe(
+        "demo_speechcommands",
+        f"data.root={demo_root}/speechcommands",
+        f"init={init}",
+        "epochs=3",
+        f"run_dir={tmp_path}/run",
+        "data.batch_size=64",
+    )
     results = run(cfg)
     curve = [c["accuracy"] for c in results["valid_curve"]]
     assert len(curve) == 3 and results["epoch"] == int(np.argmax(curve)) + 1
@@ -111,8 +124,9 @@ def test_speech_commands_selects_on_validation_and_reports_test(demo_root, tmp_p
     predictor = Predictor(tmp_path / "run/checkpoints/best.pt")
     clip = data.examples[0].path
     wave, rate = sf.read(clip, dtype="float32")
-    assert torch.allclose(predictor.scores(torch.from_numpy(wave), rate)[0],
-                          torch.sigmoid(torch.from_numpy(logits[0])), atol=1e-5)
+    assert torch.allclose(
+        predictor.scores(torch.from_numpy(wave), rate)[0], torch.sigmoid(torch.from_numpy(logits[0])), atol=1e-5
+    )
     long = tmp_path / "long.wav"
     sf.write(long, np.concatenate([wave, wave, wave]), rate)
     windows = predictor.scores(torch.from_numpy(sf.read(long, dtype="float32")[0]), rate)
@@ -124,9 +138,18 @@ def test_speech_commands_selects_on_validation_and_reports_test(demo_root, tmp_p
 
 
 def test_weight_average_and_ensemble_equal_their_definitions(demo_root, tmp_path):
-    cfg = recipe("demo_audioset", f"data.root={demo_root}/audioset", "init=scratch", "epochs=2",
-                 "finetune.weight_average=[1,2]", f"run_dir={tmp_path}", "data.batch_size=50", "features.target_length=256",
-                 "model.input_tdim=256", "train.keep_last=2")
+    cfg = recipe(
+        "demo_audioset",
+        f"data.root={demo_root}/audioset",
+        "init=scratch",
+        "epochs=2",
+        "finetune.weight_average=[1,2]",
+        f"run_dir={tmp_path}",
+        "data.batch_size=50",
+        "features.target_length=256",
+        "model.input_tdim=256",
+        "train.keep_last=2",
+    )
     results = run(cfg)
     steps = sorted((tmp_path / "checkpoints").glob("step_*.pt"))
     assert len(steps) == 2
@@ -137,33 +160,57 @@ def test_weight_average_and_ensemble_equal_their_definitions(demo_root, tmp_path
     targets, logits = evaluate(model, valid, cfg)
     assert results["weight_average"]["mAP"] == pytest.approx(mean_average_precision(targets, logits), abs=1e-6)
     scores = [torch.sigmoid(torch.from_numpy(evaluate(load_classifier(p), valid, cfg)[1])).numpy() for p in steps]
-    assert results["ensemble_valid"]["mAP"] == pytest.approx(mean_average_precision(targets, np.mean(scores, 0)), abs=1e-6)
+    assert results["ensemble_valid"]["mAP"] == pytest.approx(
+        mean_average_precision(targets, np.mean(scores, 0)), abs=1e-6
+    )
     # The averages travel in the checkpoint: a task restored from last.pt rebuilds the same averaged weights.
     task = ClassifyTask(load_classifier(steps[1]), cfg.finetune, 1, None, "cpu")
     task.load_state_dict(read(tmp_path / "checkpoints/last.pt")["task"])
-    assert task.epoch == 2 and all(torch.allclose(a, model.state_dict()[k], atol=1e-6)
-                                   for k, a in task.averaged_model().state_dict().items())
+    assert task.epoch == 2 and all(
+        torch.allclose(a, model.state_dict()[k], atol=1e-6) for k, a in task.averaged_model().state_dict().items()
+    )
 
 
 def test_the_esc50_interface_on_any_esc50_folder(demo_root, tmp_path, capsys):
     """The reference recipe on a folder in the ESC-50 layout (25 classes, 44.1 kHz here), one fold."""
-    main(["--config", "configs/finetune/esc50.yaml", f"data.root={demo_root}/esc50", "init=scratch",
-          f"run_dir={tmp_path}", "folds=[2]", "epochs=1", *TINY, "data.batch_size=50", "model.fstride=16",
-          "model.tstride=16"])
+    main(
+        [
+            "--config",
+            "configs/finetune/esc50.yaml",
+            f"data.root={demo_root}/esc50",
+            "init=scratch",
+            f"run_dir={tmp_path}",
+            "folds=[2]",
+            "epochs=1",
+            *TINY,
+            "data.batch_size=50",
+            "model.fstride=16",
+            "model.tstride=16",
+        ]
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["fold_accuracy"]) == 1 and 0 <= results["mean_accuracy"] <= 1
     assert results["mean_accuracy"] == results["fold_accuracy"][0]
 
 
-@pytest.mark.parametrize("override, message", [
-    ("init=BAD", "checkpoint not found: BAD"),
-    ("data.root=NOWHERE", "ESC-50 metadata not found: NOWHERE/meta/esc50.csv"),
-    ("folds=[9]", "config key 'folds' must be folds of the data set ([1, 2, 3, 4, 5]), got [9]"),
-    ("train.max_steps=10", "config key 'train.max_steps' must be left unset: fine-tuning counts in epochs"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("init=BAD", "checkpoint not found: BAD"),
+        ("data.root=NOWHERE", "ESC-50 metadata not found: NOWHERE/meta/esc50.csv"),
+        ("folds=[9]", "config key 'folds' must be folds of the data set ([1, 2, 3, 4, 5]), got [9]"),
+        ("train.max_steps=10", "config key 'train.max_steps' must be left unset: fine-tuning counts in epochs"),
+    ],
+)
 def test_bad_input_fails_at_start_with_one_line(demo_root, tmp_path, capsys, override, message):
-    args = ["--config", "configs/finetune/demo_esc50.yaml", f"data.root={demo_root}/esc50", "init=scratch",
-            f"run_dir={tmp_path}", override]
+    args = [
+        "--config",
+        "configs/finetune/demo_esc50.yaml",
+        f"data.root={demo_root}/esc50",
+        "init=scratch",
+        f"run_dir={tmp_path}",
+        override,
+    ]
     with pytest.raises(SystemExit) as e:
         main(args)
     err = capsys.readouterr().err.strip()
@@ -176,19 +223,33 @@ def test_wrong_checkpoints_and_unknown_recipes_fail_with_one_line(demo_root, tmp
     torch.save(model_state(ASTClassifier(ModelConfig(size="tiny", depth=1, input_tdim=512), 7)), classifier)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
-    cases = [([f"init={classifier}"], "is a classifier of 7 classes, the data have 25: pass new_head=true"),
-             ([f"init={foreign}"], "not an SSAST checkpoint")]
+    cases = [
+        ([f"init={classifier}"], "is a classifier of 7 classes, the data have 25: pass new_head=true"),
+        ([f"init={foreign}"], "not an SSAST checkpoint"),
+    ]
     for extra, message in cases:
         with pytest.raises(SystemExit):
-            main(["--config", "configs/finetune/demo_esc50.yaml", f"data.root={demo_root}/esc50", f"run_dir={tmp_path}/r",
-                  *TINY, *extra])
+            main(
+                [
+                    "--config",
+                    "configs/finetune/demo_esc50.yaml",
+                    f"data.root={demo_root}/esc50",
+                    f"run_dir={tmp_path}/r",
+                    *TINY,
+                    *extra,
+                ]
+            )
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
     with pytest.raises(SystemExit) as e:
         main(["--config", "configs/finetune/esc5O.yaml", "init=scratch"])
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and "config file not found: configs/finetune/esc5O.yaml (recipes in configs/finetune/: " \
-        "as20k, as2m, demo_audioset, demo_esc50, demo_speechcommands, esc50, speechcommands)" in err
+    assert (
+        e.value.code == 2
+        and "config file not found: configs/finetune/esc5O.yaml (recipes in configs/finetune/: "
+        "as20k, as2m, demo_audioset, demo_esc50, demo_speechcommands, esc50, speechcommands)"
+        in err
+    )
 
 
 def test_a_hugging_face_directory_initialises_fine_tuning(tmp_path):
@@ -206,18 +267,33 @@ def test_a_hugging_face_directory_initialises_fine_tuning(tmp_path):
         assert (model.eval()(x) - source.eval()(x)).abs().max() < 2e-5 * source(x).abs().max()
     with pytest.raises(CheckpointError, match="is a classifier of 4 classes, the data have 35"):
         build_model(cfg, [str(i) for i in range(35)])
-    assert build_model(recipe("demo_speechcommands", f"init={tmp_path}/hf", "new_head=true"), ["x"] * 35).mlp_head[1].out_features == 35
+    assert (
+        build_model(recipe("demo_speechcommands", f"init={tmp_path}/hf", "new_head=true"), ["x"] * 35)
+        .mlp_head[1]
+        .out_features
+        == 35
+    )
 
 
 def test_results_of_a_finished_run_are_not_overwritten_by_a_run_of_other_folds(demo_root, tmp_path, capsys):
-    args = ["--config", "configs/finetune/demo_esc50.yaml", *TINY, "init=scratch", f"data.root={demo_root}/esc50",
-            f"run_dir={tmp_path}/run", "epochs=1", "features.target_length=128", "model.input_tdim=128"]
+    args = [
+        "--config",
+        "configs/finetune/demo_esc50.yaml",
+        *TINY,
+        "init=scratch",
+        f"data.root={demo_root}/esc50",
+        f"run_dir={tmp_path}/run",
+        "epochs=1",
+        "features.target_length=128",
+        "model.input_tdim=128",
+    ]
     main([*args, "folds=[1]"])
     before = (tmp_path / "run" / "results.json").read_text()
     with pytest.raises(SystemExit) as e:
         main([*args, "folds=[2]"])
     assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
         f"python -m finetune: error: {tmp_path / 'run'} already holds fine-tuning results (results.json): continue the "
-        f"run with resume=auto, choose another run_dir, or pass overwrite=true to replace it")
+        f"run with resume=auto, choose another run_dir, or pass overwrite=true to replace it"
+    )
     assert (tmp_path / "run" / "results.json").read_text() == before and not (tmp_path / "run" / "fold2").exists()
     assert main([*args, "folds=[2]", "overwrite=true"])["folds"] == [2]

@@ -25,9 +25,19 @@ def logits(model, x):
 def test_a_transformers_directory_loads_with_the_same_logits_and_exports_back(tmp_path, size, depth, stride, length):
     dim, heads = {"tiny": (192, 3), "small": (384, 6)}[size]
     torch.manual_seed(0)
-    config = ASTConfig(hidden_size=dim, num_hidden_layers=depth, num_attention_heads=heads, intermediate_size=4 * dim,
-                       patch_size=16, frequency_stride=stride, time_stride=stride + 2, max_length=length,
-                       num_mel_bins=128, num_labels=6, id2label={i: f"tag{i}" for i in range(6)})
+    config = ASTConfig(
+        hidden_size=dim,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        intermediate_size=4 * dim,
+        patch_size=16,
+        frequency_stride=stride,
+        time_stride=stride + 2,
+        max_length=length,
+        num_mel_bins=128,
+        num_labels=6,
+        id2label={i: f"tag{i}" for i in range(6)},
+    )
     theirs = ASTForAudioClassification(config)
     for p in theirs.parameters():  # away from the initialisation: LayerNorms and biases not at 1 and 0
         p.data.add_(torch.randn_like(p) * 0.05)
@@ -58,11 +68,14 @@ def test_a_model_of_this_project_exports_to_transformers(tmp_path):
     assert (logits(load_hf(tmp_path), x) - b).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("cfg, pooling, message", [
-    (ModelConfig("tiny", 1, input_tdim=64), "avgtok", "pooling is avgtok"),
-    (ModelConfig("tiny", 1, 128, 2, 128, 1, input_tdim=64), "cls", "patches are 128x2"),
-    (ModelConfig("base_nokd", 1, input_tdim=64), "cls", "one prefix token"),
-])
+@pytest.mark.parametrize(
+    "cfg, pooling, message",
+    [
+        (ModelConfig("tiny", 1, input_tdim=64), "avgtok", "pooling is avgtok"),
+        (ModelConfig("tiny", 1, 128, 2, 128, 1, input_tdim=64), "cls", "patches are 128x2"),
+        (ModelConfig("base_nokd", 1, input_tdim=64), "cls", "one prefix token"),
+    ],
+)
 def test_models_the_format_cannot_hold_are_refused(tmp_path, cfg, pooling, message):
     with pytest.raises(CheckpointError, match=message):
         export_hf(ASTClassifier(cfg, 3, pooling), tmp_path)
@@ -86,8 +99,17 @@ def test_every_stage_reads_a_hugging_face_directory(demo_root, hf_directory, tmp
     loaded = load_model(directory)
     assert loaded.kind == "classifier" and loaded.features().mean == -5.0 and loaded.features().target_length == 128
     assert hear.load_model(str(directory)).features.std == 3.0
-    store = probes_main(["extract", "--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}",
-                         f"checkpoint={directory}", f"store_dir={tmp_path}/stores", "features.target_length=128"])
+    store = probes_main(
+        [
+            "extract",
+            "--config",
+            "configs/probes/extract_demo.yaml",
+            f"data.root={demo_root}",
+            f"checkpoint={directory}",
+            f"store_dir={tmp_path}/stores",
+            "features.target_length=128",
+        ]
+    )
     assert store.meta["weights"] == weights_hash(model.v) and store.features("L1_avgtok").shape == (125, 192)
 
 
@@ -98,10 +120,28 @@ def test_a_broken_hugging_face_directory_is_one_line_everywhere(demo_root, hf_di
     with pytest.raises(CheckpointError, match=message):
         hear.load_model(str(directory))
     for main, prog, args in [
-            (finetune_main, "python -m finetune", ["--config", "configs/finetune/demo_speechcommands.yaml",
-                                                   f"init={directory}", f"data.root={demo_root}/speechcommands"]),
-            (probes_main, "python -m probes", ["extract", "--config", "configs/probes/extract_demo.yaml",
-                                               f"checkpoint={directory}", f"data.root={demo_root}"])]:
+        (
+            finetune_main,
+            "python -m finetune",
+            [
+                "--config",
+                "configs/finetune/demo_speechcommands.yaml",
+                f"init={directory}",
+                f"data.root={demo_root}/speechcommands",
+            ],
+        ),
+        (
+            probes_main,
+            "python -m probes",
+            [
+                "extract",
+                "--config",
+                "configs/probes/extract_demo.yaml",
+                f"checkpoint={directory}",
+                f"data.root={demo_root}",
+            ],
+        ),
+    ]:
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines() == [f"{prog}: error: {message}"]

@@ -4,8 +4,10 @@ import torch
 from ssast.masking import cluster_patch_mask, random_frame_mask
 
 # Probability that a patch of frequency row r (0 = lowest) is masked, 8x64 grid, measured on the reference code.
-ROW_RATES = {400: [0.417, 0.671, 0.814, 0.872, 0.888, 0.886, 0.883, 0.819],
-             250: [0.199, 0.365, 0.498, 0.569, 0.597, 0.593, 0.590, 0.496]}
+ROW_RATES = {
+    400: [0.417, 0.671, 0.814, 0.872, 0.888, 0.886, 0.883, 0.819],
+    250: [0.199, 0.365, 0.498, 0.569, 0.597, 0.593, 0.590, 0.496],
+}
 
 
 @pytest.mark.parametrize("mask_size", [400, 250])

@@ -133,22 +133,26 @@ def test_checkpoint_errors_are_one_line_and_name_the_keys(tmp_path):
 
 
 # Released pretraining models count the unused timm heads (2 x (1000 d + 1000)) and two int64 buffers.
-@pytest.mark.parametrize("size, dim, reference_count", [
-    ("tiny", 192, 6_046_290), ("small", 384, 22_854_354), ("base", 768, 88_763_346)])
+@pytest.mark.parametrize(
+    "size, dim, reference_count", [("tiny", 192, 6_046_290), ("small", 384, 22_854_354), ("base", 768, 88_763_346)]
+)
 def test_parameter_counts_of_the_pretraining_models(size, dim, reference_count):
     model = SSASTModel(ModelConfig(size=size))
     ours = sum(p.numel() for p in model.parameters())
     assert ours + 2 * (1000 * dim + 1000) + 2 == reference_count
 
 
-@pytest.mark.parametrize("shape, stride, tdim, grid, n_classes, reference_count", [
-    ((16, 16), (10, 10), 1024, (12, 101), 527, 88_132_063),
-    ((16, 16), (10, 10), 512, (12, 50), 50, None),
-    ((16, 16), (10, 10), 128, (12, 12), 35, 86_933_491),
-    ((128, 2), (128, 1), 1024, (1, 1023), 527, None),
-    ((128, 2), (128, 1), 512, (1, 511), 50, None),
-    ((128, 2), (128, 1), 128, (1, 127), 35, None),
-])
+@pytest.mark.parametrize(
+    "shape, stride, tdim, grid, n_classes, reference_count",
+    [
+        ((16, 16), (10, 10), 1024, (12, 101), 527, 88_132_063),
+        ((16, 16), (10, 10), 512, (12, 50), 50, None),
+        ((16, 16), (10, 10), 128, (12, 12), 35, 86_933_491),
+        ((128, 2), (128, 1), 1024, (1, 1023), 527, None),
+        ((128, 2), (128, 1), 512, (1, 511), 50, None),
+        ((128, 2), (128, 1), 128, (1, 127), 35, None),
+    ],
+)
 def test_token_and_parameter_counts_of_the_finetuning_recipes(shape, stride, tdim, grid, n_classes, reference_count):
     cfg = ModelConfig("base", 12, *shape, *stride, 128, tdim)
     assert grid_size(cfg) == grid
@@ -221,8 +225,10 @@ def test_models_engine_and_masking_import_without_fairseq2():
     import subprocess
     import sys
 
-    code = ("import sys; import ssast.models, ssast.masking, ssast.engine, ssast.pretraining, ssast.distributed; "
-            "sys.exit('fairseq2' in sys.modules)")
+    code = (
+        "import sys; import ssast.models, ssast.masking, ssast.engine, ssast.pretraining, ssast.distributed; "
+        "sys.exit('fairseq2' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -68,7 +68,7 @@ def test_a_data_state_of_another_format_is_refused_in_one_line(esc):
 def test_epochs_are_reshuffled_and_cover_the_data(esc):
     loader = AudioLoader(esc, FeatureConfig(target_length=16), DataConfig(batch_size=10), train=True, seed=0)
     batches = take(loader, 20)
-    epochs = [sum((b["path"] for b in batches[i:i + 10]), []) for i in (0, 10)]
+    epochs = [sum((b["path"] for b in batches[i : i + 10]), []) for i in (0, 10)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(e.path for e in esc.examples)
     assert epochs[0] != epochs[1]
 
@@ -76,8 +76,9 @@ def test_epochs_are_reshuffled_and_cover_the_data(esc):
 def test_ranks_read_disjoint_shards(esc):
     data = DataConfig(batch_size=10)
     features = FeatureConfig(target_length=16)
-    train = [set(sum((b["path"] for b in take(AudioLoader(esc, features, data, True, 0, r, 2), 5)), []))
-             for r in range(2)]
+    train = [
+        set(sum((b["path"] for b in take(AudioLoader(esc, features, data, True, 0, r, 2), 5)), [])) for r in range(2)
+    ]
     assert len(train[0]) == len(train[1]) == 50 and not train[0] & train[1]
     evals = [sum((b["path"] for b in AudioLoader(esc, features, data, False, 0, r, 2)), []) for r in range(2)]
     assert sorted(evals[0] + evals[1]) == sorted(e.path for e in esc.examples)

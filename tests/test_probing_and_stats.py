@@ -30,7 +30,7 @@ def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_ro
     for p in paths:
         wave, sr = sf.read(p, dtype="float32")
         fbanks.append(pad_or_crop(kaldi_fbank(prepare_waveform(torch.from_numpy(wave), sr, cfg.features)), 300))
-    batches = [torch.stack(fbanks[i:i + 10]) for i in range(0, len(fbanks), 10)]
+    batches = [torch.stack(fbanks[i : i + 10]) for i in range(0, len(fbanks), 10)]
     assert mean == pytest.approx(np.mean([b.mean().item() for b in batches]), abs=1e-4)
     assert std == pytest.approx(np.mean([b.std().item() for b in batches]), abs=1e-4)
     assert -12 < mean < 0 and 2 < std < 6
@@ -40,18 +40,20 @@ def test_poolings_and_layers_of_the_encoder_with_windows_averaged():
     torch.manual_seed(0)
     encoder = ASTEncoder(ModelConfig(size="tiny", depth=2, input_tdim=64)).eval()
     fbank = torch.randn(3, 128, 128)
-    cfg = EmbedConfig(layers=[1, -1], poolings=["avgtok", "cls", "meanstd", "freq"], layer_mix=["mean", "concat"],
-                      batch_size=4)
+    cfg = EmbedConfig(
+        layers=[1, -1], poolings=["avgtok", "cls", "meanstd", "freq"], layer_mix=["mean", "concat"], batch_size=4
+    )
     out = embed_batch(encoder, fbank, cfg)
     shapes = {"avgtok": 192, "cls": 192, "meanstd": 384, "freq": 8 * 192}
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         **{f"{layer}_{p}": (3, d) for layer in ("L1", "L2", "Lmean") for p, d in shapes.items()},
-        **{f"Lcat_{p}": (3, 2 * d) for p, d in shapes.items()}}
+        **{f"Lcat_{p}": (3, 2 * d) for p, d in shapes.items()},
+    }
     assert torch.allclose(out["Lmean_cls"], (out["L1_cls"] + out["L2_cls"]) / 2, atol=1e-6)
     assert torch.equal(out["Lcat_freq"], torch.cat([out["L1_freq"], out["L2_freq"]], 1))
     assert list(out) == feature_names(encoder, cfg)
     with torch.no_grad():
-        windows = [encoder.forward_layers(fbank[:, i * 64:(i + 1) * 64]) for i in range(2)]
+        windows = [encoder.forward_layers(fbank[:, i * 64 : (i + 1) * 64]) for i in range(2)]
     final = [w[-1] for w in windows]
     first = [w[0] for w in windows]
     assert torch.allclose(out["L2_avgtok"], sum(t[:, 2:].mean(1) for t in final) / 2, atol=1e-6)
@@ -72,6 +74,7 @@ def blobs(seed=0, n=300, classes=5, d=16, spread=4.0):
 def test_fair_probe_separates_blobs_and_is_at_chance_on_shuffled_labels():
     x, y = blobs()
     folds = np.tile(np.arange(5), 60)
+
     def cv(labels):
         scores = []
         for k in range(5):
@@ -79,6 +82,7 @@ def test_fair_probe_separates_blobs_and_is_at_chance_on_shuffled_labels():
             inner = [(train[folds[train] != j], train[folds[train] == j]) for j in range(5) if j != k]
             scores.append(fair_probe({"x": x}, labels, train, test, inner, [0.01, 1.0]).score)
         return np.mean(scores)
+
     assert cv(y) == 1.0
     assert cv(np.random.default_rng(1).permutation(y)) < 0.3  # 5 classes: chance 0.2
 
@@ -100,8 +104,13 @@ def test_the_feature_and_c_are_chosen_without_the_test_part():
             labels[test] = rng.permutation(labels[test]) if trial < 3 else (labels[test] + 1) % 5
         r = fair_probe(features, labels, train, test, inner, cs)
         choices.add((r.feature, r.c))
-        leaky = max(((f, c) for f in features for c in cs), key=lambda fc: (probe_scores(
-            features[fc[0]][train], labels[train], features[fc[0]][test], fc[1]).argmax(1) == labels[test]).mean())
+        leaky = max(
+            ((f, c) for f in features for c in cs),
+            key=lambda fc: (
+                probe_scores(features[fc[0]][train], labels[train], features[fc[0]][test], fc[1]).argmax(1)
+                == labels[test]
+            ).mean(),
+        )
         choices_if_leaky = locals().setdefault("leaky_choices", set())
         choices_if_leaky.add(leaky)
     assert choices == {("signal", r.c)}
@@ -112,8 +121,17 @@ def test_torch_and_sklearn_probes_agree(demo_root, tmp_path):
     """Both solvers minimise the same objective: on the demo keyword set's fbank statistics (and on blobs) they
     predict the same classes."""
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", [f"data.root={demo_root}"])
-    stores = {p: extract(None, read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root),
-                         cfg.features, cfg.data, cfg.embed, tmp_path) for p, s in (("train", "training"), ("test", "testing"))}
+    stores = {
+        p: extract(
+            None,
+            read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root),
+            cfg.features,
+            cfg.data,
+            cfg.embed,
+            tmp_path,
+        )
+        for p, s in (("train", "training"), ("test", "testing"))
+    }
     x = {p: s.features("fbank") for p, s in stores.items()}
     y = {p: s.label_array() for p, s in stores.items()}
     for c in (0.1, 1.0):
@@ -134,14 +152,38 @@ def test_mean_std_and_confidence_interval():
 
 
 def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_path):
-    common = ["extract", "--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}",
-              "dataset.path=esc50", "embed.poolings=[avgtok,freq]", "data.batch_size=16"]
+    common = [
+        "extract",
+        "--config",
+        "configs/probes/extract_demo.yaml",
+        f"data.root={demo_root}",
+        "dataset.path=esc50",
+        "embed.poolings=[avgtok,freq]",
+        "data.batch_size=16",
+    ]
     torch.manual_seed(0)
     torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), tmp_path / "enc.pt")
-    one = subprocess.run([sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt",
-                          f"store_dir={tmp_path}/one"], capture_output=True, text=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "probes", *common,
-                          f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/two"], capture_output=True, text=True)
+    one = subprocess.run(
+        [sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one"],
+        capture_output=True,
+        text=True,
+    )
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "probes",
+            *common,
+            f"checkpoint={tmp_path}/enc.pt",
+            f"store_dir={tmp_path}/two",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
     [a], [b] = [list((tmp_path / d).iterdir()) for d in ("one", "two")]
     assert a.name == b.name  # the same key: weights, recipe and clips
@@ -152,8 +194,11 @@ def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_p
         assert np.allclose(sa.features(name), sb.features(name), atol=1e-5)
     # the same inputs again: the store is found, nothing is computed
     before = (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns
-    again = subprocess.run([sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt",
-                            f"store_dir={tmp_path}/one"], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one"],
+        capture_output=True,
+        text=True,
+    )
     assert again.returncode == 0 and (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns == before
 
 
@@ -176,12 +221,16 @@ def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
         "assert len(store.index) == n\n"
         # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the forked parent (pytest) into exec.
         # The baseline (imports and the model, about 750 MB) depends on the machine; what extraction adds does not.
-        "print(base, hwm())\n")
+        "print(base, hwm())\n"
+    )
     (tmp_path / "paths.txt").write_text("\n".join(clips))
     peak, added = {}, {}
     for n in (2000, 20000):
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "paths.txt"), str(n), str(tmp_path / str(n))],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "paths.txt"), str(n), str(tmp_path / str(n))],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         base, peak[n] = map(int, out.stdout.split()[-2:])
         added[n] = peak[n] - base
@@ -193,9 +242,20 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "seed0.pt"
     torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), checkpoint)
-    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml",
-                      [f"data.root={demo_root}", "random_init_seeds=[0]", "model.depth=1", f"checkpoints=[{checkpoint}]",
-                       f"output={tmp_path}/r.json", f"store_dir={tmp_path}/stores", "embed.layers=[1]", "knn.k=5"])
+    cfg = load_config(
+        ProbeConfig,
+        "configs/probes/demo.yaml",
+        [
+            f"data.root={demo_root}",
+            "random_init_seeds=[0]",
+            "model.depth=1",
+            f"checkpoints=[{checkpoint}]",
+            f"output={tmp_path}/r.json",
+            f"store_dir={tmp_path}/stores",
+            "embed.layers=[1]",
+            "knn.k=5",
+        ],
+    )
     results = linear(cfg)
     assert json.loads((tmp_path / "r.json").read_text()) == results
     assert (tmp_path / "r.sweep.png").stat().st_size > 1000
@@ -221,7 +281,9 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
         train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
         inner = [(np.flatnonzero((fold != k) & (fold != j)), np.flatnonzero(fold == j)) for j in range(1, 6) if j != k]
         scores.append(fair_probe({"fbank": x}, y, train, test, inner, cfg.cs, tol=cfg.tol).score)
-    assert len(y) == 125 and results["fbank mean+std"]["sound events"][0]["score"] == pytest.approx(np.mean(scores), abs=1e-9)
+    assert len(y) == 125 and results["fbank mean+std"]["sound events"][0]["score"] == pytest.approx(
+        np.mean(scores), abs=1e-9
+    )
     assert results["fbank mean+std"]["sound events"][0]["score"] > 0.5  # 25 classes: chance is 0.04
     assert results["pretrained"]["keywords"][0]["choice"][0].split()[0] in ("L1_avgtok", "L1_freq")
     assert 0 <= results["pretrained"]["keywords"][0]["knn"] <= 1
@@ -241,21 +303,35 @@ def test_protocol_splits_never_put_a_test_row_in_training():
         assert not set(train) & set(test) and all(set(a) | set(b) == set(train) for a, b in inner)
     assert [len(t) for _, t, _ in folds] == [4, 5, 6]
     split = evaluations(ProbeTaskConfig(valid_fraction=0.25), {"train": Fake(8), "test": Fake(3)})
-    (train, test, [(fit, held)]), = split
-    assert list(test) == [8, 9, 10] and len(held) == 2 and not set(fit) & set(held) and set(fit) | set(held) == set(train)
+    ((train, test, [(fit, held)]),) = split
+    assert (
+        list(test) == [8, 9, 10] and len(held) == 2 and not set(fit) & set(held) and set(fit) | set(held) == set(train)
+    )
 
 
 def test_a_multi_label_task_reports_map_on_its_eval_manifest(demo_root, tmp_path):
     labels = "audioset/class_labels_indices.csv"
-    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", [
-        f"data.root={demo_root}", f"store_dir={tmp_path}", "cs=[1.0]", "retrieval_k=5",
-        f"tasks=[{{name: tags, dataset: {{kind: json, path: audioset/train.json, labels: {labels}}}, "
-        f"test: {{kind: json, path: audioset/eval.json, labels: {labels}}}, valid_fraction: 0.25, target_length: 128}}]"])
+    cfg = load_config(
+        ProbeConfig,
+        "configs/probes/demo.yaml",
+        [
+            f"data.root={demo_root}",
+            f"store_dir={tmp_path}",
+            "cs=[1.0]",
+            "retrieval_k=5",
+            f"tasks=[{{name: tags, dataset: {{kind: json, path: audioset/train.json, labels: {labels}}}, "
+            f"test: {{kind: json, path: audioset/eval.json, labels: {labels}}}, valid_fraction: 0.25, target_length: 128}}]",
+        ],
+    )
     result = linear(cfg)["fbank mean+std"]["tags"][0]
-    stores = {p: Store(next(d for d in tmp_path.iterdir() if len(Store(d).index) == n)) for p, n in (("train", 24), ("test", 12))}
+    stores = {
+        p: Store(next(d for d in tmp_path.iterdir() if len(Store(d).index) == n))
+        for p, n in (("train", 24), ("test", 12))
+    }
     x, y = ({p: s.features("fbank") for p, s in stores.items()}, {p: s.label_array() for p, s in stores.items()})
     assert y["train"].shape == (24, 26)  # multi-hot
     scores = probe_scores(x["train"], y["train"], x["test"], 1.0, multi_label=True, tol=cfg.tol)
     from ssast.metrics import mean_average_precision
+
     assert result["score"] == pytest.approx(mean_average_precision(y["test"], scores), abs=1e-9)
     assert 0 < result["retrieval"] <= 1

@@ -14,28 +14,36 @@ def _wav(path, seconds=0.5, sr=16000):
     return path
 
 
-LABELS = "index,mid,display_name\n0,/m/09x0r,\"Speech\"\n1,/m/05zppz,\"Male speech, man speaking\"\n2,/m/0ytgt,Child\n"
+LABELS = 'index,mid,display_name\n0,/m/09x0r,"Speech"\n1,/m/05zppz,"Male speech, man speaking"\n2,/m/0ytgt,Child\n'
 
 
 def test_json_manifest_with_label_csv(tmp_path):
     (tmp_path / "labels.csv").write_text(LABELS)
     a, b = _wav(tmp_path / "a.wav"), _wav(tmp_path / "sub" / "b.wav")
-    (tmp_path / "data.json").write_text(json.dumps({"data": [
-        {"wav": str(a), "labels": "/m/09x0r,/m/05zppz"}, {"wav": "sub/b.wav", "labels": "/m/0ytgt"}]}))
+    (tmp_path / "data.json").write_text(
+        json.dumps(
+            {"data": [{"wav": str(a), "labels": "/m/09x0r,/m/05zppz"}, {"wav": "sub/b.wav", "labels": "/m/0ytgt"}]}
+        )
+    )
     ds = read_dataset(DatasetConfig(kind="json", path="data.json", labels="labels.csv"), tmp_path)
     assert ds.classes == ["Speech", "Male speech, man speaking", "Child"] and ds.multi_label
     assert [(e.path, e.labels) for e in ds.examples] == [(str(a), (0, 1)), (str(b), (2,))]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"data": [\n{"wav": "a.wav",,}]}', "data.json: line 2:"),
-    ('[1, 2]', "expected a top-level object with a 'data' list"),
-    ('{"data": [{"wav": "a.wav", "labels": "/m/nope"}]}', "entry 0: label '/m/nope' is not in the label csv"),
-    ('{"data": [{"wav": 12}]}', "entry 0: expected an object with a 'wav' path string"),
-    ('{"data": [{"wav": "a.wav", "labels": ["/m/09x0r"]}]}',
-     "entry 0: 'labels' must be a string of comma-separated mids, got ['/m/09x0r']"),
-    ('{"data": {"wav": "a.wav"}}', "expected a top-level object with a 'data' list"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"data": [\n{"wav": "a.wav",,}]}', "data.json: line 2:"),
+        ("[1, 2]", "expected a top-level object with a 'data' list"),
+        ('{"data": [{"wav": "a.wav", "labels": "/m/nope"}]}', "entry 0: label '/m/nope' is not in the label csv"),
+        ('{"data": [{"wav": 12}]}', "entry 0: expected an object with a 'wav' path string"),
+        (
+            '{"data": [{"wav": "a.wav", "labels": ["/m/09x0r"]}]}',
+            "entry 0: 'labels' must be a string of comma-separated mids, got ['/m/09x0r']",
+        ),
+        ('{"data": {"wav": "a.wav"}}', "expected a top-level object with a 'data' list"),
+    ],
+)
 def test_json_manifest_errors_name_file_and_place(tmp_path, text, message):
     (tmp_path / "labels.csv").write_text(LABELS)
     (tmp_path / "data.json").write_text(text)
@@ -49,23 +57,27 @@ def test_audioset_segment_csv_quirks_and_missing_clips(tmp_path):
         "# Segments csv created Sun Mar  5 10:54:31 2017\n"
         "# num_ytids=3, num_segs=3, num_unique_labels=3, num_positive_labels=4\n"
         "# YTID, start_seconds, end_seconds, positive_labels\n"
-        "--PJHxphWEs, 30.000, 40.000, \"/m/09x0r,/m/0ytgt\"\n"
-        "--ZhevVpy1s, 50.000, 60.000, \"/m/05zppz\"\n"
-        "-0BIyqJj9ZU, 30.000, 40.000, \"/m/09x0r\"\n"
-        "\n")
+        '--PJHxphWEs, 30.000, 40.000, "/m/09x0r,/m/0ytgt"\n'
+        '--ZhevVpy1s, 50.000, 60.000, "/m/05zppz"\n'
+        '-0BIyqJj9ZU, 30.000, 40.000, "/m/09x0r"\n'
+        "\n"
+    )
     _wav(tmp_path / "clips" / "Y--PJHxphWEs.wav")
     _wav(tmp_path / "clips" / "nested" / "-0BIyqJj9ZU_30000.flac")
-    ds = read_dataset(DatasetConfig(kind="audioset", path="segments.csv", labels="labels.csv", audio_dir="clips"),
-                      tmp_path)
+    ds = read_dataset(
+        DatasetConfig(kind="audioset", path="segments.csv", labels="labels.csv", audio_dir="clips"), tmp_path
+    )
     assert [(e.path.split("clips/")[1], e.labels) for e in ds.examples] == [
-        ("Y--PJHxphWEs.wav", (0, 2)), ("nested/-0BIyqJj9ZU_30000.flac", (0,))]
+        ("Y--PJHxphWEs.wav", (0, 2)),
+        ("nested/-0BIyqJj9ZU_30000.flac", (0,)),
+    ]
     assert ds.missing == ["--ZhevVpy1s"]
 
 
 def test_audioset_bad_row_names_the_line(tmp_path):
     (tmp_path / "labels.csv").write_text(LABELS)
     (tmp_path / "clips").mkdir()
-    (tmp_path / "s.csv").write_text("# header\nabc, 1.0, \"/m/09x0r\"\n")
+    (tmp_path / "s.csv").write_text('# header\nabc, 1.0, "/m/09x0r"\n')
     with pytest.raises(ManifestError, match=r"s\.csv: line 2: expected YTID"):
         read_dataset(DatasetConfig(kind="audioset", path="s.csv", labels="labels.csv", audio_dir="clips"), tmp_path)
 
@@ -81,8 +93,10 @@ def test_esc50_folds_on_demo_data(demo_root):
 
 
 def test_speechcommands_splits_on_demo_data(demo_root):
-    splits = {s: read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root)
-              for s in ("training", "validation", "testing")}
+    splits = {
+        s: read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root)
+        for s in ("training", "validation", "testing")
+    }
     assert {s: len(d.examples) for s, d in splits.items()} == {"training": 280, "validation": 35, "testing": 35}
     assert splits["training"].classes == sorted(demo.WORDS)
     paths = [set(e.path for e in d.examples) for d in splits.values()]
@@ -93,8 +107,9 @@ def test_speechcommands_splits_on_demo_data(demo_root):
 
 
 def test_audioset_json_and_unlabelled_folder_on_demo_data(demo_root):
-    ds = read_dataset(DatasetConfig(kind="json", path="audioset/train.json", labels="audioset/class_labels_indices.csv"),
-                      demo_root)
+    ds = read_dataset(
+        DatasetConfig(kind="json", path="audioset/train.json", labels="audioset/class_labels_indices.csv"), demo_root
+    )
     assert len(ds.examples) == 24 and len(ds.classes) == 26
     assert all(1 <= len(e.labels) <= 4 for e in ds.examples)
     unlabeled = read_dataset(DatasetConfig(kind="folder", path="unlabeled"), demo_root)
@@ -108,7 +123,8 @@ def test_file_list_and_empty_folder(tmp_path):
     _wav(tmp_path / "x" / "a.wav")
     (tmp_path / "list.txt").write_text("x/a.wav\n\n")
     assert [e.path for e in read_dataset(DatasetConfig(kind="list", path=str(tmp_path / "list.txt"))).examples] == [
-        str(tmp_path / "x" / "a.wav")]
+        str(tmp_path / "x" / "a.wav")
+    ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match="has no examples"):
         read_dataset(DatasetConfig(kind="folder", path=str(tmp_path / "empty")))

@@ -21,15 +21,14 @@ def commands() -> list[str]:
 
 def test_the_readme_has_examples_of_every_entry_point():
     modules = {re.search(r"-m (\S+)", c).group(1) for c in commands()}
-    assert modules >= {"pretrain", "finetune", "finetune.predict", "probes", "slurm", "ssast.demo",
-                       "ssast.data.stats"}
+    assert modules >= {"pretrain", "finetune", "finetune.predict", "probes", "slurm", "ssast.demo", "ssast.data.stats"}
 
 
 @pytest.mark.parametrize("command", commands())
 def test_readme_command_runs(command, demo_root, tmp_path):
     args = shlex.split(command.replace("data/demo", str(demo_root)))
     module = args[args.index("-m") + 1]
-    args = [sys.executable, "-m", module, *args[args.index("-m") + 2:]]
+    args = [sys.executable, "-m", module, *args[args.index("-m") + 2 :]]
     if module in ("ssast.demo", "finetune.predict"):  # argparse tools: their flags are in their help
         flags = {a.split("=")[0] for a in args if a.startswith("--")}
         help_text = subprocess.run(args[:3] + ["--help"], capture_output=True, text=True).stdout

@@ -19,9 +19,19 @@ from ssast.models.loading import load_model
 from ssast.pretraining import PretrainTask
 
 # A small, fast pretraining run on the built-in data: 1-layer tiny encoder, 1-s crops.
-FAST = ["--config", "configs/pretrain/demo.yaml", "model.depth=1", "data.batch_size=8", "train.log_every=1",
-        "train.eval_every=4", "train.checkpoint_every=2", "train.max_steps=6", "train.tensorboard=false",
-        "train.threads=1", "data.valid_holdout=8"]
+FAST = [
+    "--config",
+    "configs/pretrain/demo.yaml",
+    "model.depth=1",
+    "data.batch_size=8",
+    "train.log_every=1",
+    "train.eval_every=4",
+    "train.checkpoint_every=2",
+    "train.max_steps=6",
+    "train.tensorboard=false",
+    "train.threads=1",
+    "data.valid_holdout=8",
+]
 
 
 def pretrain(root, run_dir, *extra):
@@ -82,14 +92,17 @@ def test_a_nan_batch_is_skipped_and_counted(demo_root, tmp_path, nan_batches, ca
     assert last["step"] == 6 and last["skipped_steps"] == 1
 
 
-def test_too_many_non_finite_steps_in_a_row_stop_with_one_line_and_finite_weights(demo_root, tmp_path,
-                                                                                   nan_batches, capsys):
+def test_too_many_non_finite_steps_in_a_row_stop_with_one_line_and_finite_weights(
+    demo_root, tmp_path, nan_batches, capsys
+):
     steps, seen = nan_batches
     steps.update(range(3, 10))
     line = fail(capsys, demo_root, tmp_path / "run", "train.max_skipped_steps=2")
-    assert line == ("python -m pretrain: error: 3 steps in a row had a non-finite loss or gradient (the last at step 5;"
-                    " limit train.max_skipped_steps=2); checkpoint written: lower optim.lr, set train.clip_grad or "
-                    "check the data")
+    assert line == (
+        "python -m pretrain: error: 3 steps in a row had a non-finite loss or gradient (the last at step 5;"
+        " limit train.max_skipped_steps=2); checkpoint written: lower optim.lr, set train.clip_grad or "
+        "check the data"
+    )
     model = load_model(tmp_path / "run" / "checkpoints" / "last.pt", "pretraining").model
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert weights_hash(model) == seen[2]  # the weights after step 2, the last finite one
@@ -103,8 +116,13 @@ def write_bad_clips(folder: Path) -> tuple[list[Path], list[Path]]:
     good, bad = [], []
     for i in range(180):
         path = folder / f"good{i:03d}.{'flac' if i % 9 == 1 else 'wav'}"
-        sr, channels, subtype = [(16000, 1, "PCM_16"), (8000, 1, "PCM_16"), (44100, 1, "PCM_U8"),
-                                 (16000, 6, "PCM_16"), (22050, 2, "FLOAT")][i % 5]
+        sr, channels, subtype = [
+            (16000, 1, "PCM_16"),
+            (8000, 1, "PCM_16"),
+            (44100, 1, "PCM_U8"),
+            (16000, 6, "PCM_16"),
+            (22050, 2, "FLOAT"),
+        ][i % 5]
         if path.suffix == ".flac":
             subtype = "PCM_16"
         sf.write(path, rng.uniform(-0.5, 0.5, (int(sr * 1.2), channels)), sr, subtype=subtype)
@@ -135,8 +153,16 @@ def write_bad_clips(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def test_two_hundred_clips_with_twenty_bad_ones_train_to_the_end(tmp_path, caplog):
     good, bad = write_bad_clips(tmp_path / "clips")
-    pretrain("", tmp_path / "run", "data.train.kind=list", f"data.train.path={tmp_path}/clips/list.txt",
-             "data.valid_holdout=0", "data.batch_size=20", "train.max_steps=10", "data.max_bad_fraction=0.15")
+    pretrain(
+        "",
+        tmp_path / "run",
+        "data.train.kind=list",
+        f"data.train.path={tmp_path}/clips/list.txt",
+        "data.valid_holdout=0",
+        "data.batch_size=20",
+        "train.max_steps=10",
+        "data.max_bad_fraction=0.15",
+    )
     rows = train_rows(tmp_path / "run")
     assert rows[-1]["step"] == 10 and rows[-1]["bad_clips"] == 20  # one epoch: every clip read once
     skipped = {m.split("skipping bad clip ")[1].split(":")[0] for m in caplog.messages if "skipping bad clip" in m}
@@ -144,8 +170,15 @@ def test_two_hundred_clips_with_twenty_bad_ones_train_to_the_end(tmp_path, caplo
 
 
 def test_mpg_objective_validates_and_keeps_best_on_the_mpg_loss(demo_root, tmp_path):
-    pretrain(demo_root, tmp_path / "run", "ssl.objective=mpg", "ssl.shared_mask=false", "optim.schedule=reference",
-             "optim.warmup_steps=2", "optim.plateau_patience=0")
+    pretrain(
+        demo_root,
+        tmp_path / "run",
+        "ssl.objective=mpg",
+        "ssl.shared_mask=false",
+        "optim.schedule=reference",
+        "optim.warmup_steps=2",
+        "optim.plateau_patience=0",
+    )
     valid = [r for r in metrics(tmp_path / "run") if "valid_loss" in r]
     assert [sorted(r) for r in valid] == [["step", "valid_loss", "valid_mpg_loss"]] * 2
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
@@ -158,7 +191,10 @@ def test_without_validation_data_the_run_trains_and_keeps_last_only(demo_root, t
     pretrain(demo_root, tmp_path / "run", "data.valid_holdout=0")
     assert not [r for r in metrics(tmp_path / "run") if "valid_loss" in r]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
-        "last.pt", "step_00000004.pt", "step_00000006.pt"]
+        "last.pt",
+        "step_00000004.pt",
+        "step_00000006.pt",
+    ]
     assert sum("no validation data" in m for m in caplog.messages) == 1
 
 
@@ -184,8 +220,10 @@ def test_an_existing_run_folder_is_refused_untouched_or_replaced_with_overwrite(
     shutil.copytree(finished, run_dir)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     line = fail(capsys, demo_root, run_dir)
-    assert line == (f"python -m pretrain: error: {run_dir} already holds a run (metrics.jsonl, checkpoints):"
-                    f" continue it with resume=auto, choose another run_dir, or pass overwrite=true to replace it")
+    assert line == (
+        f"python -m pretrain: error: {run_dir} already holds a run (metrics.jsonl, checkpoints):"
+        f" continue it with resume=auto, choose another run_dir, or pass overwrite=true to replace it"
+    )
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     pretrain(demo_root, run_dir, "overwrite=true", "train.max_steps=2")
     assert [r["step"] for r in train_rows(run_dir)] == [1, 2]
@@ -227,15 +265,21 @@ def test_a_pickle_that_would_run_code_is_refused_with_one_line(tmp_path):
     torch.save({"model": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(CheckpointError) as e:
         load_model(tmp_path / "evil.pt", "pretraining")
-    assert str(e.value) == (f"refusing to load {tmp_path}/evil.pt: it holds Python objects other than tensors and "
-                            f"plain containers, and unpickling them could run code")
+    assert str(e.value) == (
+        f"refusing to load {tmp_path}/evil.pt: it holds Python objects other than tensors and "
+        f"plain containers, and unpickling them could run code"
+    )
     assert not marker.exists()
 
 
 def test_every_torch_load_in_the_project_is_weights_only():
     root = Path(__file__).resolve().parents[1]
-    calls = [(f, call) for f in root.glob("[!.]*/**/*.py") if ".venv" not in f.parts
-             for call in re.findall(r"torch\.load\((.*)", f.read_text())]
+    calls = [
+        (f, call)
+        for f in root.glob("[!.]*/**/*.py")
+        if ".venv" not in f.parts
+        for call in re.findall(r"torch\.load\((.*)", f.read_text())
+    ]
     assert calls and all("weights_only=True" in call for _, call in calls), calls
 
 
@@ -251,12 +295,21 @@ def test_bf16_autocast_trains_close_to_fp32(demo_root, finished, tmp_path):
 
 def test_the_demo_recipes_run_on_the_small_built_in_data_with_a_smaller_holdout(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        stage.main(["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}",
-                             f"run_dir={tmp_path}/a"])
+        stage.main(["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}", f"run_dir={tmp_path}/a"])
     assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
         "python -m pretrain: error: cannot hold out 64 of the 40 examples for validation: set data.valid_holdout "
-        "below 40")
-    result = stage.main(["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}",
-                                  f"run_dir={tmp_path}/b", "data.valid_holdout=8", "train.max_steps=2",
-                                  "data.batch_size=4", "train.tensorboard=false"])
+        "below 40"
+    )
+    result = stage.main(
+        [
+            "--config",
+            "configs/pretrain/demo_fast.yaml",
+            f"data.root={demo_root}",
+            f"run_dir={tmp_path}/b",
+            "data.valid_holdout=8",
+            "train.max_steps=2",
+            "data.batch_size=4",
+            "train.tensorboard=false",
+        ]
+    )
     assert set(result) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}

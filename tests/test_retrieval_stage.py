@@ -25,8 +25,15 @@ def encoder_checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_build_eval_and_query_an_index_of_the_sound_events(demo_root, encoder_checkpoint, tmp_path, capsys, kind):
-    common = ["--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}", f"checkpoint={encoder_checkpoint}",
-              f"store_dir={tmp_path}/stores", f"index_dir={tmp_path}/index", f"index.kind={kind}"]
+    common = [
+        "--config",
+        "configs/probes/extract_demo.yaml",
+        f"data.root={demo_root}",
+        f"checkpoint={encoder_checkpoint}",
+        f"store_dir={tmp_path}/stores",
+        f"index_dir={tmp_path}/index",
+        f"index.kind={kind}",
+    ]
     built = probes_main(["retrieval", "build", *common])
     assert built["n"] == 125 and built["kind"] == kind
     result = probes_main(["retrieval", "eval", *common, "k=5"])
@@ -45,23 +52,50 @@ def test_build_eval_and_query_an_index_of_the_sound_events(demo_root, encoder_ch
 
 def test_query_without_an_index_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        probes_main(["retrieval", "query", "--config", "configs/probes/extract_demo.yaml", f"index_dir={tmp_path}",
-                     "files=[a.wav]"])
+        probes_main(
+            [
+                "retrieval",
+                "query",
+                "--config",
+                "configs/probes/extract_demo.yaml",
+                f"index_dir={tmp_path}",
+                "files=[a.wav]",
+            ]
+        )
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 1 and err == (f"python -m probes: error: no index in {tmp_path}: build one with python -m "
-                                         f"probes retrieval build")
+    assert e.value.code == 1 and err == (
+        f"python -m probes: error: no index in {tmp_path}: build one with python -m probes retrieval build"
+    )
 
 
 def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [f"data.root={demo_root}", "model.depth=1", "embed.layers=[1]", "embed.poolings=[avgtok]",
-                 "cs=[1.0]", "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, "
-                 "target_length: 128}]"]
-    pretrain_stage.main(["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={run_dir}",
-                         "data.valid_holdout=8", "data.batch_size=8",
-                         "model.depth=1", "train.max_steps=4", "train.checkpoint_every=2", "train.keep_last=4",
-                         "train.tensorboard=false", "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
-                         f"probe.overrides=[{','.join(repr(o) for o in overrides)}]"])
+    overrides = [
+        f"data.root={demo_root}",
+        "model.depth=1",
+        "embed.layers=[1]",
+        "embed.poolings=[avgtok]",
+        "cs=[1.0]",
+        "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]",
+    ]
+    pretrain_stage.main(
+        [
+            "--config",
+            "configs/pretrain/demo.yaml",
+            f"data.root={demo_root}",
+            f"run_dir={run_dir}",
+            "data.valid_holdout=8",
+            "data.batch_size=8",
+            "model.depth=1",
+            "train.max_steps=4",
+            "train.checkpoint_every=2",
+            "train.keep_last=4",
+            "train.tensorboard=false",
+            "probe.every=2",
+            "probe.recipe=configs/probes/demo.yaml",
+            f"probe.overrides=[{','.join(repr(o) for o in overrides)}]",
+        ]
+    )
     lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     probed = {l["step"]: l["probe_events"] for l in lines if "probe_events" in l}
     assert sorted(probed) == [2, 4]
@@ -69,30 +103,50 @@ def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
     for step in (2, 4):
         encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
-        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {"events": pytest.approx(probed[step], abs=1e-12)}
+        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {
+            "events": pytest.approx(probed[step], abs=1e-12)
+        }
     assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
 
 
 def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        pretrain_stage.main(["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={tmp_path}",
-                             "data.valid_holdout=8", "probe.every=2", "probe.recipe=configs/probes/demo.yaml",
-                             "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']"])
+        pretrain_stage.main(
+            [
+                "--config",
+                "configs/pretrain/demo.yaml",
+                f"data.root={demo_root}",
+                f"run_dir={tmp_path}",
+                "data.valid_holdout=8",
+                "probe.every=2",
+                "probe.recipe=configs/probes/demo.yaml",
+                "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']",
+            ]
+        )
     err = capsys.readouterr().err.strip()
     assert e.value.code == 1 and err.endswith(
-        "config key 'tasks[0].target_length' must be a multiple of the encoder input (128 frames), got 100")
+        "config key 'tasks[0].target_length' must be a multiple of the encoder input (128 frames), got 100"
+    )
     assert not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_an_index_in_the_way_is_refused_queries_show_labels_and_fbank_is_asked_by_name(demo_root, encoder_checkpoint,
-                                                                                        tmp_path, capsys):
-    common = ["--config", "configs/probes/extract_demo.yaml", f"data.root={demo_root}", f"store_dir={tmp_path}/stores",
-              f"index_dir={tmp_path}/index", "index.kind=flat"]
+def test_an_index_in_the_way_is_refused_queries_show_labels_and_fbank_is_asked_by_name(
+    demo_root, encoder_checkpoint, tmp_path, capsys
+):
+    common = [
+        "--config",
+        "configs/probes/extract_demo.yaml",
+        f"data.root={demo_root}",
+        f"store_dir={tmp_path}/stores",
+        f"index_dir={tmp_path}/index",
+        "index.kind=flat",
+    ]
     with pytest.raises(SystemExit) as e:  # without checkpoint=: no silent fbank store
         probes_main(["retrieval", "build", *common])
     assert e.value.code == 1 and capsys.readouterr().err.strip() == (
         "python -m probes: error: config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or "
-        "be fbank (the fbank's mean and std, no encoder)")
+        "be fbank (the fbank's mean and std, no encoder)"
+    )
     assert not (tmp_path / "stores").exists()
     probes_main(["retrieval", "build", *common, "checkpoint=fbank"])
     before = (tmp_path / "index" / "index.faiss").read_bytes()
@@ -100,7 +154,8 @@ def test_an_index_in_the_way_is_refused_queries_show_labels_and_fbank_is_asked_b
         probes_main(["retrieval", "build", *common, f"checkpoint={encoder_checkpoint}"])
     assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
         f"python -m probes: error: {tmp_path / 'index'} already holds an index (index.faiss, index.json, config.yaml): "
-        f"choose another index_dir, or pass overwrite=true to replace it")
+        f"choose another index_dir, or pass overwrite=true to replace it"
+    )
     assert (tmp_path / "index" / "index.faiss").read_bytes() == before
     probes_main(["retrieval", "build", *common, f"checkpoint={encoder_checkpoint}", "overwrite=true"])
     assert (tmp_path / "index" / "index.faiss").read_bytes() != before

@@ -19,32 +19,76 @@ from ssast.models.checkpoint import weights_hash
 from ssast.models.loading import load_model
 
 # 2-s runs of the demo recipe on the small built-in data, one thread per task.
-PRETRAIN = ["--config", "configs/pretrain/demo.yaml", "model.depth=2", "data.batch_size=4", "data.valid_holdout=8",
-            "train.threads=1", "train.log_every=1", "train.eval_every=100", "train.tensorboard=false"]
+PRETRAIN = [
+    "--config",
+    "configs/pretrain/demo.yaml",
+    "model.depth=2",
+    "data.batch_size=4",
+    "data.valid_holdout=8",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.eval_every=100",
+    "train.tensorboard=false",
+]
 
 
 def test_dry_run_prints_a_script_a_person_can_submit(capsys):
-    launcher.main(["pretrain", "--config", "configs/pretrain/ssast_base_patch400.yaml", "run_dir=runs/base",
-                   "data.batch_size=3", "slurm.nodes=2", "slurm.gpus_per_node=8", "slurm.partition=gpu",
-                   "slurm.time_min=4320", "slurm.account=audio", "--dry-run"])
+    launcher.main(
+        [
+            "pretrain",
+            "--config",
+            "configs/pretrain/ssast_base_patch400.yaml",
+            "run_dir=runs/base",
+            "data.batch_size=3",
+            "slurm.nodes=2",
+            "slurm.gpus_per_node=8",
+            "slurm.partition=gpu",
+            "slurm.time_min=4320",
+            "slurm.account=audio",
+            "--dry-run",
+        ]
+    )
     script = capsys.readouterr().out
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash"
-    for option in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=gpu", "--time=4320",
-                   "--account=audio", "--signal=USR2@120", "--job-name=ssast-pretrain", "--cpus-per-task=8"):
+    for option in (
+        "--nodes=2",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--partition=gpu",
+        "--time=4320",
+        "--account=audio",
+        "--signal=USR2@120",
+        "--job-name=ssast-pretrain",
+        "--cpus-per-task=8",
+    ):
         assert f"#SBATCH {option}" in lines
-    assert any(l.startswith("srun ") and l.endswith("-u -m submitit.core._submit "
-                                                    f"{Path('runs/base/slurm/%j').absolute()}") for l in lines)
+    assert any(
+        l.startswith("srun ") and l.endswith(f"-u -m submitit.core._submit {Path('runs/base/slurm/%j').absolute()}")
+        for l in lines
+    )
     assert not Path("runs/base").exists()  # nothing submitted, nothing written
 
 
 def test_a_sweep_is_an_array_and_bad_keys_stop_before_submitting(capsys):
-    launcher.main(["probes", "--config", "configs/probes/demo.yaml", "--sweep", "tol=0.01,0.001,0.0001", "--sweep",
-                   "model.depth=1,2", "--dry-run"])
+    launcher.main(
+        [
+            "probes",
+            "--config",
+            "configs/probes/demo.yaml",
+            "--sweep",
+            "tol=0.01,0.001,0.0001",
+            "--sweep",
+            "model.depth=1,2",
+            "--dry-run",
+        ]
+    )
     assert "#SBATCH --array=0-5%6" in capsys.readouterr().out.splitlines()
-    for args, message in [(["slurm.nodez=2"], "unknown config key 'slurm.nodez' (did you mean 'slurm.nodes'?)"),
-                          (["slurm.nodes=0"], "config key 'slurm.nodes' must be >= 1, got 0"),
-                          (["--sweep", "data.batch_size=4,0"], "config key 'data.batch_size' must be >= 1, got 0")]:
+    for args, message in [
+        (["slurm.nodez=2"], "unknown config key 'slurm.nodez' (did you mean 'slurm.nodes'?)"),
+        (["slurm.nodes=0"], "config key 'slurm.nodes' must be >= 1, got 0"),
+        (["--sweep", "data.batch_size=4,0"], "config key 'data.batch_size' must be >= 1, got 0"),
+    ]:
         with pytest.raises(SystemExit) as e:
             launcher.main(["pretrain", *PRETRAIN, *args, "--dry-run"])
         assert e.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
@@ -56,10 +100,20 @@ def test_help_and_the_local_cluster_run_the_same_job(demo_root, tmp_path, capsys
     out = capsys.readouterr().out
     assert e.value.code == 0 and out.startswith("usage: python -m slurm {pretrain,finetune,probes} --config FILE")
     assert "  slurm.gpus_per_node: 0  # int, >= 0" in out.splitlines()
-    results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
-                             "random_init_seeds=[0]", "model.depth=1", "tasks=[{name: events, dataset: {kind: esc50, "
-                             "path: esc50}, protocol: folds, target_length: 128}]", "slurm.cluster=local",
-                             f"slurm.run_dir={tmp_path}/local", f"store_dir={tmp_path}/stores"])
+    results = launcher.main(
+        [
+            "probes",
+            "--config",
+            "configs/probes/demo.yaml",
+            f"data.root={demo_root}",
+            "random_init_seeds=[0]",
+            "model.depth=1",
+            "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]",
+            "slurm.cluster=local",
+            f"slurm.run_dir={tmp_path}/local",
+            f"store_dir={tmp_path}/stores",
+        ]
+    )
     assert len(results) == 1 and sorted(results[0]) == ["fbank mean+std", "random init"]
     assert json.loads((tmp_path / "local" / "result.json").read_text()) == results[0]
     assert len((tmp_path / "local" / "jobs.jsonl").read_text().splitlines()) == 1
@@ -90,15 +144,29 @@ def metrics(run_dir):
 @pytest.mark.slow
 def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, demo_root, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    results = launcher.main(["pretrain", *PRETRAIN, f"data.root={demo_root}", f"run_dir={run_dir}",
-                             "train.max_steps=4", "train.checkpoint_every=2", "slurm.tasks_per_node=2",
-                             "slurm.cpus_per_task=1", "slurm.time_min=10", "--wait"])
+    results = launcher.main(
+        [
+            "pretrain",
+            *PRETRAIN,
+            f"data.root={demo_root}",
+            f"run_dir={run_dir}",
+            "train.max_steps=4",
+            "train.checkpoint_every=2",
+            "slurm.tasks_per_node=2",
+            "slurm.cpus_per_task=1",
+            "slurm.time_min=10",
+            "--wait",
+        ]
+    )
     assert len(results) == 1 and set(results[0]) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}
     assert "submitted job " in capsys.readouterr().out
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert state["step"] == 4 and len(state["ranks"]) == 2
-    assert state["ranks"][0]["weights"] == state["ranks"][1]["weights"] == weights_hash(
-        load_model(state, "pretraining").model)
+    assert (
+        state["ranks"][0]["weights"]
+        == state["ranks"][1]["weights"]
+        == weights_hash(load_model(state, "pretraining").model)
+    )
     started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
     assert len(started) == 1 and started[0]["tasks"] == 2
     assert list((run_dir / "slurm").glob("*/*_0_log.out")) and list((run_dir / "slurm").glob("*/*_1_log.out"))
@@ -128,10 +196,24 @@ def test_an_interrupted_job_requeues_and_resumes_to_the_uninterrupted_losses(clu
 @pytest.mark.slow
 def test_an_array_of_two_probe_runs_writes_each_result_and_a_summary(cluster, demo_root, tmp_path):
     base = tmp_path / "sweep"
-    results = launcher.main(["probes", "--config", "configs/probes/demo.yaml", f"data.root={demo_root}",
-                             "random_init_seeds=[0]", "model.depth=1", "fbank_baseline=false", f"slurm.run_dir={base}",
-                             f"store_dir={tmp_path}/stores", "--sweep", "tol=0.01,0.001", "slurm.cpus_per_task=1",
-                             "slurm.time_min=10", "--wait"])
+    results = launcher.main(
+        [
+            "probes",
+            "--config",
+            "configs/probes/demo.yaml",
+            f"data.root={demo_root}",
+            "random_init_seeds=[0]",
+            "model.depth=1",
+            "fbank_baseline=false",
+            f"slurm.run_dir={base}",
+            f"store_dir={tmp_path}/stores",
+            "--sweep",
+            "tol=0.01,0.001",
+            "slurm.cpus_per_task=1",
+            "slurm.time_min=10",
+            "--wait",
+        ]
+    )
     assert len(results) == 2
     summary = json.loads((base / "summary.json").read_text())
     assert sorted(summary) == ["tol=0.001", "tol=0.01"] and [summary["tol=0.01"], summary["tol=0.001"]] == results

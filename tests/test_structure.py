@@ -24,8 +24,9 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-                    for a in node.names}
+            out |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            }
     return {m for m in out if m in known and m != name}
 
 
@@ -38,7 +39,7 @@ def test_no_import_circle():
     def visit(name: str, path: list[str]) -> None:
         state[name] = "open"
         for dep in sorted(graph[name]):
-            assert state.get(dep) != "open", "import circle: " + " -> ".join(path[path.index(dep):] + [dep])
+            assert state.get(dep) != "open", "import circle: " + " -> ".join(path[path.index(dep) :] + [dep])
             if dep not in state:
                 visit(dep, path + [dep])
         state[name] = "done"

@@ -17,18 +17,42 @@ import sys
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
-PRETRAIN = ["configs/pretrain/demo_fast.yaml", "data.valid_holdout=8", "data.batch_size=4", "model.depth=1",
-            "model.decoder_depth=1", "model.decoder_dim=64", "model.decoder_heads=1", "train.max_steps=6",
-            "train.log_every=1", "train.eval_every=3", "train.checkpoint_every=3", "train.threads=1",
-            "train.tensorboard=false", "optim.warmup_steps=2"]
-FINETUNE = ["configs/finetune/demo_esc50.yaml", "folds=[1]", "epochs=2", "data.batch_size=16", "model.depth=1",
-            "data.num_parallel_calls=1", "train.threads=1", "train.log_every=1", "train.tensorboard=false"]
+PRETRAIN = [
+    "configs/pretrain/demo_fast.yaml",
+    "data.valid_holdout=8",
+    "data.batch_size=4",
+    "model.depth=1",
+    "model.decoder_depth=1",
+    "model.decoder_dim=64",
+    "model.decoder_heads=1",
+    "train.max_steps=6",
+    "train.log_every=1",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "train.threads=1",
+    "train.tensorboard=false",
+    "optim.warmup_steps=2",
+]
+FINETUNE = [
+    "configs/finetune/demo_esc50.yaml",
+    "folds=[1]",
+    "epochs=2",
+    "data.batch_size=16",
+    "model.depth=1",
+    "data.num_parallel_calls=1",
+    "train.threads=1",
+    "train.log_every=1",
+    "train.tensorboard=false",
+]
 
 
 def run(module: str, args: list[str], root: Path, run_dir: Path, *extra: str) -> list[dict]:
     """The metrics.jsonl lines of one stage run (subprocess, so that thread settings are the run's own)."""
-    out = subprocess.run([sys.executable, "-m", module, "--config", *args, f"data.root={root}", f"run_dir={run_dir}",
-                          *extra], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--config", *args, f"data.root={root}", f"run_dir={run_dir}", *extra],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     folder = run_dir / "fold1" if module == "finetune" else run_dir
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
@@ -44,8 +68,7 @@ def finetune(root: Path, run_dir: Path, init: Path, *extra: str) -> list[dict]:
 
 def losses(lines: list[dict]) -> dict[str, float]:
     """Every logged number but the clip rates, keyed by step and name."""
-    return {f"{line['step']}:{k}": v for line in lines for k, v in line.items()
-            if k != "step" and "per_s" not in k}
+    return {f"{line['step']}:{k}": v for line in lines for k, v in line.items() if k != "step" and "per_s" not in k}
 
 
 def record(root: Path, work: Path) -> None:

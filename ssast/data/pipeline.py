@@ -70,8 +70,10 @@ class BadClips:
 
     def check(self) -> None:
         if self.bad > self.max_fraction * max(self.seen, self.dataset_size):
-            raise DataError(f"{self.bad} of {self.seen} clips read were unreadable (limit data.max_bad_fraction="
-                            f"{self.max_fraction}); last: {self.last[-1]}")
+            raise DataError(
+                f"{self.bad} of {self.seen} clips read were unreadable (limit data.max_bad_fraction="
+                f"{self.max_fraction}); last: {self.last[-1]}"
+            )
 
     def state_dict(self) -> dict:
         return {"seen": self.seen, "bad": self.bad}
@@ -94,15 +96,15 @@ class ClipReader:
             raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         if audio["waveform"].numel() == 0:
             raise ValueError("no samples")
-        return check_waveform(prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features),
-                              self.features.sample_rate)
+        return check_waveform(
+            prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features), self.features.sample_rate
+        )
 
 
 class ClipLoader:
     """One numbered example -> {"fbank", "target", "path"}; ValueError with the reason for a bad clip."""
 
-    def __init__(self, dataset: Dataset, features: FeatureConfig, train: bool, seed: int, rank: int,
-                 mixup: float):
+    def __init__(self, dataset: Dataset, features: FeatureConfig, train: bool, seed: int, rank: int, mixup: float):
         self.dataset, self.features, self.train = dataset, features, train
         self.seed, self.rank, self.mixup = seed, rank, mixup
         self.read = ClipReader(features)
@@ -135,8 +137,13 @@ class ClipLoader:
                 bad.append(f"{item['example']['path']}: {e}")
         if not clips:
             return {"path": [], "bad": bad}
-        return {"fbank": torch.stack([c["fbank"] for c in clips]), "target": torch.stack([c["target"] for c in clips]),
-                "path": [c["path"] for c in clips], "index": [c["index"] for c in clips], "bad": bad}
+        return {
+            "fbank": torch.stack([c["fbank"] for c in clips]),
+            "target": torch.stack([c["target"] for c in clips]),
+            "path": [c["path"] for c in clips],
+            "index": [c["index"] for c in clips],
+            "bad": bad,
+        }
 
     def _mix(self, wave: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
         """Waveform mixup with a uniformly drawn partner, lambda ~ Beta(10, 10), mixed labels."""
@@ -197,16 +204,29 @@ class AudioLoader:
     Training is an endless stream: each rank reads its shard (every world-th example) in a new order each
     epoch, or samples the whole set class-balanced. Evaluation is one pass over the rank's shard."""
 
-    def __init__(self, dataset: Dataset, features: FeatureConfig, data: DataConfig, train: bool, seed: int = 0,
-                 rank: int = 0, world: int = 1, batch_size: Optional[int] = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        features: FeatureConfig,
+        data: DataConfig,
+        train: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        batch_size: Optional[int] = None,
+    ):
         self.data, self.batch_size = data, batch_size or data.batch_size
         self.bad = BadClips(len(dataset.examples), data.max_bad_fraction)
         items = [{"path": e.path, "labels": list(e.labels)} for e in dataset.examples]
         if train:
-            sampler = (BalancedSampler(items, class_balanced_weights(dataset), seed * 1000 + rank) if data.balanced
-                       else EpochSampler(items[rank::world], seed * 1000 + rank))
-            self._examples = lambda k: [{"example": sampler(n), "number": n}
-                                        for n in range(k * self.batch_size, (k + 1) * self.batch_size)]
+            sampler = (
+                BalancedSampler(items, class_balanced_weights(dataset), seed * 1000 + rank)
+                if data.balanced
+                else EpochSampler(items[rank::world], seed * 1000 + rank)
+            )
+            self._examples = lambda k: [
+                {"example": sampler(n), "number": n} for n in range(k * self.batch_size, (k + 1) * self.batch_size)
+            ]
             self._numbers = DataPipeline.count  # (first, step): endless
         else:
             shard = [{"example": e, "index": i} for i, e in enumerate(items)][rank::world]
@@ -220,11 +240,15 @@ class AudioLoader:
         """(Re)build the workers so that the loader hands out batches from number `batches` on."""
         self.batches = self._first = batches
         workers = self.data.num_parallel_calls
-        self._workers = [iter(self._numbers(batches + j, workers)
-                              .map(lambda k: self._clips.batch(self._examples(k)))
-                              .prefetch(self.data.prefetch)
-                              .and_return())
-                         for j in range(workers)]
+        self._workers = [
+            iter(
+                self._numbers(batches + j, workers)
+                .map(lambda k: self._clips.batch(self._examples(k)))
+                .prefetch(self.data.prefetch)
+                .and_return()
+            )
+            for j in range(workers)
+        ]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while True:
@@ -251,7 +275,9 @@ class AudioLoader:
 
     def load_state_dict(self, state: dict) -> None:
         if "batches" not in state:
-            raise DataError("the checkpoint's data state is from an older pipeline that cannot be resumed exactly; "
-                            "start a fresh run directory")
+            raise DataError(
+                "the checkpoint's data state is from an older pipeline that cannot be resumed exactly; "
+                "start a fresh run directory"
+            )
         self._start(state["batches"])
         self.bad.load_state_dict(state["bad"])

@@ -95,8 +95,9 @@ def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
         if not isinstance(item, dict) or not isinstance(item.get("wav"), str):
             raise ManifestError(f"{path}: entry {i}: expected an object with a 'wav' path string")
         if not isinstance(item.get("labels", ""), str):
-            raise ManifestError(f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, "
-                                f"got {item['labels']!r}")
+            raise ManifestError(
+                f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, got {item['labels']!r}"
+            )
         labels = _labels(item.get("labels", ""), index, f"{path}: entry {i}") if index else ()
         examples.append(Example(str(_resolve(item["wav"], path.parent)), labels))
     return Dataset(examples, classes, multi_label=True)
@@ -125,7 +126,7 @@ def read_audioset_csv(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
             continue
         row = next(csv.reader([line], skipinitialspace=True))
         if len(row) != 4:
-            raise ManifestError(f"{path}: line {n}: expected YTID, start, end, \"labels\"; got {line!r}")
+            raise ManifestError(f'{path}: line {n}: expected YTID, start, end, "labels"; got {line!r}')
         ytid = row[0].strip()
         if ytid in files:
             examples.append(Example(str(files[ytid]), _labels(row[3], index, f"{path}: line {n}")))
@@ -139,8 +140,10 @@ def _esc50_meta(base: Path) -> list[dict]:
     meta = base / "meta" / "esc50.csv"
     try:
         rows = list(csv.DictReader(open(meta, newline="")))
-        return [{"fold": int(r["fold"]), "target": int(r["target"]), "category": r["category"],
-                 "filename": r["filename"]} for r in rows]
+        return [
+            {"fold": int(r["fold"]), "target": int(r["target"]), "category": r["category"], "filename": r["filename"]}
+            for r in rows
+        ]
     except FileNotFoundError:
         raise ManifestError(f"ESC-50 metadata not found: {meta}") from None
     except (KeyError, ValueError, TypeError) as e:
@@ -210,8 +213,14 @@ def read_list(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
     return Dataset([Example(str(_resolve(p.strip(), path.parent))) for p in lines if p.strip()])
 
 
-READERS = {"json": read_json, "audioset": read_audioset_csv, "esc50": read_esc50,
-           "speechcommands": read_speechcommands, "folder": read_folder, "list": read_list}
+READERS = {
+    "json": read_json,
+    "audioset": read_audioset_csv,
+    "esc50": read_esc50,
+    "speechcommands": read_speechcommands,
+    "folder": read_folder,
+    "list": read_list,
+}
 
 
 def read_dataset(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
@@ -225,8 +234,9 @@ def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
     """(rest, held out): exactly ``count`` examples, evenly spaced through the list, held out (deterministic)."""
     n = len(dataset.examples)
     if not 0 <= count < n:
-        raise ManifestError(f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout "
-                            f"below {n}")
+        raise ManifestError(
+            f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
+        )
     held = {i * n // count for i in range(count)}  # distinct, as n / count > 1
     pick = lambda keep: [e for i, e in enumerate(dataset.examples) if (i in held) != keep]
     rest = dict(classes=dataset.classes, multi_label=dataset.multi_label)

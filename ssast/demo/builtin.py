@@ -37,13 +37,93 @@ from scipy.signal import resample_poly
 from ssast.demo import sounds
 from ssast.demo.espeak import Speaker
 
-WORDS = ["backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
-         "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven", "sheila",
-         "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero"]
-VARIANTS = ["", "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "klatt", "klatt2",
-            "klatt3", "klatt4", "croak", "whisper", "Andy", "Annie", "Denis", "Gene", "Lee", "Mario", "Michael",
-            "Storm", "Tweaky", "adam", "anika", "boris", "caleb", "david", "edward", "grandma", "grandpa", "iven",
-            "john", "linda", "max", "norbert", "paul", "quincy", "rob", "robert", "steph", "travis"]
+WORDS = [
+    "backward",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "down",
+    "eight",
+    "five",
+    "follow",
+    "forward",
+    "four",
+    "go",
+    "happy",
+    "house",
+    "learn",
+    "left",
+    "marvin",
+    "nine",
+    "no",
+    "off",
+    "on",
+    "one",
+    "right",
+    "seven",
+    "sheila",
+    "six",
+    "stop",
+    "three",
+    "tree",
+    "two",
+    "up",
+    "visual",
+    "wow",
+    "yes",
+    "zero",
+]
+VARIANTS = [
+    "",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "klatt4",
+    "croak",
+    "whisper",
+    "Andy",
+    "Annie",
+    "Denis",
+    "Gene",
+    "Lee",
+    "Mario",
+    "Michael",
+    "Storm",
+    "Tweaky",
+    "adam",
+    "anika",
+    "boris",
+    "caleb",
+    "david",
+    "edward",
+    "grandma",
+    "grandpa",
+    "iven",
+    "john",
+    "linda",
+    "max",
+    "norbert",
+    "paul",
+    "quincy",
+    "rob",
+    "robert",
+    "steph",
+    "travis",
+]
 EVENT_NAMES = list(sounds.EVENTS)
 SR = 16000
 ESC_SR = 44100
@@ -59,8 +139,10 @@ class Scale:
     unlabeled: int
 
 
-SCALES = {"small": Scale(speakers=10, esc_per_class=5, audioset_train=24, audioset_eval=12, unlabeled=40),
-          "full": Scale(speakers=40, esc_per_class=25, audioset_train=400, audioset_eval=100, unlabeled=2000)}
+SCALES = {
+    "small": Scale(speakers=10, esc_per_class=5, audioset_train=24, audioset_eval=12, unlabeled=40),
+    "full": Scale(speakers=40, esc_per_class=25, audioset_train=400, audioset_eval=100, unlabeled=2000),
+}
 
 
 def _rng(seed: int, set_id: int, index: int) -> np.random.Generator:
@@ -79,14 +161,19 @@ def _place(clip: np.ndarray, x: np.ndarray, offset: int) -> None:
 
 
 def _voice(rng: np.random.Generator) -> dict:
-    return dict(variant=str(rng.choice(VARIANTS)), pitch=int(rng.integers(15, 86)),
-                pitch_range=int(rng.integers(10, 90)), rate=int(rng.integers(120, 230)))
+    return dict(
+        variant=str(rng.choice(VARIANTS)),
+        pitch=int(rng.integers(15, 86)),
+        pitch_range=int(rng.integers(10, 90)),
+        rate=int(rng.integers(120, 230)),
+    )
 
 
 def _speak(speaker: Speaker, text: str, voice: dict, rng: np.random.Generator) -> np.ndarray:
     """`text` spoken by `voice` with per-utterance jitter, at 16 kHz, peak 1."""
-    jitter = dict(voice, pitch=np.clip(voice["pitch"] + rng.integers(-6, 7), 0, 99),
-                  rate=voice["rate"] + rng.integers(-15, 16))
+    jitter = dict(
+        voice, pitch=np.clip(voice["pitch"] + rng.integers(-6, 7), 0, 99), rate=voice["rate"] + rng.integers(-15, 16)
+    )
     x = resample_poly(speaker.say(text, **jitter, seed=int(rng.integers(2**31))), SR, speaker.sample_rate)
     x = x.astype(np.float32)
     return x / (np.abs(x).max() + 1e-9)
@@ -154,8 +241,12 @@ def make_esc50(root: Path, scale: Scale, seed: int) -> int:
 def _sources(rng: np.random.Generator, speaker: Speaker, count: int) -> tuple[list[np.ndarray], list[str]]:
     """`count` distinct sources among the event classes and speech (a phrase of 2-5 words)."""
     names = list(rng.choice(EVENT_NAMES + ["speech"], size=count, replace=False))
-    waves = [_speak(speaker, " ".join(rng.choice(WORDS, rng.integers(2, 6))), _voice(rng), rng) if n == "speech"
-             else sounds.event(n, rng, SR) for n in names]
+    waves = [
+        _speak(speaker, " ".join(rng.choice(WORDS, rng.integers(2, 6))), _voice(rng), rng)
+        if n == "speech"
+        else sounds.event(n, rng, SR)
+        for n in names
+    ]
     return waves, names
 
 
@@ -165,8 +256,12 @@ def make_audioset(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
     mids = {name: f"/m/demo{i:02d}" for i, name in enumerate(classes)}
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "class_labels_indices.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["index", "mid", "display_name"],
-                                 *[[i, mids[n], n.replace("_", " ").capitalize()] for i, n in enumerate(classes)]])
+        csv.writer(f).writerows(
+            [
+                ["index", "mid", "display_name"],
+                *[[i, mids[n], n.replace("_", " ").capitalize()] for i, n in enumerate(classes)],
+            ]
+        )
     index = 0
     for split, count in (("train", scale.audioset_train), ("eval", scale.audioset_eval)):
         data = []
@@ -193,10 +288,12 @@ def build(root: str | Path, scale: str | Scale = "small", seed: int = 0) -> dict
     """Generate all four sets under `root`; returns {set: (clips, seconds)}."""
     root, speaker = Path(root), Speaker()
     sc = SCALES[scale] if isinstance(scale, str) else scale
-    makers = {"speechcommands": lambda: make_speechcommands(root, sc, seed, speaker),
-              "esc50": lambda: make_esc50(root, sc, seed),
-              "audioset": lambda: make_audioset(root, sc, seed, speaker),
-              "unlabeled": lambda: make_unlabeled(root, sc, seed, speaker)}
+    makers = {
+        "speechcommands": lambda: make_speechcommands(root, sc, seed, speaker),
+        "esc50": lambda: make_esc50(root, sc, seed),
+        "audioset": lambda: make_audioset(root, sc, seed, speaker),
+        "unlabeled": lambda: make_unlabeled(root, sc, seed, speaker),
+    }
     report = {}
     for name, make in makers.items():
         start = time.perf_counter()
@@ -220,8 +317,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.overwrite:
         if found and {k: found[k] for k in wanted} != wanted:
-            _fail(prog, f"{root} holds built-in data of scale {found['scale']}, seed {found['seed']}: pass --overwrite "
-                        f"to replace it, or choose another --root")
+            _fail(
+                prog,
+                f"{root} holds built-in data of scale {found['scale']}, seed {found['seed']}: pass --overwrite "
+                f"to replace it, or choose another --root",
+            )
         if not found and root.is_dir() and any(root.iterdir()):
             _fail(prog, f"{root} is not empty and holds no built-in data: choose another --root, or pass --overwrite")
     for name in SETS:  # replaced whole: no mix of scales, seeds or an unfinished generation

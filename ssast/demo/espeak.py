@@ -41,11 +41,20 @@ class Speaker:
 
         self._callback = _CALLBACK(collect)  # keep a reference: eSpeak holds the pointer
         self._lib.espeak_SetSynthCallback(self._callback)
-        self._lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
 
-    def say(self, text: str, variant: str = "", rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-            seed: int = 0) -> np.ndarray:
+    def say(
+        self, text: str, variant: str = "", rate: int = 175, pitch: int = 50, pitch_range: int = 50, seed: int = 0
+    ) -> np.ndarray:
         """Waveform in [-1, 1] of `text` spoken by voice ``en`` with an optional variant (e.g. ``f3``, ``klatt``).
         Voices with breath noise (f2, f3, f5, whisper) draw it from eSpeak's own generator, which it seeds from the
         clock: `seed` re-seeds it, so the same call gives the same samples in every process."""

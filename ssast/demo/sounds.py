@@ -51,6 +51,7 @@ def dog_bark(rng, sr):
         t = _t(sr, rng.uniform(0.1, 0.25))
         f0 = rng.uniform(250, 650) * (1 + 0.4 * np.sin(np.pi * t / t[-1]))
         return (_harmonics(f0, sr, 12, 1.0) + 0.3 * _band(rng, len(t), sr, 500, 3000)) * np.sin(np.pi * t / t[-1])
+
     return _repeat(rng, sr, bark, rng.integers(1, 5), (0.1, 0.4))
 
 
@@ -99,6 +100,7 @@ def door_knock(rng, sr):
         n = int(0.12 * sr)
         tone = np.sin(2 * np.pi * rng.uniform(90, 260) * np.arange(n) / sr)
         return (tone + 0.5 * _band(rng, n, sr, 100, 1500)) * _decay(n, sr, 0.02)
+
     return _repeat(rng, sr, knock, rng.integers(2, 6), (0.08, 0.3))
 
 
@@ -111,7 +113,9 @@ def whistle(rng, sr):
 def wind(rng, sr):
     n = int(sr * rng.uniform(2, 3))
     gust = _lowpass(np.abs(rng.standard_normal(n // 1000 + 2)), 1, 0.2)
-    return _lowpass(rng.standard_normal(n), sr, rng.uniform(300, 1200)) * np.interp(np.arange(n), np.arange(len(gust)) * 1000, gust)
+    return _lowpass(rng.standard_normal(n), sr, rng.uniform(300, 1200)) * np.interp(
+        np.arange(n), np.arange(len(gust)) * 1000, gust
+    )
 
 
 def bird_chirp(rng, sr):
@@ -119,6 +123,7 @@ def bird_chirp(rng, sr):
         t = _t(sr, rng.uniform(0.04, 0.15))
         f = np.linspace(rng.uniform(2000, 4500), rng.uniform(2500, 7000), len(t))
         return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.hanning(len(t))
+
     return _repeat(rng, sr, chirp, rng.integers(3, 12), (0.02, 0.2))
 
 
@@ -132,7 +137,9 @@ def glass_breaking(rng, sr):
     n = int(sr * rng.uniform(0.6, 1.5))
     t = np.arange(n) / sr
     crash = _band(rng, n, sr, 1000, 8000) * _decay(n, sr, 0.08)
-    ring = sum(np.sin(2 * np.pi * rng.uniform(2500, 7000) * t) * _decay(n, sr, rng.uniform(0.05, 0.4)) for _ in range(6))
+    ring = sum(
+        np.sin(2 * np.pi * rng.uniform(2500, 7000) * t) * _decay(n, sr, rng.uniform(0.05, 0.4)) for _ in range(6)
+    )
     return crash + 0.3 * ring
 
 
@@ -147,6 +154,7 @@ def water_drops(rng, sr):
         t = _t(sr, rng.uniform(0.03, 0.08))
         f = np.linspace(rng.uniform(500, 1200), rng.uniform(1500, 3500), len(t))
         return np.sin(2 * np.pi * np.cumsum(f) / sr) * _decay(len(t), sr, 0.015)
+
     return _repeat(rng, sr, drop, rng.integers(3, 10), (0.05, 0.5))
 
 
@@ -155,6 +163,7 @@ def hand_saw(rng, sr):
         n = int(sr * rng.uniform(0.25, 0.5))
         lo = rng.uniform(800, 2000)
         return _band(rng, n, sr, lo, lo * 3) * np.hanning(n)
+
     return _repeat(rng, sr, stroke, rng.integers(2, 6), (0.0, 0.1))
 
 
@@ -175,12 +184,15 @@ def drum(rng, sr):
         n = int(0.3 * sr)
         f = np.linspace(rng.uniform(120, 220), rng.uniform(40, 80), n)
         return np.sin(2 * np.pi * np.cumsum(f) / sr) * _decay(n, sr, rng.uniform(0.04, 0.12))
+
     return _repeat(rng, sr, hit, rng.integers(2, 7), (0.05, 0.35))
 
 
 def vacuum_cleaner(rng, sr):
     t = _t(sr, rng.uniform(2, 3))
-    return _band(rng, len(t), sr, rng.uniform(300, 900), rng.uniform(2000, 5000)) + 0.4 * np.sin(2 * np.pi * rng.uniform(100, 250) * t)
+    return _band(rng, len(t), sr, rng.uniform(300, 900), rng.uniform(2000, 5000)) + 0.4 * np.sin(
+        2 * np.pi * rng.uniform(100, 250) * t
+    )
 
 
 def cow_moo(rng, sr):
@@ -208,17 +220,45 @@ def airplane(rng, sr):
 
 def phone_ring(rng, sr):
     f1 = rng.uniform(400, 1000)
+
     def ring():
         t = _t(sr, rng.uniform(0.4, 1.0))
         trill = np.sin(2 * np.pi * rng.uniform(15, 25) * t) > 0
         return (np.sin(2 * np.pi * f1 * t) + np.sin(2 * np.pi * f1 * 1.1 * t)) * trill
+
     return _repeat(rng, sr, ring, rng.integers(1, 3), (0.2, 0.5))
 
 
-EVENTS: dict[str, Callable] = {f.__name__: f for f in (
-    dog_bark, siren, church_bell, clock_tick, rain, engine, crickets, door_knock, whistle, wind, bird_chirp,
-    footsteps, glass_breaking, helicopter, water_drops, hand_saw, alarm_beep, crackling_fire, drum,
-    vacuum_cleaner, cow_moo, cat_meow, keyboard_typing, airplane, phone_ring)}
+EVENTS: dict[str, Callable] = {
+    f.__name__: f
+    for f in (
+        dog_bark,
+        siren,
+        church_bell,
+        clock_tick,
+        rain,
+        engine,
+        crickets,
+        door_knock,
+        whistle,
+        wind,
+        bird_chirp,
+        footsteps,
+        glass_breaking,
+        helicopter,
+        water_drops,
+        hand_saw,
+        alarm_beep,
+        crackling_fire,
+        drum,
+        vacuum_cleaner,
+        cow_moo,
+        cat_meow,
+        keyboard_typing,
+        airplane,
+        phone_ring,
+    )
+}
 
 
 def event(name: str, rng: np.random.Generator, sr: int) -> np.ndarray:

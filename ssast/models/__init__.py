@@ -4,5 +4,18 @@ from ssast.models.ast import SIZES, ASTClassifier, ASTEncoder, ModelConfig, SSAS
 from ssast.models.checkpoint import CheckpointError, export_official, model_state
 from ssast.models.loading import Loaded, load_encoder, load_model
 
-__all__ = ["SIZES", "ASTClassifier", "ASTEncoder", "CheckpointError", "Loaded", "ModelConfig", "SSASTModel",
-           "adapt_pos_embed", "export_official", "grid_size", "load_encoder", "load_model", "model_state"]
+__all__ = [
+    "SIZES",
+    "ASTClassifier",
+    "ASTEncoder",
+    "CheckpointError",
+    "Loaded",
+    "ModelConfig",
+    "SSASTModel",
+    "adapt_pos_embed",
+    "export_official",
+    "grid_size",
+    "load_encoder",
+    "load_model",
+    "model_state",
+]

@@ -97,7 +97,8 @@ class ASTEncoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix + self.num_patches, dim))
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-            for _ in range(cfg.depth))
+            for _ in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.set_fused_attn(cfg.fused_attn)
         for p in (self.cls_token, self.dist_token, self.pos_embed):
@@ -115,23 +116,32 @@ class ASTEncoder(nn.Module):
         tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
         return torch.cat([t.expand(batch, -1, -1) for t in tokens], 1)
 
-    def forward(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
-                mask_token: Optional[torch.Tensor] = None, keep_index: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self,
+        fbank: torch.Tensor,
+        mask_index: Optional[torch.Tensor] = None,
+        mask_token: Optional[torch.Tensor] = None,
+        keep_index: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Normed tokens [B, num_prefix + N, d]; patch embeddings at `mask_index` [B, M] are replaced by
         `mask_token` before positions are added. With `keep_index` [B, K], only those patches (and the prefix)
         go through the blocks: [B, num_prefix + K, d]."""
         return self.forward_layers(fbank, mask_index, mask_token, keep_index)[-1]
 
-    def forward_layers(self, fbank: torch.Tensor, mask_index: Optional[torch.Tensor] = None,
-                       mask_token: Optional[torch.Tensor] = None,
-                       keep_index: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+    def forward_layers(
+        self,
+        fbank: torch.Tensor,
+        mask_index: Optional[torch.Tensor] = None,
+        mask_token: Optional[torch.Tensor] = None,
+        keep_index: Optional[torch.Tensor] = None,
+    ) -> list[torch.Tensor]:
         """The tokens after every block, the last through the final norm (what `forward` returns)."""
         x = self.patch_embed(fbank)
         if mask_index is not None:
             x = torch.where(_is_masked(mask_index, x.shape[1])[..., None], mask_token.to(x.dtype), x)
         x = torch.cat([self.prefix(x.shape[0]), x], 1) + self.pos_embed
         if keep_index is not None:
-            x = torch.cat([x[:, : self.num_prefix], _take(x[:, self.num_prefix:], keep_index)], 1)
+            x = torch.cat([x[:, : self.num_prefix], _take(x[:, self.num_prefix :], keep_index)], 1)
         layers = []
         for blk in self.blocks:
             x = blk(x)
@@ -144,7 +154,7 @@ class ASTEncoder(nn.Module):
         (prefix excluded), ``cls`` the mean of the prefix tokens, ``meanstd`` the patch tokens' mean and std
         concatenated, ``freq`` the mean over time of each frequency row of the grid, concatenated (it keeps where
         in frequency a patch was)."""
-        patches = tokens[:, self.num_prefix:]
+        patches = tokens[:, self.num_prefix :]
         if pooling == "avgtok":
             return patches.mean(1)
         if pooling == "cls":
@@ -187,7 +197,8 @@ class Decoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_prefix + num_patches, dim))
         self.blocks = nn.ModuleList(
             Block(dim, cfg.decoder_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-            for _ in range(cfg.decoder_depth))
+            for _ in range(cfg.decoder_depth)
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.num_prefix, self.num_patches = num_prefix, num_patches
         nn.init.trunc_normal_(self.mask_token, std=0.02)
@@ -198,8 +209,11 @@ class Decoder(nn.Module):
         """Encoder tokens [B, P + K, d] of the kept patches -> decoder outputs [B, M, dim] at `mask_index`."""
         x = self.embed(tokens)
         p, (b, _, dim) = self.num_prefix, x.shape
-        patches = self.mask_token.to(x.dtype).expand(b, self.num_patches, dim).scatter(
-            1, keep_index[..., None].expand(-1, -1, dim), x[:, p:])
+        patches = (
+            self.mask_token.to(x.dtype)
+            .expand(b, self.num_patches, dim)
+            .scatter(1, keep_index[..., None].expand(-1, -1, dim), x[:, p:])
+        )
         x = torch.cat([x[:, :p], patches], 1) + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
@@ -245,17 +259,23 @@ class SSASTModel(nn.Module):
     def patches(self, fbank: torch.Tensor) -> torch.Tensor:
         """Target patch vectors [B, N, fshape * tshape] (frequency-in-patch major), in token order."""
         cfg = self.cfg
-        return F.unfold(fbank.unsqueeze(1).transpose(2, 3), (cfg.fshape, cfg.tshape),
-                        stride=(cfg.fstride, cfg.tstride)).transpose(1, 2)
+        return F.unfold(
+            fbank.unsqueeze(1).transpose(2, 3), (cfg.fshape, cfg.tshape), stride=(cfg.fstride, cfg.tstride)
+        ).transpose(1, 2)
 
     def unpatch(self, patches: torch.Tensor) -> torch.Tensor:
         """Patch vectors [B, N, fshape * tshape] (as `patches` gives them) -> images [B, F, T]."""
         cfg = self.cfg
-        return F.fold(patches.transpose(1, 2).float(), (cfg.input_fdim, cfg.input_tdim), (cfg.fshape, cfg.tshape),
-                      stride=(cfg.fstride, cfg.tstride))[:, 0]
+        return F.fold(
+            patches.transpose(1, 2).float(),
+            (cfg.input_fdim, cfg.input_tdim),
+            (cfg.fshape, cfg.tshape),
+            stride=(cfg.fstride, cfg.tstride),
+        )[:, 0]
 
-    def draw_mask(self, batch: int, mask_size: int, cluster: bool,
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def draw_mask(
+        self, batch: int, mask_size: int, cluster: bool, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """Cluster masking for the patch model, uniform masking otherwise (the reference's choice)."""
         if cluster:
             return cluster_patch_mask(batch, self.v.num_patches, mask_size, self.v.grid[1], generator)
@@ -267,7 +287,7 @@ class SSASTModel(nn.Module):
         lets the decoder fill in the masked ones."""
         targets = _take(self.patches(fbank), mask_index).detach()
         if self.decoder is None:
-            return _take(self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix:], mask_index), targets
+            return _take(self.v(fbank, mask_index, self.mask_embed)[:, self.v.num_prefix :], mask_index), targets
         keep_index = torch.nonzero(~_is_masked(mask_index, self.v.num_patches))[:, 1].view(fbank.shape[0], -1)
         return self.decoder(self.v(fbank, keep_index=keep_index), keep_index, mask_index), targets
 
@@ -299,9 +319,14 @@ class SSASTModel(nn.Module):
         """Masked patch generation: mean squared error of the reconstructed patches."""
         return self._mpg_loss(*self.masked_outputs(fbank, mask_index), norm_target)
 
-    def forward(self, fbank: torch.Tensor, generator: Optional[torch.Generator] = None,
-                mask_mpc: Optional[torch.Tensor] = None, mask_mpg: Optional[torch.Tensor] = None,
-                mask_size: Optional[int] = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        fbank: torch.Tensor,
+        generator: Optional[torch.Generator] = None,
+        mask_mpc: Optional[torch.Tensor] = None,
+        mask_mpg: Optional[torch.Tensor] = None,
+        mask_size: Optional[int] = None,
+    ) -> dict[str, torch.Tensor]:
         """The objective of `ssl` on a batch [B, T, F]: losses and the MPC accuracy. Faithful mode (the released
         models): loss = MPC + mpg_weight * MPG from two encoder passes with independently drawn masks (or the
         given `mask_mpc` / `mask_mpg`, `mask_size` patches each; default ``ssl.mask_size``). ``shared_mask`` (not
@@ -328,9 +353,13 @@ class SSASTModel(nn.Module):
         return out
 
 
-
-def adapt_pos_embed(pos_embed: torch.Tensor, num_prefix: int, old_grid: tuple[int, int],
-                    new_grid: tuple[int, int], reference_quirks: bool = False) -> torch.Tensor:
+def adapt_pos_embed(
+    pos_embed: torch.Tensor,
+    num_prefix: int,
+    old_grid: tuple[int, int],
+    new_grid: tuple[int, int],
+    reference_quirks: bool = False,
+) -> torch.Tensor:
     """Positional embedding of a pretraining grid (pf, pt) adapted to a new grid (f, t), prefix copied.
 
     Per axis: a smaller axis takes the centred slice starting at old // 2 - new // 2; otherwise bilinear
@@ -373,17 +402,32 @@ class ASTClassifier(nn.Module):
         return self.mlp_head(self.embed(fbank))
 
     @classmethod
-    def from_pretrained(cls, ssl: SSASTModel, n_classes: int, fstride: Optional[int] = None,
-                        tstride: Optional[int] = None, input_tdim: Optional[int] = None,
-                        pooling: Literal["avgtok", "cls"] = "avgtok", reference_quirks: bool = False) -> "ASTClassifier":
+    def from_pretrained(
+        cls,
+        ssl: SSASTModel,
+        n_classes: int,
+        fstride: Optional[int] = None,
+        tstride: Optional[int] = None,
+        input_tdim: Optional[int] = None,
+        pooling: Literal["avgtok", "cls"] = "avgtok",
+        reference_quirks: bool = False,
+    ) -> "ASTClassifier":
         """A fine-tuning model from a pretrained one: same patch weights with a new stride and input length,
         positional embedding adapted (`adapt_pos_embed`), a fresh ``mlp_head``."""
         old = ssl.cfg
-        cfg = ModelConfig(**{**old.__dict__, "fstride": fstride or old.fstride, "tstride": tstride or old.tstride,
-                             "input_tdim": input_tdim or old.input_tdim, "decoder_depth": 0})
+        cfg = ModelConfig(
+            **{
+                **old.__dict__,
+                "fstride": fstride or old.fstride,
+                "tstride": tstride or old.tstride,
+                "input_tdim": input_tdim or old.input_tdim,
+                "decoder_depth": 0,
+            }
+        )
         model = cls(cfg, n_classes, pooling)
         state = {k: v for k, v in ssl.v.state_dict().items() if k != "pos_embed"}
-        state["pos_embed"] = adapt_pos_embed(ssl.v.pos_embed, ssl.v.num_prefix, ssl.v.grid, model.v.grid,
-                                             reference_quirks)
+        state["pos_embed"] = adapt_pos_embed(
+            ssl.v.pos_embed, ssl.v.num_prefix, ssl.v.grid, model.v.grid, reference_quirks
+        )
         model.v.load_state_dict(state)
         return model

@@ -42,8 +42,10 @@ def read(source) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "GLOBAL" in str(e):  # torch's weights-only unpickler names the class it blocked
-            raise CheckpointError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
-                                  f"containers, and unpickling them could run code") from None
+            raise CheckpointError(
+                f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                f"containers, and unpickling them could run code"
+            ) from None
         raise CheckpointError(f"cannot read checkpoint {path}: its pickled data is corrupt") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
@@ -53,8 +55,13 @@ def model_state(model: SSASTModel | ASTClassifier) -> dict:
     """The model part of this project's checkpoint."""
     state = {"model_config": dataclasses.asdict(model.cfg), "model": model.state_dict()}
     if isinstance(model, ASTClassifier):
-        return {"kind": "classifier", "n_classes": model.mlp_head[1].out_features, "pooling": model.pooling,
-                "classes": model.classes, **state}
+        return {
+            "kind": "classifier",
+            "n_classes": model.mlp_head[1].out_features,
+            "pooling": model.pooling,
+            "classes": model.classes,
+            **state,
+        }
     return {"kind": "pretraining", **state}
 
 
@@ -85,8 +92,13 @@ def checkpoint_kind(ckpt: dict) -> str:
     return "pretraining" if "mask_embed" in sd else "classifier"
 
 
-def infer_config(sd: dict, fstride: Optional[int] = None, tstride: Optional[int] = None,
-                 input_tdim: Optional[int] = None, input_fdim: Optional[int] = None) -> ModelConfig:
+def infer_config(
+    sd: dict,
+    fstride: Optional[int] = None,
+    tstride: Optional[int] = None,
+    input_tdim: Optional[int] = None,
+    input_fdim: Optional[int] = None,
+) -> ModelConfig:
     """Architecture of a released state dict. Pretraining ones store their input size (``p_input_*``) and
     use stride == shape; fine-tuned ones need the stride and input length from the caller."""
     dim, prefix = sd["v.cls_token"].shape[-1], 2 if "v.dist_token" in sd else 1
@@ -106,8 +118,10 @@ def infer_config(sd: dict, fstride: Optional[int] = None, tstride: Optional[int]
     tokens = sd["v.pos_embed"].shape[1]
     f, t = grid_size(cfg)
     if tokens != prefix + f * t:
-        raise CheckpointError(f"v.pos_embed has {tokens} tokens but stride ({cfg.fstride}, {cfg.tstride}) and input "
-                              f"({cfg.input_fdim}, {cfg.input_tdim}) give {prefix} + {f}x{t} = {prefix + f * t}")
+        raise CheckpointError(
+            f"v.pos_embed has {tokens} tokens but stride ({cfg.fstride}, {cfg.tstride}) and input "
+            f"({cfg.input_fdim}, {cfg.input_tdim}) give {prefix} + {f}x{t} = {prefix + f * t}"
+        )
     return cfg
 
 
@@ -118,8 +132,11 @@ def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
     missing, unexpected = sorted(expected.keys() - sd.keys()), sorted(sd.keys() - expected.keys())
     bad_shape = sorted(k for k in expected.keys() & sd.keys() if expected[k].shape != sd[k].shape)
     if missing or unexpected or bad_shape:
-        parts = [f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape)) if keys]
+        parts = [
+            f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape))
+            if keys
+        ]
         raise CheckpointError(f"{name} does not fit {type(model).__name__} ({'; '.join(parts)})")
     model.load_state_dict(sd)
 
@@ -137,16 +154,30 @@ def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
     return model
 
 
-def load_classifier(source, n_classes: Optional[int] = None, fstride: Optional[int] = None,
-                    tstride: Optional[int] = None, input_tdim: Optional[int] = None,
-                    input_fdim: Optional[int] = None, pooling: Optional[str] = None,
-                    fused_attn: Optional[bool] = None, reference_quirks: bool = False) -> ASTClassifier:
+def load_classifier(
+    source,
+    n_classes: Optional[int] = None,
+    fstride: Optional[int] = None,
+    tstride: Optional[int] = None,
+    input_tdim: Optional[int] = None,
+    input_fdim: Optional[int] = None,
+    pooling: Optional[str] = None,
+    fused_attn: Optional[bool] = None,
+    reference_quirks: bool = False,
+) -> ASTClassifier:
     ckpt = read(source)
     if checkpoint_kind(ckpt) == "pretraining":
         if n_classes is None:
             raise CheckpointError("building a classifier from a pretraining checkpoint needs n_classes")
-        return ASTClassifier.from_pretrained(load_pretraining(ckpt, fused_attn), n_classes, fstride, tstride,
-                                             input_tdim, pooling or "avgtok", reference_quirks)
+        return ASTClassifier.from_pretrained(
+            load_pretraining(ckpt, fused_attn),
+            n_classes,
+            fstride,
+            tstride,
+            input_tdim,
+            pooling or "avgtok",
+            reference_quirks,
+        )
     sd = _official(ckpt)
     if sd is not None:
         cfg = infer_config(sd, fstride, tstride, input_tdim, input_fdim)
@@ -171,8 +202,10 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
     and zero-filled 1000-class ``v.head``/``v.head_dist`` so that the reference code loads it strictly (its
     forward never uses them)."""
     if getattr(model, "decoder", None) is not None:
-        raise CheckpointError("a fast-mode model has no released format (the reference has no decoder): export "
-                              "its encoder as a classifier, ASTClassifier.from_pretrained(model, n_classes)")
+        raise CheckpointError(
+            "a fast-mode model has no released format (the reference has no decoder): export "
+            "its encoder as a classifier, ASTClassifier.from_pretrained(model, n_classes)"
+        )
     sd = dict(model.state_dict())
     dim = model.v.embed_dim
     for head in ("v.head", "v.head_dist") if model.v.num_prefix == 2 else ("v.head",):
@@ -181,4 +214,3 @@ def export_official(model: SSASTModel | ASTClassifier) -> dict:
         sd["p_input_fdim"] = torch.tensor(model.cfg.input_fdim)
         sd["p_input_tdim"] = torch.tensor(model.cfg.input_tdim)
     return {"module." + k: v for k, v in sd.items()}
-

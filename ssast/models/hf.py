@@ -25,11 +25,20 @@ from ssast.models.checkpoint import CheckpointError
 
 PREFIX = "audio_spectrogram_transformer."
 # ours -> theirs, for every tensor but the fused qkv projection (split into query, key and value)
-_NAMES = {"v.cls_token": "embeddings.cls_token", "v.dist_token": "embeddings.distillation_token",
-          "v.pos_embed": "embeddings.position_embeddings", "v.patch_embed.proj": "embeddings.patch_embeddings.projection",
-          "v.norm": "layernorm"}
-_BLOCK = {"attn.proj": "attention.output.dense", "mlp.fc1": "intermediate.dense", "mlp.fc2": "output.dense",
-          "norm1": "layernorm_before", "norm2": "layernorm_after"}
+_NAMES = {
+    "v.cls_token": "embeddings.cls_token",
+    "v.dist_token": "embeddings.distillation_token",
+    "v.pos_embed": "embeddings.position_embeddings",
+    "v.patch_embed.proj": "embeddings.patch_embeddings.projection",
+    "v.norm": "layernorm",
+}
+_BLOCK = {
+    "attn.proj": "attention.output.dense",
+    "mlp.fc1": "intermediate.dense",
+    "mlp.fc2": "output.dense",
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+}
 _HEAD = {"mlp_head.0": "classifier.layernorm", "mlp_head.1": "classifier.dense"}
 
 
@@ -59,9 +68,15 @@ def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677
     """Write `model` as an ``ASTForAudioClassification`` directory (config, weights, and the feature
     extractor's settings with the fbank normalisation `mean` / `std`)."""
     cfg = model.cfg
-    why = ("pooling is avgtok (the format classifies the cls and distillation tokens)" if model.pooling != "cls" else
-           f"patches are {cfg.fshape}x{cfg.tshape} (the format has square patches)" if cfg.fshape != cfg.tshape else
-           "it has one prefix token (the format has two)" if model.v.num_prefix != 2 else "")
+    why = (
+        "pooling is avgtok (the format classifies the cls and distillation tokens)"
+        if model.pooling != "cls"
+        else f"patches are {cfg.fshape}x{cfg.tshape} (the format has square patches)"
+        if cfg.fshape != cfg.tshape
+        else "it has one prefix token (the format has two)"
+        if model.v.num_prefix != 2
+        else ""
+    )
     if why:
         raise CheckpointError(f"cannot export to the Hugging Face AST format: {why}")
     d = Path(directory)
@@ -69,18 +84,45 @@ def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677
     dim, heads, _ = SIZES[cfg.size]
     eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
     labels = model.classes or [f"LABEL_{i}" for i in range(model.mlp_head[1].out_features)]
-    config = {"architectures": ["ASTForAudioClassification"], "model_type": "audio-spectrogram-transformer",
-              "hidden_size": dim, "num_hidden_layers": cfg.depth, "num_attention_heads": heads,
-              "intermediate_size": 4 * dim, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
-              "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02, "layer_norm_eps": eps.pop() if len(eps) == 1 else 1e-6,
-              "qkv_bias": True, "patch_size": cfg.fshape, "frequency_stride": cfg.fstride, "time_stride": cfg.tstride,
-              "max_length": cfg.input_tdim, "num_mel_bins": cfg.input_fdim,
-              "id2label": {str(i): n for i, n in enumerate(labels)}, "label2id": {n: i for i, n in enumerate(labels)}}
+    config = {
+        "architectures": ["ASTForAudioClassification"],
+        "model_type": "audio-spectrogram-transformer",
+        "hidden_size": dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": heads,
+        "intermediate_size": 4 * dim,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": eps.pop() if len(eps) == 1 else 1e-6,
+        "qkv_bias": True,
+        "patch_size": cfg.fshape,
+        "frequency_stride": cfg.fstride,
+        "time_stride": cfg.tstride,
+        "max_length": cfg.input_tdim,
+        "num_mel_bins": cfg.input_fdim,
+        "id2label": {str(i): n for i, n in enumerate(labels)},
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
     (d / "config.json").write_text(json.dumps(config, indent=2))
-    (d / "preprocessor_config.json").write_text(json.dumps(
-        {"feature_extractor_type": "ASTFeatureExtractor", "feature_size": 1, "sampling_rate": 16000,
-         "num_mel_bins": cfg.input_fdim, "max_length": cfg.input_tdim, "do_normalize": True, "mean": mean, "std": std,
-         "padding_value": 0.0, "return_attention_mask": False}, indent=2))
+    (d / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "ASTFeatureExtractor",
+                "feature_size": 1,
+                "sampling_rate": 16000,
+                "num_mel_bins": cfg.input_fdim,
+                "max_length": cfg.input_tdim,
+                "do_normalize": True,
+                "mean": mean,
+                "std": std,
+                "padding_value": 0.0,
+                "return_attention_mask": False,
+            },
+            indent=2,
+        )
+    )
     save_file(to_hf_state(model), str(d / "model.safetensors"), metadata={"format": "pt"})
     return d
 
@@ -98,29 +140,46 @@ def load_hf(directory: str | Path) -> ASTClassifier:
         raise CheckpointError(f"cannot read the Hugging Face AST directory {d}: {str(e).splitlines()[0]}") from None
     if c.get("model_type") != "audio-spectrogram-transformer":
         raise CheckpointError(f"{d / 'config.json'}: model_type is {c.get('model_type')!r}, not an AST")
-    sizes = [n for n, (dim, heads, prefix) in SIZES.items()
-             if (dim, heads, prefix) == (c["hidden_size"], c["num_attention_heads"], 2)]
+    sizes = [
+        n
+        for n, (dim, heads, prefix) in SIZES.items()
+        if (dim, heads, prefix) == (c["hidden_size"], c["num_attention_heads"], 2)
+    ]
     if not sizes or c["intermediate_size"] != 4 * c["hidden_size"] or c.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{d}: hidden_size {c['hidden_size']}, {c['num_attention_heads']} heads, intermediate "
-                              f"{c['intermediate_size']}, {c.get('hidden_act')}: not a tiny, small or base AST")
+        raise CheckpointError(
+            f"{d}: hidden_size {c['hidden_size']}, {c['num_attention_heads']} heads, intermediate "
+            f"{c['intermediate_size']}, {c.get('hidden_act')}: not a tiny, small or base AST"
+        )
     p = c["patch_size"]
-    cfg = ModelConfig(sizes[0], c["num_hidden_layers"], p, p, c["frequency_stride"], c["time_stride"],
-                      c["num_mel_bins"], c["max_length"])
+    cfg = ModelConfig(
+        sizes[0],
+        c["num_hidden_layers"],
+        p,
+        p,
+        c["frequency_stride"],
+        c["time_stride"],
+        c["num_mel_bins"],
+        c["max_length"],
+    )
     n = weights["classifier.dense.weight"].shape[0]
     model = ASTClassifier(cfg, n, "cls")
     theirs = {}
     for key in model.state_dict():
         if ".attn.qkv." in key:
             i, param = key.split(".")[2], key.rsplit(".", 1)[1]
-            parts = [f"{PREFIX}encoder.layer.{i}.attention.attention.{name}.{param}" for name in ("query", "key", "value")]
+            parts = [
+                f"{PREFIX}encoder.layer.{i}.attention.attention.{name}.{param}" for name in ("query", "key", "value")
+            ]
             if all(p in weights for p in parts):
                 theirs[key] = torch.cat([weights.pop(p) for p in parts])
         elif _their_name(key) in weights:
             theirs[key] = weights.pop(_their_name(key))
     missing = sorted(model.state_dict().keys() - theirs.keys())
     if missing or weights:
-        raise CheckpointError(f"{d / 'model.safetensors'} does not fit ASTForAudioClassification: missing "
-                              f"{[_their_name(k) for k in missing][:4]}, unexpected {sorted(weights)[:4]}")
+        raise CheckpointError(
+            f"{d / 'model.safetensors'} does not fit ASTForAudioClassification: missing "
+            f"{[_their_name(k) for k in missing][:4]}, unexpected {sorted(weights)[:4]}"
+        )
     model.load_state_dict(theirs)
     for m in model.modules():
         if isinstance(m, nn.LayerNorm):

@@ -33,7 +33,7 @@ class Loaded:
 
     @property
     def kind(self) -> str:
-        """"pretraining" or "classifier"."""
+        """ "pretraining" or "classifier"."""
         return "classifier" if isinstance(self.model, ASTClassifier) else "pretraining"
 
     def features(self) -> FeatureConfig:
@@ -52,9 +52,18 @@ def _hf_directory(path: Path) -> Loaded:
     return Loaded(load_hf(path), stats={k: stats[k] for k in ("mean", "std") if k in stats})
 
 
-def load_model(source, kind: Kind = "any", *, n_classes: Optional[int] = None, fstride: Optional[int] = None,
-               tstride: Optional[int] = None, input_tdim: Optional[int] = None, pooling: Optional[str] = None,
-               fused_attn: Optional[bool] = None, reference_quirks: bool = False) -> Loaded:
+def load_model(
+    source,
+    kind: Kind = "any",
+    *,
+    n_classes: Optional[int] = None,
+    fstride: Optional[int] = None,
+    tstride: Optional[int] = None,
+    input_tdim: Optional[int] = None,
+    pooling: Optional[str] = None,
+    fused_attn: Optional[bool] = None,
+    reference_quirks: bool = False,
+) -> Loaded:
     """The model of `source`: a checkpoint path (this project's or released), a state dict in memory, or a Hugging
     Face AST directory. `kind` "pretraining" or "classifier" refuses the other kind with one line, except that a
     classifier is built from a pretraining checkpoint given `n_classes` (encoder at `fstride` / `tstride` /
@@ -74,8 +83,16 @@ def load_model(source, kind: Kind = "any", *, n_classes: Optional[int] = None, f
         if kind == "pretraining":
             model = load_pretraining(ckpt, fused_attn)
         else:
-            model = load_classifier(ckpt, n_classes, fstride, tstride, input_tdim, pooling=pooling,
-                                    fused_attn=fused_attn, reference_quirks=reference_quirks)
+            model = load_classifier(
+                ckpt,
+                n_classes,
+                fstride,
+                tstride,
+                input_tdim,
+                pooling=pooling,
+                fused_attn=fused_attn,
+                reference_quirks=reference_quirks,
+            )
         run = ckpt.get("config", {}) if "kind" in ckpt else {}
         loaded = Loaded(model, run, {k: v for k, v in run.get("features", {}).items() if k in ("mean", "std")})
     return loaded
@@ -85,4 +102,3 @@ def load_encoder(source, fused_attn: Optional[bool] = None, **geometry) -> ASTEn
     """The encoder of any source `load_model` reads (released fine-tuned checkpoints need their ``fstride``,
     ``tstride`` and ``input_tdim``)."""
     return load_model(source, fused_attn=fused_attn, **geometry).model.v
-
