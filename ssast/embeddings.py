@@ -185,51 +185,24 @@ def extract(
     desc: str = "embedding",
 ) -> Store:
     """Embed every clip of `dataset` into the store ``<store_dir>/<key>`` (`store_key`), or find it complete."""
-    device = torch.device(device)
     key = store_key(encoder, dataset, features, cfg)
     folder = Path(store_dir) / key
     meta_file = folder / "store.json"
     if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
         return Store(folder)
-    names = feature_names(encoder, cfg)
-    shard = folder / f"shard{dist.rank}"
-    shard.mkdir(parents=True, exist_ok=True)
-    n = len(range(dist.rank, len(dataset.examples), dist.world))
-    dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in names}
-    dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    arrays = {name: RowWriter(shard / f"{name}.npy", n, dims[name], dtype) for name in names}
-    indices: list[int] = []
-    if encoder is not None:
-        encoder.to(device).eval()
+    dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in feature_names(encoder, cfg)}
     loader = AudioLoader(
         dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size
     )
-    autocast = (
-        torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
-    rows, start = 0, time.perf_counter()
-    with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not dist.main) as bar, autocast:
-        for batch in loader:
-            out = embed_batch(encoder, batch["fbank"].to(device), cfg)
-            for name in names:
-                arrays[name].write(out[name].float().cpu().numpy())
-            indices += batch["index"]  # the data-set index of each row (bad clips have none)
-            rows += len(batch["path"])
-            bar.update(len(batch["path"]))
-    for a in arrays.values():
-        a.close()
-    written = np.array(indices, dtype=np.int64)
-    np.save(shard / "index.npy", written)
-    (shard / "rows.json").write_text(
-        json.dumps({"rows": rows, "bad": loader.counts()["bad_clips"], "seconds": time.perf_counter() - start})
-    )
+    n = len(range(dist.rank, len(dataset.examples), dist.world))
+    _embed_shard(encoder, loader, n, cfg, dims, folder / f"shard{dist.rank}", torch.device(device), desc, dist.main)
     barrier(dist)
     if dist.main:
         shards = [json.loads((folder / f"shard{r}" / "rows.json").read_text()) for r in range(dist.world)]
         meta = {
             "key": key,
             "weights": weights_hash(encoder),
-            "features": names,
+            "features": list(dims),
             "dims": dims,
             "dtype": cfg.dtype,
             "shards": dist.world,
@@ -244,3 +217,41 @@ def extract(
         atomic_write_text(meta_file, json.dumps(meta))
     barrier(dist)
     return Store(folder)
+
+
+def _embed_shard(
+    encoder: Optional[ASTEncoder],
+    loader: AudioLoader,
+    n: int,
+    cfg: EmbedConfig,
+    dims: dict[str, int],
+    shard: Path,
+    device: torch.device,
+    desc: str,
+    show: bool,
+) -> None:
+    """This process's `n` clips into ``shard/<feature>.npy`` rows, ``index.npy`` (each row's data-set index) and
+    ``rows.json`` (rows written, unreadable clips, seconds)."""
+    shard.mkdir(parents=True, exist_ok=True)
+    dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    arrays = {name: RowWriter(shard / f"{name}.npy", n, d, dtype) for name, d in dims.items()}
+    indices: list[int] = []
+    if encoder is not None:
+        encoder.to(device).eval()
+    autocast = (
+        torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
+    rows, start = 0, time.perf_counter()
+    with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not show) as bar, autocast:
+        for batch in loader:
+            out = embed_batch(encoder, batch["fbank"].to(device), cfg)
+            for name, array in arrays.items():
+                array.write(out[name].float().cpu().numpy())
+            indices += batch["index"]  # the data-set index of each row (bad clips have none)
+            rows += len(batch["path"])
+            bar.update(len(batch["path"]))
+    for array in arrays.values():
+        array.close()
+    np.save(shard / "index.npy", np.array(indices, dtype=np.int64))
+    stats = {"rows": rows, "bad": loader.counts()["bad_clips"], "seconds": time.perf_counter() - start}
+    (shard / "rows.json").write_text(json.dumps(stats))

@@ -64,27 +64,13 @@ def to_hf_state(model: ASTClassifier) -> dict[str, torch.Tensor]:
     return out
 
 
-def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677393, std: float = 4.5689974) -> Path:
-    """Write `model` as an ``ASTForAudioClassification`` directory (config, weights, and the feature
-    extractor's settings with the fbank normalisation `mean` / `std`)."""
+def _hf_config(model: ASTClassifier) -> dict:
+    """``config.json`` of an ``ASTForAudioClassification`` holding `model`."""
     cfg = model.cfg
-    why = (
-        "pooling is avgtok (the format classifies the cls and distillation tokens)"
-        if model.pooling != "cls"
-        else f"patches are {cfg.fshape}x{cfg.tshape} (the format has square patches)"
-        if cfg.fshape != cfg.tshape
-        else "it has one prefix token (the format has two)"
-        if model.v.num_prefix != 2
-        else ""
-    )
-    if why:
-        raise CheckpointError(f"cannot export to the Hugging Face AST format: {why}")
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
     dim, heads, _ = SIZES[cfg.size]
     eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
     labels = model.classes or [f"LABEL_{i}" for i in range(model.mlp_head[1].out_features)]
-    config = {
+    return {
         "architectures": ["ASTForAudioClassification"],
         "model_type": "audio-spectrogram-transformer",
         "hidden_size": dim,
@@ -105,24 +91,39 @@ def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677
         "id2label": {str(i): n for i, n in enumerate(labels)},
         "label2id": {n: i for i, n in enumerate(labels)},
     }
-    (d / "config.json").write_text(json.dumps(config, indent=2))
-    (d / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "feature_extractor_type": "ASTFeatureExtractor",
-                "feature_size": 1,
-                "sampling_rate": 16000,
-                "num_mel_bins": cfg.input_fdim,
-                "max_length": cfg.input_tdim,
-                "do_normalize": True,
-                "mean": mean,
-                "std": std,
-                "padding_value": 0.0,
-                "return_attention_mask": False,
-            },
-            indent=2,
-        )
+
+
+def export_hf(model: ASTClassifier, directory: str | Path, mean: float = -4.2677393, std: float = 4.5689974) -> Path:
+    """Write `model` as an ``ASTForAudioClassification`` directory (config, weights, and the feature
+    extractor's settings with the fbank normalisation `mean` / `std`)."""
+    cfg = model.cfg
+    why = (
+        "pooling is avgtok (the format classifies the cls and distillation tokens)"
+        if model.pooling != "cls"
+        else f"patches are {cfg.fshape}x{cfg.tshape} (the format has square patches)"
+        if cfg.fshape != cfg.tshape
+        else "it has one prefix token (the format has two)"
+        if model.v.num_prefix != 2
+        else ""
     )
+    if why:
+        raise CheckpointError(f"cannot export to the Hugging Face AST format: {why}")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(_hf_config(model), indent=2))
+    extractor = {
+        "feature_extractor_type": "ASTFeatureExtractor",
+        "feature_size": 1,
+        "sampling_rate": 16000,
+        "num_mel_bins": cfg.input_fdim,
+        "max_length": cfg.input_tdim,
+        "do_normalize": True,
+        "mean": mean,
+        "std": std,
+        "padding_value": 0.0,
+        "return_attention_mask": False,
+    }
+    (d / "preprocessor_config.json").write_text(json.dumps(extractor, indent=2))
     save_file(to_hf_state(model), str(d / "model.safetensors"), metadata={"format": "pt"})
     return d
 
