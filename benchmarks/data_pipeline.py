@@ -141,7 +141,7 @@ def main() -> None:
 
         ours(), reference(), clips_as_unit()  # start the workers, warm the page cache and the code paths
         runs = [(ours(), reference(), clips_as_unit()) for _ in range(args.repeats)]  # interleaved
-        rate_ours, rate_ref, rate_clips = (statistics.median(r) for r in zip(*runs))
+        rate_ours, rate_ref, rate_clips = (statistics.median(r) for r in zip(*runs, strict=True))
     print(
         f"pipeline, 10-s clips, {args.workers} workers: AudioLoader {rate_ours:.1f} clips/s, "
         f"DataLoader + torchaudio {rate_ref:.1f} clips/s, ratio {rate_ours / rate_ref:.2f}x; "

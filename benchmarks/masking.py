@@ -31,10 +31,14 @@ def main() -> None:
         fn()
         return (time.perf_counter() - start) / args.batch
 
-    loop = lambda: torch.stack([reference_mask(512, 400, 64, cluster=True) for _ in range(args.batch)])
-    vectorised = lambda: cluster_patch_mask(args.batch, 512, 400, 64, generator)
+    def loop():
+        return torch.stack([reference_mask(512, 400, 64, cluster=True) for _ in range(args.batch)])
+
+    def vectorised():
+        return cluster_patch_mask(args.batch, 512, 400, 64, generator)
+
     runs = [(timed(loop), timed(vectorised)) for _ in range(args.repeats)]
-    ref, ours = (statistics.median(r) for r in zip(*runs))
+    ref, ours = (statistics.median(r) for r in zip(*runs, strict=True))
     print(
         f"cluster mask 400/512, batch {args.batch}, 1 thread: reference loop {ref * 1e3:.3f} ms/clip, "
         f"vectorised {ours * 1e3:.3f} ms/clip, ratio {ref / ours:.1f}x"

@@ -81,7 +81,7 @@ def main() -> None:
         speeds: dict[str, list[float]] = {k: [] for k in runs}
         memory: dict[str, int] = {}
         for r in range(args.repeats + 1):  # round 0 warms up
-            for k, (model, step) in runs.items():
+            for k, (_, step) in runs.items():
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()

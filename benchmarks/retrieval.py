@@ -46,7 +46,7 @@ def bench(name: str, x: np.ndarray, queries: int, k: int = 10) -> list[str]:
         qps = len(q) / statistics.median(times)
         if kind == "flat":
             exact, flat_qps = ids, qps
-        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact)])
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(ids, exact, strict=True)])
         sizes = ", ".join(
             f"{key} {info[key]}" for key in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_search") if key in info
         )

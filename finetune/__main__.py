@@ -141,7 +141,7 @@ def write_per_class_ap(path: Path, classes: list[str], targets: np.ndarray, scor
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["index", "name", "positives", "ap"])
-        for i, (name, ap) in enumerate(zip(classes, per_class_ap(targets, scores))):
+        for i, (name, ap) in enumerate(zip(classes, per_class_ap(targets, scores), strict=True)):
             out.writerow([i, name, int((targets[:, i] > 0.5).sum()), "" if np.isnan(ap) else f"{ap:.6f}"])
 
 
@@ -150,7 +150,10 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     every = esc50_folds(cfg.data.train, cfg.data.root)
     if unknown := sorted(set(cfg.folds) - set(every)):
         raise invalid("folds", unknown, f"folds of the data set ({every})")
-    split = lambda folds: dataclasses.replace(cfg.data.train, split=",".join(map(str, folds)))
+
+    def split(folds):
+        return dataclasses.replace(cfg.data.train, split=",".join(map(str, folds)))
+
     parts = [
         (k, read_dataset(split([f for f in every if f != k]), cfg.data.root), read_dataset(split([k]), cfg.data.root))
         for k in cfg.folds

@@ -157,12 +157,12 @@ def main(argv: list[str] | None = None) -> list:
     ex = executor(launch, folder, stage)
     sweep = [str(d) for d in run_dirs] if sweeps else None
     with ex.batch():
-        jobs = [ex.submit(StageJob(stage, a, str(d), sweep)) for a, d in zip(jobs_args, run_dirs)]
-    for job, run_dir in zip(jobs, run_dirs):
+        jobs = [ex.submit(StageJob(stage, a, str(d), sweep)) for a, d in zip(jobs_args, run_dirs, strict=True)]
+    for job, run_dir in zip(jobs, run_dirs, strict=True):
         print(f"submitted job {job.job_id}: {stage} in {run_dir}")
     if launch.cluster == "local" or "--wait" in flags:
         results = [job.results()[0] for job in jobs]  # the main task's
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=True):
             print(f"job {job.job_id} done: {result}")
         return results
     return jobs

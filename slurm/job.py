@@ -73,7 +73,7 @@ class StageJob:
         """The last element of a sweep to finish writes the results of all of them beside them."""
         results = [Path(d) / "result.json" for d in self.sweep]
         if results and all(p.exists() for p in results):
-            summary = {Path(d).name: json.loads(p.read_text()) for d, p in zip(self.sweep, results)}
+            summary = {Path(d).name: json.loads(p.read_text()) for d, p in zip(self.sweep, results, strict=True)}
             atomic_write_text(self.run_dir.parent / "summary.json", json.dumps(summary, indent=1))
 
     def checkpoint(self) -> submitit.helpers.DelayedSubmission:

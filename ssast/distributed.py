@@ -63,7 +63,7 @@ def all_mean(values: dict[str, float], d: Dist) -> dict[str, float]:
         return values
     t = _tensor(list(values.values()))
     dist.all_reduce(t)
-    return dict(zip(values, (t / d.world).tolist()))
+    return dict(zip(values, (t / d.world).tolist(), strict=True))
 
 
 def any_rank(flag: bool, d: Dist) -> bool:

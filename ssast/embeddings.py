@@ -72,7 +72,7 @@ MIXES = {"mean": "Lmean", "concat": "Lcat"}
 def feature_names(encoder: Optional[ASTEncoder], cfg: EmbedConfig) -> list[str]:
     if encoder is None:
         return ["fbank"]
-    return [f"L{layer_number(encoder, l)}_{p}" for l in cfg.layers for p in cfg.poolings] + [
+    return [f"L{layer_number(encoder, layer)}_{p}" for layer in cfg.layers for p in cfg.poolings] + [
         f"{MIXES[m]}_{p}" for m in cfg.layer_mix for p in cfg.poolings
     ]
 
@@ -87,7 +87,7 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
     if t % window:
         raise ValueError(f"clip length {t} frames is not a multiple of the encoder input ({window} frames)")
     windows = fbank.reshape(n * t // window, window, f)
-    wanted = {layer_number(encoder, l) for l in cfg.layers}
+    wanted = {layer_number(encoder, layer) for layer in cfg.layers}
     out: dict[str, list[torch.Tensor]] = {}
     for i in range(0, len(windows), cfg.batch_size):
         layers = encoder.forward_layers(windows[i : i + cfg.batch_size])
@@ -97,7 +97,7 @@ def embed_batch(encoder: Optional[ASTEncoder], fbank: torch.Tensor, cfg: EmbedCo
     pooled = {k: torch.cat(v).reshape(n, t // window, -1).mean(1) for k, v in out.items()}
     for mix in cfg.layer_mix:
         for p in cfg.poolings:
-            per_layer = [pooled[f"L{layer_number(encoder, l)}_{p}"] for l in cfg.layers]
+            per_layer = [pooled[f"L{layer_number(encoder, layer)}_{p}"] for layer in cfg.layers]
             pooled[f"{MIXES[mix]}_{p}"] = torch.stack(per_layer).mean(0) if mix == "mean" else torch.cat(per_layer, 1)
     return pooled
 
@@ -165,10 +165,10 @@ class Store:
     def label_array(self) -> np.ndarray:
         """Class ids [N] (single-label data) or multi-hot [N, C]."""
         if not self.multi_label:
-            return np.array([l[0] if l else -1 for l in self.labels])
+            return np.array([labels[0] if labels else -1 for labels in self.labels])
         out = np.zeros((len(self.labels), len(self.classes)), dtype=np.float32)
-        for i, l in enumerate(self.labels):
-            out[i, l] = 1
+        for i, labels in enumerate(self.labels):
+            out[i, labels] = 1
         return out
 
 
@@ -179,12 +179,13 @@ def extract(
     data: DataConfig,
     cfg: EmbedConfig,
     store_dir: str | Path,
-    dist: Dist = Dist(),
+    dist: Optional[Dist] = None,
     device: str | torch.device = "cpu",
     recipe: Optional[dict] = None,
     desc: str = "embedding",
 ) -> Store:
     """Embed every clip of `dataset` into the store ``<store_dir>/<key>`` (`store_key`), or find it complete."""
+    dist = dist or Dist()
     key = store_key(encoder, dataset, features, cfg)
     folder = Path(store_dir) / key
     meta_file = folder / "store.json"

@@ -54,10 +54,16 @@ class ClassifyTask(Task):
     mode = "max"
 
     def __init__(
-        self, model: ASTClassifier, cfg: FinetuneConfig, epoch_steps: int, valid_loader, device, dist: Dist = Dist()
+        self,
+        model: ASTClassifier,
+        cfg: FinetuneConfig,
+        epoch_steps: int,
+        valid_loader,
+        device,
+        dist: Optional[Dist] = None,
     ):
         self.model, self.cfg, self.epoch_steps = model, cfg, epoch_steps
-        self.valid, self.device, self.dist = valid_loader, device, dist
+        self.valid, self.device, self.dist = valid_loader, device, dist or Dist()
         self.monitor = cfg.monitor if valid_loader is not None else None
         self.epoch = 0  # validations so far = epochs done
         self.ensemble_sum: Optional[torch.Tensor] = None

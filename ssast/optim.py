@@ -99,5 +99,5 @@ class Schedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau.load_state_dict(state["plateau"])
-        for group, lr in zip(self.optimizer.param_groups, state["lr"]):
+        for group, lr in zip(self.optimizer.param_groups, state["lr"], strict=True):
             group["lr"] = lr

@@ -57,7 +57,7 @@ def _torch_path(
             line_search_fn="strong_wolfe",
         )
 
-        def closure():
+        def closure(optimizer=optimizer, c=c):
             optimizer.zero_grad()
             loss = scale * loss_fn(xt @ w + b, target) + (w * w).sum() / (2 * c * len(xt))
             loss.backward()
@@ -147,14 +147,14 @@ def fair_probe(
     # The (feature, inner split) paths run on every core on CPU (each fit is single-threaded).
     parallel = Parallel(n_jobs=-1 if solver == "sklearn" else 1)
     jobs = [(name, split) for name in features for split in range(len(inner))]
-    paths = dict(zip(jobs, parallel(delayed(path)(features[n], *inner[i], cs) for n, i in jobs)))
+    paths = dict(zip(jobs, parallel(delayed(path)(features[n], *inner[i], cs) for n, i in jobs), strict=True))
     chosen: dict[str, tuple[float, float]] = {}  # feature -> (inner metric, C)
     for name in features:
         inner_scores = np.mean([paths[name, i] for i in range(len(inner))], 0)
         best = int(np.argmax(inner_scores))
         chosen[name] = (float(inner_scores[best]), cs[best])
     finals = parallel(delayed(path)(x, train, test, [chosen[n][1]]) for n, x in features.items())
-    by_feature = {name: score[0] for name, score in zip(features, finals)}
+    by_feature = {name: score[0] for name, score in zip(features, finals, strict=True)}
     feature = max(chosen, key=lambda n: chosen[n][0])
     return ProbeResult(by_feature[feature], feature, chosen[feature][1], by_feature)
 

@@ -87,7 +87,10 @@ class ProbeConfig:
 
 def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
     """The data sets of a task: {"1", ..., "5"} for folds; {"train", "test"(, "valid")} for a split."""
-    read = lambda split: read_dataset(dataclasses.replace(task.dataset, split=split), root)
+
+    def read(split):
+        return read_dataset(dataclasses.replace(task.dataset, split=split), root)
+
     if task.protocol == "folds":
         return {str(f): read(str(f)) for f in task.folds}
     parts = {
@@ -147,7 +150,7 @@ def probe_source(cfg: ProbeConfig, task: ProbeTaskConfig, stores: dict[str, Stor
                 ),
                 False,
             )
-            for r, (train, test, _) in zip(results, evaluations(task, stores))
+            for r, (train, test, _) in zip(results, evaluations(task, stores), strict=True)
         ]
         out["knn"] = float(np.mean(knn))
     return out
@@ -207,7 +210,7 @@ def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
     for encoder in trained + random_init[:1]:
         check_tasks(cfg, encoder.cfg.input_tdim)
         try:
-            [layer_number(encoder, l) for l in cfg.embed.layers]
+            [layer_number(encoder, layer) for layer in cfg.embed.layers]
         except ValueError as e:
             raise ConfigError(f"config key 'embed.layers': {e}") from None
     groups = {"fbank mean+std": [None] if cfg.fbank_baseline else [], "random init": random_init, "pretrained": trained}

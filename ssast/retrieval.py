@@ -5,8 +5,8 @@ Index kinds: ``flat`` (exact ``IndexFlatIP``), ``ivf`` (IVF-Flat), ``ivfpq`` (IV
 Sizes not given are chosen from the data: ``nlist`` = 4 sqrt(n) (at most n / 39, so that each list gets FAISS's
 minimum of 39 training points), k-means on at most 64 points per list, ``nprobe`` = nlist / 32 (at least 16),
 PQ with d / 8 sub-quantizers (d / 4 when that does not divide) of 8 bits (fewer when there are not 39 x 256
-training points), HNSW with 32 links, efConstruction 40 and efSearch 128. Flat and IVF indexes are cloned onto every GPU FAISS sees; HNSW
-stays on the CPU (FAISS has no GPU HNSW).
+training points), HNSW with 32 links, efConstruction 40 and efSearch 128. Flat and IVF indexes are cloned onto
+every GPU FAISS sees; HNSW stays on the CPU (FAISS has no GPU HNSW).
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def index_sizes(cfg: IndexConfig, n: int, d: int) -> dict[str, int]:
     return sizes
 
 
-def build_index(x: np.ndarray, cfg: IndexConfig = IndexConfig(), seed: int = 0) -> tuple[faiss.Index, dict]:
-    """An index holding the rows of `x` (normalised here), and its sizes and build time."""
+def build_index(x: np.ndarray, cfg: Optional[IndexConfig] = None, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """An index holding the rows of `x` (normalised here), and its sizes and build time (`cfg` default: flat)."""
+    cfg = cfg or IndexConfig()
     x = normalise(x)
     n, d = x.shape
     sizes = index_sizes(cfg, n, d)

@@ -68,7 +68,7 @@ def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
-    for ax, t in zip(axes[0], tasks):
+    for ax, t in zip(axes[0], tasks, strict=True):
         for g in (g for g in results if len(results[g][t][0]["by_feature"]) > 1):
             features = list(results[g][t][0]["by_feature"])
             for pooling in dict.fromkeys(f.split("_", 1)[1] for f in features):

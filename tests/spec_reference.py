@@ -1,4 +1,5 @@
-"""A deliberately plain reading of the reference behaviour (README, "Faithful to the reference"), used only by the tests to cross-check the models.
+"""A deliberately plain reading of the reference behaviour (README, "Faithful to the reference"), used only by the
+tests to cross-check the models.
 
 Per-clip loops, explicit attention, weights read straight from a released-format state dict.
 """

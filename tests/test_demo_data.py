@@ -31,7 +31,10 @@ def test_speechcommands_layout(demo_root):
     val = (root / "validation_list.txt").read_text().split()
     test = (root / "testing_list.txt").read_text().split()
     assert len(val) == len(test) == 35  # one speaker each at the small scale
-    speakers = lambda names: {Path(n).name.split("_")[0] for n in names}
+
+    def speakers(names):
+        return {Path(n).name.split("_")[0] for n in names}
+
     train = speakers(str(c.relative_to(root)) for c in clips) - speakers(val) - speakers(test)
     assert len(train) == 8 and not speakers(val) & speakers(test)
     assert all((root / n).is_file() for n in val + test)
@@ -81,7 +84,10 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
         demo.build(tmp_path / name, tiny, seed=seed)
     a, b, c = (_digest(tmp_path / n) for n in "abc")
     assert a == b and len(a) == 35 + 2 + 2 + 25 + 1 + 3 + 2 + 1  # clips, noise, lists, esc, esc csv, as, csv
-    clips = lambda d: {v for k, v in d.items() if k.endswith(".wav") and "_background_noise_" not in k}
+
+    def clips(d):
+        return {v for k, v in d.items() if k.endswith(".wav") and "_background_noise_" not in k}
+
     assert len(clips(a)) == 35 + 25 + 3 + 2 and not clips(a) & clips(c)  # another seed: other clips
 
 
@@ -94,11 +100,14 @@ def generate(root, *extra):
 def test_two_generations_in_separate_processes_are_byte_identical_and_movable(tmp_path):
     for name in "ab":
         assert generate(tmp_path / name, "--scale", "small").returncode == 0
-    digest = lambda root: {
-        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+
+    def digest(root):
+        return {
+            str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+
     a = digest(tmp_path / "a")
     assert len(a) == 350 + 2 + 2 + 125 + 1 + 36 + 3 + 40 + 1  # every file, the manifests and the marker too
     assert a == digest(tmp_path / "b")

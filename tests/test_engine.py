@@ -33,7 +33,7 @@ def pretrain_args(demo_root, run_dir, *extra):
 
 
 def metrics(run_dir):
-    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def wait_for_step(run_dir, step, proc, timeout=120):

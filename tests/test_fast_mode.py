@@ -32,7 +32,7 @@ def test_faithful_losses_and_gradients_equal_the_reference_step(cluster):
         assert ours[k].item() == pytest.approx(theirs[k].item(), abs=1e-5), k
     ours["loss"].backward()
     theirs["loss"].backward()
-    for (name, a), b in zip(model.named_parameters(), reference.model.parameters()):
+    for (name, a), b in zip(model.named_parameters(), reference.model.parameters(), strict=True):
         assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
 
 
@@ -45,7 +45,10 @@ def test_fast_mode_encodes_only_the_visible_patches_and_decodes_the_masked_ones(
     model = fast_model()
     fbank, mask = torch.randn(2, 256, 128), torch.stack([torch.randperm(128)[:96] for _ in range(2)])
     seen = {}
-    record = lambda name: lambda m, args: seen.update({name: tuple(args[0].shape)})  # returns None: args unchanged
+
+    def record(name):
+        return lambda m, args: seen.update({name: tuple(args[0].shape)})  # returns None: args unchanged
+
     model.v.blocks[0].register_forward_pre_hook(record("encoder"))
     model.decoder.blocks[0].register_forward_pre_hook(record("decoder"))
     h, target = model.masked_outputs(fbank, mask)
@@ -76,7 +79,9 @@ def test_fast_mode_trains_both_heads_from_one_pass_and_loads_as_an_encoder(tmp_p
     assert model.mask_embed is None and all(p.grad is not None for p in model.parameters())
     torch.save(model_state(model), tmp_path / "fast.pt")
     encoder = load_encoder(tmp_path / "fast.pt")
-    assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), model.v.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), model.v.state_dict().values(), strict=True)
+    )
     clf = load_model(tmp_path / "fast.pt", "classifier", n_classes=5).model
     assert clf.cfg.decoder_depth == 0 and not any("decoder" in k for k in clf.state_dict())
     with pytest.raises(CheckpointError, match="fast-mode model has no released format"):

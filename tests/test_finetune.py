@@ -80,8 +80,8 @@ def test_esc50_protocol_selects_the_epoch_on_the_fold_averaged_curve(demo_root, 
     assert json.loads((tmp_path / "results.json").read_text()) == results
     curves = []
     for k in range(1, 6):
-        lines = [json.loads(l) for l in (tmp_path / f"fold{k}/metrics.jsonl").read_text().splitlines()]
-        curves.append([l["valid_accuracy"] for l in lines if "valid_accuracy" in l])
+        lines = [json.loads(line) for line in (tmp_path / f"fold{k}/metrics.jsonl").read_text().splitlines()]
+        curves.append([line["valid_accuracy"] for line in lines if "valid_accuracy" in line])
     assert np.array(curves).shape == (5, 3)
     epoch = int(np.argmax(np.mean(curves, 0)))
     assert results["epoch"] == epoch + 1 and results["mean_curve"] == pytest.approx(np.mean(curves, 0).tolist())

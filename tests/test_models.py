@@ -57,7 +57,7 @@ def test_pretraining_matches_a_plain_reading_of_the_spec(name):
     with torch.no_grad():
         ours = (*model.mpc(x, m1), model.mpg(x, m2))
         plain = spec.mpc_mpg(sd, x, m1, m2)
-    for a, b in zip(ours, plain):
+    for a, b in zip(ours, plain, strict=True):
         assert abs(float(a) - float(b)) <= 1e-5
 
 
@@ -102,7 +102,7 @@ def test_checkpoints_load_without_module_prefix_and_round_trip(name, tmp_path):
             assert torch.equal(exported[k], v), k
     torch.save(model_state(model), tmp_path / "own.pt")
     again = load_model(tmp_path / "own.pt", "pretraining").model
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
     ft = golden.released_finetuned(name)
     clf = load_model(ft, "classifier", **geometry(GOLDEN["variants"][name]["finetuned"])).model
     assert export_official(clf).keys() == ft.keys()

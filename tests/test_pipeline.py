@@ -42,7 +42,7 @@ def test_resume_from_state_dict_gives_identical_batches(esc, consumed):
     expected = [next(stream) for _ in range(4)]  # crosses the epoch boundary for consumed=12
     resumed = AudioLoader(esc, ESC_FEATURES, data, train=True, seed=3)
     resumed.load_state_dict(state)
-    for a, b in zip(expected, take(resumed, 4)):
+    for a, b in zip(expected, take(resumed, 4), strict=True):
         assert a["path"] == b["path"]
         assert torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["target"], b["target"])
 

@@ -260,7 +260,7 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text()) == results
     assert (tmp_path / "r.sweep.png").stat().st_size > 1000
     assert set(results) == {"fbank mean+std", "random init", "pretrained"}
-    for name, by_task in results.items():
+    for by_task in results.values():
         assert set(by_task) == {"keywords", "sound events"} and all(len(v) == 1 for v in by_task.values())
     # The random-init encoder of seed 0 is the pretraining stage's initialisation: the same weights saved as a
     # checkpoint give the same numbers.
@@ -320,7 +320,8 @@ def test_a_multi_label_task_reports_map_on_its_eval_manifest(demo_root, tmp_path
             "cs=[1.0]",
             "retrieval_k=5",
             f"tasks=[{{name: tags, dataset: {{kind: json, path: audioset/train.json, labels: {labels}}}, "
-            f"test: {{kind: json, path: audioset/eval.json, labels: {labels}}}, valid_fraction: 0.25, target_length: 128}}]",
+            f"test: {{kind: json, path: audioset/eval.json, labels: {labels}}}, valid_fraction: 0.25, "
+            "target_length: 128}]",
         ],
     )
     result = linear(cfg)["fbank mean+std"]["tags"][0]

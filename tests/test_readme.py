@@ -1,6 +1,6 @@
 """Every example command of the README runs: a stage checks its recipe and keys (``--print-config``), the SLURM
-launcher prints its script (``--dry-run``), the data generator and the tagger know their flags. A renamed key, recipe or flag
-fails here instead of in a reader's terminal."""
+launcher prints its script (``--dry-run``), the data generator and the tagger know their flags. A renamed key,
+recipe or flag fails here instead of in a reader's terminal."""
 
 import re
 import shlex

@@ -242,7 +242,10 @@ def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(demo_root,
     pretrain(demo_root, run_dir, "resume=auto")
     assert any("last.pt" in m and "trying an older checkpoint" in m for m in caplog.messages)
     assert any("resumed from" in m and "step_00000004.pt at step 4" in m for m in caplog.messages)
-    timeless = lambda rows: [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+
     assert timeless(metrics(run_dir)) == timeless(metrics(finished))
 
 
@@ -287,7 +290,7 @@ def test_bf16_autocast_trains_close_to_fp32(demo_root, finished, tmp_path):
     pretrain(demo_root, tmp_path / "run", "train.precision=bf16", "train.max_steps=3")
     fp32, bf16 = train_rows(finished)[:3], train_rows(tmp_path / "run")
     assert [r["step"] for r in bf16] == [1, 2, 3]
-    for a, b in zip(fp32, bf16):
+    for a, b in zip(fp32, bf16, strict=True):
         assert a["loss"] != b["loss"]  # autocast is on (its dtypes are checked in test_models)
         for k in ("loss", "mpc_loss", "mpg_loss"):
             assert b[k] == pytest.approx(a[k], rel=0.05)

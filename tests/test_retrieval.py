@@ -54,7 +54,7 @@ def test_approximate_indexes_find_the_exact_neighbours_on_clustered_data():
     for kind in ("ivf", "hnsw"):
         index, info = build_index(x, IndexConfig(kind=kind))
         _, ids, _ = neighbours_excluding_self(index, x[:500], 10)
-        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact, strict=True)])
         assert recall >= 0.95, (kind, info, recall)
     assert build_index(x, IndexConfig(kind="ivf"))[1]["nlist"] == min(int(4 * np.sqrt(20000)), 20000 // 39) == 512
 

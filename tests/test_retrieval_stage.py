@@ -96,8 +96,8 @@ def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
             f"probe.overrides=[{','.join(repr(o) for o in overrides)}]",
         ]
     )
-    lines = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    probed = {l["step"]: l["probe_events"] for l in lines if "probe_events" in l}
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    probed = {line["step"]: line["probe_events"] for line in lines if "probe_events" in line}
     assert sorted(probed) == [2, 4]
     # the logged value is the fair probe of that step's encoder
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)

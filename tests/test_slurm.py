@@ -64,8 +64,9 @@ def test_dry_run_prints_a_script_a_person_can_submit(capsys):
     ):
         assert f"#SBATCH {option}" in lines
     assert any(
-        l.startswith("srun ") and l.endswith(f"-u -m submitit.core._submit {Path('runs/base/slurm/%j').absolute()}")
-        for l in lines
+        line.startswith("srun ")
+        and line.endswith(f"-u -m submitit.core._submit {Path('runs/base/slurm/%j').absolute()}")
+        for line in lines
     )
     assert not Path("runs/base").exists()  # nothing submitted, nothing written
 
@@ -138,7 +139,7 @@ def cluster(tmp_path_factory):
 
 
 def metrics(run_dir):
-    return [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -167,7 +168,7 @@ def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, dem
         == state["ranks"][1]["weights"]
         == weights_hash(load_model(state, "pretraining").model)
     )
-    started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    started = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
     assert len(started) == 1 and started[0]["tasks"] == 2
     assert list((run_dir / "slurm").glob("*/*_0_log.out")) and list((run_dir / "slurm").glob("*/*_1_log.out"))
 
@@ -185,11 +186,14 @@ def test_an_interrupted_job_requeues_and_resumes_to_the_uninterrupted_losses(clu
         time.sleep(0.5)
     job._interrupt()  # a preemption: SIGTERM, then SIGUSR2
     job.result()
-    started = [json.loads(l) for l in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    started = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
     assert len(started) == 2 and started[0]["job_id"] == started[1]["job_id"] == job.job_id  # requeued once
     log = "".join(p.read_text() for p in (run_dir / "slurm").glob("*/*_0_log.err"))
     assert "checkpoint written at step" in log and "resumed from" in log
-    timeless = lambda rows: [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+
+    def timeless(rows):
+        return [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
+
     assert timeless(metrics(run_dir)) == timeless(metrics(reference))  # the losses of an uninterrupted run
 
 

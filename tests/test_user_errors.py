@@ -171,9 +171,10 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
     assert e.value.code == 0
     assert "train.max_steps: 7  # int, >= 1" in lines and "ssl.objective: joint  # joint | mpc | mpg" in lines
     assert "features.channel: 0  # int, >= 0 | null" in lines
-    leaves = lambda schema: sum(
-        leaves(tp) if dataclasses.is_dataclass(tp) else 1 for tp in typing.get_type_hints(schema).values()
-    )
+
+    def leaves(schema):
+        return sum(leaves(tp) if dataclasses.is_dataclass(tp) else 1 for tp in typing.get_type_hints(schema).values())
+
     assert len(lines) == leaves(PretrainConfig) == 80
 
 
@@ -237,7 +238,7 @@ def test_resume_from_released_weights_says_to_use_init_and_init_works(demo_root,
     )
     pretrain_stage.main([*base, f"run_dir={tmp_path}/c", f"init={tmp_path}/released.pth"])
     after = load_model(tmp_path / "c" / "checkpoints" / "last.pt", "pretraining").model
-    moved = max((a - b).abs().max().item() for a, b in zip(after.parameters(), weights.parameters()))
+    moved = max((a - b).abs().max().item() for a, b in zip(after.parameters(), weights.parameters(), strict=True))
     assert 0 < moved < 1e-3  # one Adam step of lr 1e-5 (the warm-up's first) from the released weights
     line = one_line(capsys, pretrain_stage.main, [*base, f"run_dir={tmp_path}/d", f"resume={tmp_path}/c/config.yaml"])
     assert (

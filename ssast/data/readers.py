@@ -238,6 +238,9 @@ def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
             f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
         )
     held = {i * n // count for i in range(count)}  # distinct, as n / count > 1
-    pick = lambda keep: [e for i, e in enumerate(dataset.examples) if (i in held) != keep]
+
+    def pick(keep):
+        return [e for i, e in enumerate(dataset.examples) if (i in held) != keep]
+
     rest = dict(classes=dataset.classes, multi_label=dataset.multi_label)
     return Dataset(pick(True), **rest), Dataset(pick(False), **rest)

@@ -1,7 +1,8 @@
 """The demo's summary table: linear probes and retrieval (``probes.json`` of ``python -m probes linear``) and
 fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source.
 
-    python -m ssast.demo.report --probes runs/demo/probes.json --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
+    python -m ssast.demo.report --probes runs/demo/probes.json \
+        --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
         "fine-tuned, SSL pretrained"=runs/demo/ft_pretrained
 """
 

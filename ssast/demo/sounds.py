@@ -71,7 +71,10 @@ def church_bell(rng, sr):
 
 def clock_tick(rng, sr):
     period = rng.uniform(0.3, 1.0)
-    tick = lambda: _band(rng, int(0.01 * sr), sr, rng.uniform(1500, 3000), 7000) * _decay(int(0.01 * sr), sr, 0.002)
+
+    def tick():
+        return _band(rng, int(0.01 * sr), sr, rng.uniform(1500, 3000), 7000) * _decay(int(0.01 * sr), sr, 0.002)
+
     return _repeat(rng, sr, tick, rng.integers(3, 8), (period, period * 1.02))
 
 
@@ -129,7 +132,10 @@ def bird_chirp(rng, sr):
 
 def footsteps(rng, sr):
     period = rng.uniform(0.4, 0.7)
-    step = lambda: _band(rng, int(0.08 * sr), sr, 60, rng.uniform(400, 1200)) * _decay(int(0.08 * sr), sr, 0.02)
+
+    def step():
+        return _band(rng, int(0.08 * sr), sr, 60, rng.uniform(400, 1200)) * _decay(int(0.08 * sr), sr, 0.02)
+
     return _repeat(rng, sr, step, rng.integers(3, 7), (period, period * 1.1))
 
 
@@ -169,7 +175,10 @@ def hand_saw(rng, sr):
 
 def alarm_beep(rng, sr):
     f, on = rng.uniform(800, 2500), rng.uniform(0.08, 0.3)
-    beep = lambda: signal.square(2 * np.pi * f * _t(sr, on)) * 0.5
+
+    def beep():
+        return signal.square(2 * np.pi * f * _t(sr, on)) * 0.5
+
     return _repeat(rng, sr, beep, rng.integers(2, 8), (on * 0.5, on * 1.5))
 
 
@@ -208,7 +217,9 @@ def cat_meow(rng, sr):
 
 
 def keyboard_typing(rng, sr):
-    key = lambda: _band(rng, int(0.015 * sr), sr, rng.uniform(1000, 2500), 6000) * _decay(int(0.015 * sr), sr, 0.004)
+    def key():
+        return _band(rng, int(0.015 * sr), sr, rng.uniform(1000, 2500), 6000) * _decay(int(0.015 * sr), sr, 0.004)
+
     return _repeat(rng, sr, key, rng.integers(6, 20), (0.05, 0.2))
 
 

@@ -292,8 +292,9 @@ class SSASTModel(nn.Module):
         return self.decoder(self.v(fbank, keep_index=keep_index), keep_index, mask_index), targets
 
     def _mpc_loss(self, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """InfoNCE of ``cpredlayer(h)``: scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a]; a column b is correct when
-        the argmax over a of the row-softmaxed S is b. Negatives are the clip's other masked patches."""
+        """InfoNCE of ``cpredlayer(h)``: scores S[a, b] = target_a . pred_b; loss = -mean log_softmax_b(S)[a, a];
+        a column b is correct when the argmax over a of the row-softmaxed S is b. Negatives are the clip's other
+        masked patches."""
         pred = self.cpredlayer(h)
         with torch.autocast(target.device.type, enabled=False):  # raw dot products overflow half precision
             scores = torch.bmm(target.float(), pred.float().transpose(1, 2))  # [B, M, M]

@@ -57,7 +57,7 @@ def to_hf_state(model: ASTClassifier) -> dict[str, torch.Tensor]:
     for key, value in model.state_dict().items():
         if ".attn.qkv." in key:
             i, param = key.split(".")[2], key.rsplit(".", 1)[1]
-            for name, part in zip(("query", "key", "value"), value.chunk(3)):
+            for name, part in zip(("query", "key", "value"), value.chunk(3), strict=True):
                 out[f"{PREFIX}encoder.layer.{i}.attention.attention.{name}.{param}"] = part.contiguous()
         else:
             out[_their_name(key)] = value.contiguous()
