@@ -6,7 +6,7 @@ DEPS := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_DATA ?= data/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 # The stamp's name carries the hash of pyproject.toml, so it needs no timestamp prerequisite (a fresh clone's
 # files are all new).
@@ -53,6 +53,11 @@ demo: install
 # The whole suite, slow integration tests included (real SLURM, fault injection): what CI runs.
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff holds style, imports, bugbear's checks and docstrings (pyproject.toml); `ruff format` is the formatter.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Without the tests marked slow, for quick iterations.
 test-fast: PYTEST_ARGS = -m "not slow"

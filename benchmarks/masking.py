@@ -19,6 +19,7 @@ from ssast.masking import cluster_patch_mask
 
 
 def main() -> None:
+    """Time the reference's cluster masking loop against `cluster_patch_mask` and print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=5)

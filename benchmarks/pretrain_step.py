@@ -33,6 +33,7 @@ from ssast.models.ast import SSLConfig  # noqa: E402
 
 
 def variants(cfg: ModelConfig, mask_size: int, cluster: bool) -> dict:
+    """{name: (model, step function)} of the pretraining steps compared, with the same initial weights."""
     torch.manual_seed(0)
     reference = ReferenceStep(SSASTModel(dataclasses.replace(cfg, fused_attn=False)))
     ssl = SSLConfig(mask_size=mask_size, cluster=cluster)
@@ -50,6 +51,7 @@ def variants(cfg: ModelConfig, mask_size: int, cluster: bool) -> dict:
 
 
 def main() -> None:
+    """Time each variant's training step at the given geometry and print clips/s and the ratio to the reference."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "base"])
     parser.add_argument("--batch", type=int, default=4)

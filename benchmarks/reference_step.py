@@ -38,6 +38,7 @@ class ReferenceStep:
         model.v.set_fused_attn(False)
 
     def encode(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
+        """The reference's encoder pass: mask tokens at `mask_index`, explicit attention, every token."""
         v = self.model.v
         x = v.patch_embed(fbank)
         mask_dense = self.model.mask_embed.expand(x.shape[0], x.shape[1], -1)
@@ -49,6 +50,7 @@ class ReferenceStep:
         return v.norm(x)[:, v.num_prefix :]
 
     def mpc(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's MPC loss and accuracy, clip by clip."""
         patches = self.model.patches(fbank)
         h = self.encode(fbank, mask_index)
         b, m = mask_index.shape
@@ -62,6 +64,7 @@ class ReferenceStep:
         return correct / (b * m), nce / (-1.0 * b * m)
 
     def mpg(self, fbank: torch.Tensor, mask_index: torch.Tensor) -> torch.Tensor:
+        """The reference's MPG loss, clip by clip."""
         patches = self.model.patches(fbank)
         h = self.encode(fbank, mask_index)
         b = mask_index.shape[0]
@@ -77,6 +80,7 @@ class ReferenceStep:
         mpg_weight: float = 10.0,
         masks: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The reference's joint objective with its own masks (or the given ones): MPC + 10 * MPG."""
         if masks is None:
             n, t_dim = self.model.v.num_patches, self.model.v.grid[1]
             masks = tuple(

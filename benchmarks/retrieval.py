@@ -26,12 +26,14 @@ KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
 
 def mixture(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """`n` unit vectors of `dim` drawn around 2000 Gaussian centres (data with neighbours worth finding)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((2000, dim)).astype(np.float32)
     return centres[rng.integers(0, 2000, n)] + 0.6 * rng.standard_normal((n, dim), dtype=np.float32)
 
 
 def bench(name: str, x: np.ndarray, queries: int, k: int = 10) -> list[str]:
+    """Table rows of every index kind on `x`: build time, queries/s, ratio to exact search and recall@k."""
     rng = np.random.default_rng(1)
     held = rng.choice(len(x), min(queries, len(x) // 5), replace=False)
     q, base = x[held], np.delete(x, held, axis=0)
@@ -58,6 +60,7 @@ def bench(name: str, x: np.ndarray, queries: int, k: int = 10) -> list[str]:
 
 
 def main() -> None:
+    """Benchmark the index kinds on a synthetic mixture and on a store, printing ratios to exact search."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=768)

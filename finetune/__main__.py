@@ -101,6 +101,7 @@ def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None,
 
 
 def run_split(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
+    """The split protocol: train, choose the epoch on validation (best.pt), score it (and the averages) on test."""
     train_set, valid_set = train_valid(cfg.data, cfg.data.root)
     test_set = read_dataset(cfg.test, cfg.data.root) if cfg.test.path or cfg.test.split else None
     task, trainer = train(cfg, train_set, valid_set, run_dir)
@@ -179,6 +180,7 @@ def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
 
 
 def run(cfg: FinetuneRunConfig) -> dict:
+    """Fine-tune by the recipe's protocol and write <run_dir>/results.json."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
     claim_output(
         run_dir,
@@ -197,6 +199,7 @@ def run(cfg: FinetuneRunConfig) -> dict:
 
 
 def summary(results: dict) -> str:
+    """One line of the results for the log."""
     if results["protocol"] == "folds":
         return (
             f"epoch {results['epoch']}, accuracy {100 * results['mean_accuracy']:.2f} (folds "
@@ -211,6 +214,7 @@ def summary(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The command line: a recipe, overrides, one line on a user error."""
     cfg = cli_config(FinetuneRunConfig, argv, prog=PROG, doc=__doc__, recipes="finetune")
     return run_cli(PROG, lambda: run(cfg))
 

@@ -29,6 +29,7 @@ log = logging.getLogger("ssast")
 
 
 def run(cfg: PretrainConfig) -> dict:
+    """Pretrain by the recipe: data, model (from `init` if given), task, and the engine in run_dir."""
     train, valid = train_valid(cfg.data, cfg.data.root)
     torch.manual_seed(cfg.train.seed)
     model = SSASTModel(cfg.model, cfg.ssl)
@@ -104,6 +105,7 @@ def start_from(model: SSASTModel, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The command line: a recipe, overrides, one line on a user error."""
     cfg = cli_config(PretrainConfig, argv, prog=PROG, doc=__doc__, recipes="pretrain")
     return run_cli(PROG, lambda: run(cfg))
 

@@ -70,6 +70,7 @@ def placement(stage: str, run_dir: Path) -> list[str]:
 
 
 def base_dir(stage: str, cfg, launch: SlurmConfig) -> Path:
+    """The run folder a launch writes into: the stage's run_dir, or runs/<stage>-<date>-<time>."""
     given = getattr(cfg, "run_dir", "") or launch.run_dir
     return Path(given or f"runs/{stage}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -95,6 +96,7 @@ def slurm_parameters(cfg: SlurmConfig, stage: str) -> dict:
 
 
 def executor(cfg: SlurmConfig, folder: Path, stage: str) -> submitit.Executor:
+    """A submitit executor for the cluster (or the local one) with the launch's sbatch options."""
     if cfg.cluster == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=cfg.max_requeues)
         ex.update_parameters(
@@ -118,6 +120,7 @@ def sbatch_script(cfg: SlurmConfig, folder: Path, stage: str, array: int) -> str
 
 
 def usage() -> str:
+    """The launcher's help text."""
     return (
         f"usage: {PROG} {{{','.join(STAGES)}}} --config FILE [key=value ...] [slurm.key=value ...] "
         f"[--sweep key=v1,v2] [--dry-run] [--wait]\n\n{__doc__.strip()}\n\nslurm keys:\n"
@@ -126,6 +129,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> list:
+    """Submit a stage (or a sweep of it as a job array) and, with --wait, return its results."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if args else sys.stderr)

@@ -10,6 +10,8 @@ from ssast.config import NonNegative, NonNegativeFloat, Positive
 
 @dataclass
 class SlurmConfig:
+    """The SLURM resources and options of a launch."""
+
     cluster: Literal["slurm", "local"] = "slurm"  # local: the same job as processes on this machine
     run_dir: str = ""  # run folder of a stage that has none of its own (probes); default runs/<stage>-<time>
     partition: str = ""
@@ -28,9 +30,12 @@ class SlurmConfig:
     additional_parameters: dict = field(default_factory=dict)  # any other sbatch option, e.g. {exclusive: true}
 
     def tasks(self) -> int:
+        """Tasks of the job: one per GPU, or one per node on CPUs."""
         return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
 @dataclass
 class LaunchConfig:
+    """The launcher's own configuration: the ``slurm`` section of a stage's command line."""
+
     slurm: SlurmConfig = field(default_factory=SlurmConfig)

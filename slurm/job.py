@@ -46,6 +46,7 @@ class StageJob:
         self.stage, self.argv, self.run_dir, self.sweep = stage, argv, Path(run_dir), sweep or []
 
     def __call__(self) -> Any:
+        """Run the stage in this task (resuming the run folder after a requeue) and return its result."""
         env = submitit.JobEnvironment()
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         main = env.global_rank == 0

@@ -1,0 +1,2 @@
+"""Self-supervised Audio Spectrogram Transformers: the library behind the pretrain, finetune, probes and slurm
+stages."""

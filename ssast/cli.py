@@ -16,6 +16,7 @@ USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError, RunError)
 
 
 def run_cli(prog: str, fn: Callable[[], T]) -> T:
+    """Run an entry point's work; an error a user can cause ends with one line and exit code 1."""
     try:
         return fn()
     except USER_ERRORS as e:

@@ -47,6 +47,7 @@ class Range:
         return " and ".join(f"{op} {bound:g}" for op, bound in ops if bound is not None)
 
     def contains(self, v: float) -> bool:
+        """Whether `v` lies within the bounds."""
         return (
             (self.ge is None or v >= self.ge)
             and (self.gt is None or v > self.gt)
@@ -187,6 +188,7 @@ def load_config(
 
 
 def to_dict(cfg: Any) -> dict:
+    """A configuration as nested plain dicts and lists."""
     return dataclasses.asdict(cfg)
 
 

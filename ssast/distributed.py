@@ -11,12 +11,15 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in the launch: rank, world size, local rank."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
 
     @property
     def main(self) -> bool:
+        """Whether this is the process that writes files and logs."""
         return self.rank == 0
 
 
@@ -94,5 +97,6 @@ def gather(obj, d: Dist) -> list:
 
 
 def barrier(d: Dist) -> None:
+    """Wait for every process (nothing alone)."""
     if d.world > 1:
         dist.barrier()

@@ -42,6 +42,8 @@ from ssast.runs import atomic_write_text
 
 @dataclass
 class EmbedConfig:
+    """Which features a store holds (layers x poolings, layer mixes), their dtype, and the batch size."""
+
     layers: list[int] = field(default_factory=lambda: [-1])  # 1..depth, or negative from the end
     poolings: list[Pooling] = field(default_factory=lambda: ["avgtok"])
     # also, per pooling, the mean (``Lmean_<pooling>``) or the concatenation (``Lcat_<pooling>``) of the layers
@@ -51,6 +53,7 @@ class EmbedConfig:
 
 
 def pooled_dim(encoder: Optional[ASTEncoder], feature: str, cfg: EmbedConfig, fbank_bins: int = 128) -> int:
+    """The width of one feature's rows."""
     if encoder is None:
         return 2 * fbank_bins
     layers, pooling = feature.split("_", 1)
@@ -59,6 +62,7 @@ def pooled_dim(encoder: Optional[ASTEncoder], feature: str, cfg: EmbedConfig, fb
 
 
 def layer_number(encoder: ASTEncoder, layer: int) -> int:
+    """Layer 1..depth of a layer index that may count from the end."""
     depth = encoder.cfg.depth
     n = layer + depth + 1 if layer < 0 else layer
     if not 1 <= n <= depth:
@@ -70,6 +74,7 @@ MIXES = {"mean": "Lmean", "concat": "Lcat"}
 
 
 def feature_names(encoder: Optional[ASTEncoder], cfg: EmbedConfig) -> list[str]:
+    """The features a store of `encoder` holds, in order (``fbank`` without an encoder)."""
     if encoder is None:
         return ["fbank"]
     return [f"L{layer_number(encoder, layer)}_{p}" for layer in cfg.layers for p in cfg.poolings] + [
@@ -128,9 +133,11 @@ class RowWriter:
         self.file.seek(offset)
 
     def write(self, rows: np.ndarray) -> None:
+        """Append rows."""
         self.file.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
 
     def close(self) -> None:
+        """Close the file."""
         self.file.close()
 
 
@@ -151,9 +158,11 @@ class Store:
 
     @property
     def names(self) -> list[str]:
+        """The features the store holds."""
         return self.meta["features"]
 
     def features(self, name: str) -> np.ndarray:
+        """Rows [N, D] of one feature in data-set order (float32)."""
         if name not in self.names:
             raise KeyError(f"store {self.folder} holds {self.names}, not {name!r}")
         parts = [

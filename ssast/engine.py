@@ -36,6 +36,8 @@ log = logging.getLogger("ssast")
 
 @dataclass
 class TrainConfig:
+    """How the engine trains: steps, seed, precision, accumulation, clipping, logging and checkpoint periods."""
+
     max_steps: Positive = 100_000
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

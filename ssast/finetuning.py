@@ -21,6 +21,8 @@ from ssast.models import ASTClassifier
 
 @dataclass
 class FinetuneConfig:
+    """The fine-tuning task: loss, validation metric, pooling, optimiser groups and the averages."""
+
     loss: Literal["bce", "ce"] = "bce"  # bce: sigmoid per class (multi-label); ce: softmax over soft targets
     monitor: Literal["accuracy", "mAP"] = "mAP"  # the validation metric that selects the epoch (best.pt)
     pooling: Literal["avgtok", "cls"] = "avgtok"
@@ -72,12 +74,14 @@ class ClassifyTask(Task):
 
     # -- training -----------------------------------------------------------------------------------------
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE per class, or softmax cross-entropy over (soft) targets."""
         if self.cfg.loss == "bce":
             return F.binary_cross_entropy_with_logits(logits.float(), target)
         # Soft targets (mixup's label mixtures); for one-hot targets this equals the reference's CE on the argmax.
         return F.cross_entropy(logits.float(), target)
 
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """The loss of one batch."""
         return {"loss": self.loss(model(batch["fbank"]), batch["target"])}
 
     def param_groups(self) -> list[dict]:
@@ -152,6 +156,7 @@ class ClassifyTask(Task):
 
     # -- checkpointed state -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The epoch count and the running sums of the ensemble and the weight average."""
         return {
             "epoch": self.epoch,
             "ensemble_sum": self.ensemble_sum,
@@ -160,5 +165,6 @@ class ClassifyTask(Task):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`."""
         self.epoch, self.ensemble_sum = state["epoch"], state["ensemble_sum"]
         self.average_sum, self.average_count = state["average_sum"], state["average_count"]

@@ -15,6 +15,8 @@ from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid
 
 @dataclass
 class OptimConfig:
+    """The optimiser and its learning-rate schedule."""
+
     name: Literal["adam", "adamw"] = "adam"
     lr: NonNegativeFloat = 1e-4
     betas: list[Annotated[float, Range(ge=0, lt=1)]] = field(default_factory=lambda: [0.95, 0.999])
@@ -74,6 +76,7 @@ class Schedule:
         return min(1.0, step // 50 * 50 / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
 
     def before_step(self, step: int) -> None:
+        """Set the learning rate of step `step`."""
         c = self.cfg
         if c.schedule == "reference":
             if step <= c.warmup_steps and step % 50 == 0:  # staircase from 0, as the reference
@@ -91,13 +94,16 @@ class Schedule:
             self._set(c.lr, step)
 
     def after_eval(self, metric: float) -> None:
+        """Feed a validation metric to the reference schedule's plateau rule."""
         if self.cfg.schedule == "reference":
             self.plateau.step(metric)
 
     def state_dict(self) -> dict:
+        """The plateau rule's state and the current rates."""
         return {"plateau": self.plateau.state_dict(), "lr": [g["lr"] for g in self.optimizer.param_groups]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`."""
         self.plateau.load_state_dict(state["plateau"])
         for group, lr in zip(self.optimizer.param_groups, state["lr"], strict=True):
             group["lr"] = lr

@@ -14,6 +14,8 @@ from ssast.models import ASTEncoder, SSASTModel
 
 @dataclass
 class ProbeHookConfig:
+    """A fair linear probe of the encoder every so many pretraining steps."""
+
     every: NonNegative = 0  # steps between linear probes of the encoder during pretraining; 0: none
     recipe: str = ""  # a probe recipe (configs/probes/...): its tasks, features and C grid
     overrides: list[str] = field(default_factory=list)  # key=value overrides of that recipe, e.g. data.root=...

@@ -112,11 +112,14 @@ def probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c
 
 
 def task_metric(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
+    """mAP for multi-label data, else accuracy."""
     return mean_average_precision(y, scores) if multi_label else accuracy(y, scores)
 
 
 @dataclass
 class ProbeResult:
+    """One fair probe: the chosen feature and C, its test metric, and every feature's."""
+
     score: float  # test metric of the chosen feature and C
     feature: str
     c: float

@@ -29,6 +29,8 @@ log = logging.getLogger("ssast")
 
 @dataclass
 class ProbeTaskConfig:
+    """One probe task: its data set, protocol, held-out data and clip length."""
+
     name: str = ""
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     # split: train on one split, test on another; folds: ESC-50 cross-validation (each fold tested once)
@@ -50,12 +52,16 @@ class ProbeTaskConfig:
 
 @dataclass
 class KnnConfig:
+    """kNN classification on the probe's chosen feature."""
+
     k: NonNegative = 0  # neighbours voting; 0: no kNN rows
     metric: Literal["cosine", "l2"] = "cosine"
 
 
 @dataclass
 class ProbeConfig:
+    """A probe recipe: what is probed (checkpoints, random inits, fbank), the features and C grid, the tasks."""
+
     checkpoints: list[str] = field(default_factory=list)  # pretraining or fine-tuned checkpoints to probe
     # Released fine-tuned checkpoints do not store their patch stride and input length: give them here.
     fstride: Optional[Positive] = None

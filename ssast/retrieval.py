@@ -26,6 +26,8 @@ IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw"]
 
 @dataclass
 class IndexConfig:
+    """The FAISS index: its kind and sizes (0: chosen from the data, see the module's docstring)."""
+
     kind: IndexKind = "flat"
     nlist: NonNegative = 0  # IVF lists; 0: 4 sqrt(n)
     nprobe: NonNegative = 0  # IVF lists searched; 0: nlist / 32, at least 16

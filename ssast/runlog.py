@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -69,6 +70,7 @@ class RunLog:
 
     @property
     def wants_images(self) -> bool:
+        """Whether images are written (TensorBoard on, main process)."""
         return self.writer is not None
 
     def _progress(self, step: int, record: dict) -> None:
@@ -83,20 +85,24 @@ class RunLog:
             log.info(line)
 
     def close(self) -> None:
+        """Close the files."""
         if self.file:
             self.file.close()
         if self.writer:
             self.writer.close()
 
 
-def read_metrics(run_dir: str | Path, section: str = "train") -> list[dict]:
+def read_metrics(run_dir: str | Path, section: Optional[str] = "train") -> list[dict]:
     """The lines of one section of a run's metrics.jsonl, in order: ``{"step": s, name: value, ...}`` with the
-    section's prefix removed."""
+    section's prefix removed; every line as written with `section` None."""
     out = []
     for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
         if not line:
             continue
         values: dict = json.loads(line)
+        if section is None:
+            out.append(values)
+            continue
         step = values.pop("step")
         if section == "train":
             values = {k: v for k, v in values.items() if not k.startswith(tuple(f"{s}_" for s in SECTIONS))}

@@ -62,6 +62,7 @@ def sweep(results: dict, tasks: list[str]) -> str:
 
 
 def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
+    """A PNG of the test metric against the layer, one line per group and pooling, one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,6 +1,20 @@
+"""Fixtures and presets shared by the test files."""
+
 from pathlib import Path
 
 import pytest
+
+from ssast.runlog import read_metrics
+
+# A small pretraining run of the demo recipe on the small built-in data (1-s crops, 8 clips held out); each file
+# adds what it varies. QUIET: no TensorBoard, one thread (tests run side by side on two cores).
+DEMO_PRETRAIN = ["--config", "configs/pretrain/demo.yaml", "data.valid_holdout=8", "train.log_every=1"]
+QUIET = ["train.tensorboard=false", "train.threads=1"]
+
+
+def timeless(run_dir: Path) -> list[dict]:
+    """Every metrics.jsonl line of a run but its clip rates: what two runs of the same steps share bit for bit."""
+    return [{k: v for k, v in line.items() if k != "clips_per_s"} for line in read_metrics(run_dir, None)]
 
 
 @pytest.fixture(scope="session")

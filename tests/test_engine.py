@@ -7,10 +7,12 @@ import time
 
 import pytest
 import torch
+from conftest import DEMO_PRETRAIN, timeless
 
 from ssast.models.checkpoint import weights_hash
 from ssast.models.loading import load_model
 from ssast.optim import OptimConfig, Schedule
+from ssast.runlog import read_metrics
 
 
 def pretrain_args(demo_root, run_dir, *extra):
@@ -18,12 +20,9 @@ def pretrain_args(demo_root, run_dir, *extra):
         sys.executable,
         "-m",
         "pretrain",
-        "--config",
-        "configs/pretrain/demo.yaml",
+        *DEMO_PRETRAIN,
         f"data.root={demo_root}",
-        "data.valid_holdout=8",
         f"run_dir={run_dir}",
-        "train.log_every=1",
         "train.eval_every=5",
         "train.checkpoint_every=4",
         "train.max_steps=12",
@@ -32,14 +31,10 @@ def pretrain_args(demo_root, run_dir, *extra):
     ]
 
 
-def metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def wait_for_step(run_dir, step, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (run_dir / "metrics.jsonl").exists() and any(m.get("step") == step for m in metrics(run_dir)):
+        if (run_dir / "metrics.jsonl").exists() and any(m.get("step") == step for m in read_metrics(run_dir, None)):
             return
         assert proc.poll() is None, "training ended early"
         time.sleep(0.05)
@@ -54,7 +49,7 @@ def uninterrupted(demo_root, tmp_path_factory):
 
 
 def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
-    rows = metrics(uninterrupted)
+    rows = read_metrics(uninterrupted, None)
     train = [r for r in rows if "loss" in r]
     valid = [r for r in rows if "valid_mpc_acc" in r]
     assert [r["step"] for r in train] == list(range(1, 13)) and [r["step"] for r in valid] == [5, 10, 12]
@@ -83,10 +78,6 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
     assert (uninterrupted / "config.yaml").read_text().startswith("run_dir:")
 
 
-def timeless(rows):
-    return [{k: v for k, v in r.items() if k != "clips_per_s"} for r in rows]
-
-
 @pytest.mark.slow
 def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root, uninterrupted, tmp_path):
     run_dir = tmp_path / "b"
@@ -100,7 +91,7 @@ def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root,
         assert proc.wait() == -signal.SIGKILL
         assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] in range(kill_at - 3, 12)
     subprocess.run(args + ["resume=auto"], check=True, capture_output=True)
-    assert timeless(metrics(run_dir)) == timeless(metrics(uninterrupted))  # every loss bit for bit, step for step
+    assert timeless(run_dir) == timeless(uninterrupted)  # every loss bit for bit, step for step
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -117,7 +108,7 @@ def test_ctrl_c_and_sigterm_write_a_checkpoint_and_stop(demo_root, tmp_path, sig
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0
     step = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
-    assert step == max(m["step"] for m in metrics(run_dir)) and step >= 6
+    assert step == max(m["step"] for m in read_metrics(run_dir, None)) and step >= 6
     assert f"{signal.Signals(signum).name}: checkpoint written at step {step}, stopping" in err
     assert "Traceback" not in err
 

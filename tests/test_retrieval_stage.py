@@ -1,17 +1,11 @@
 """Stores, indexes and probes from the command line, and the probe that runs while pretraining."""
 
-import json
-
 import pytest
 import torch
 
-import pretrain.__main__ as pretrain_stage
 from probes.__main__ import main as probes_main
-from probes.config import ProbeConfig
-from ssast.config import load_config
 from ssast.embeddings import Store
-from ssast.models import ModelConfig, SSASTModel, load_encoder, model_state
-from ssast.protocols import probe_tasks
+from ssast.models import ModelConfig, SSASTModel, model_state
 from ssast.retrieval import evaluate
 
 
@@ -66,68 +60,6 @@ def test_query_without_an_index_is_one_line(tmp_path, capsys):
     assert e.value.code == 1 and err == (
         f"python -m probes: error: no index in {tmp_path}: build one with python -m probes retrieval build"
     )
-
-
-def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
-    run_dir = tmp_path / "run"
-    overrides = [
-        f"data.root={demo_root}",
-        "model.depth=1",
-        "embed.layers=[1]",
-        "embed.poolings=[avgtok]",
-        "cs=[1.0]",
-        "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]",
-    ]
-    pretrain_stage.main(
-        [
-            "--config",
-            "configs/pretrain/demo.yaml",
-            f"data.root={demo_root}",
-            f"run_dir={run_dir}",
-            "data.valid_holdout=8",
-            "data.batch_size=8",
-            "model.depth=1",
-            "train.max_steps=4",
-            "train.checkpoint_every=2",
-            "train.keep_last=4",
-            "train.tensorboard=false",
-            "probe.every=2",
-            "probe.recipe=configs/probes/demo.yaml",
-            f"probe.overrides=[{','.join(repr(o) for o in overrides)}]",
-        ]
-    )
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    probed = {line["step"]: line["probe_events"] for line in lines if "probe_events" in line}
-    assert sorted(probed) == [2, 4]
-    # the logged value is the fair probe of that step's encoder
-    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
-    for step in (2, 4):
-        encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
-        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {
-            "events": pytest.approx(probed[step], abs=1e-12)
-        }
-    assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
-
-
-def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        pretrain_stage.main(
-            [
-                "--config",
-                "configs/pretrain/demo.yaml",
-                f"data.root={demo_root}",
-                f"run_dir={tmp_path}",
-                "data.valid_holdout=8",
-                "probe.every=2",
-                "probe.recipe=configs/probes/demo.yaml",
-                "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']",
-            ]
-        )
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 1 and err.endswith(
-        "config key 'tasks[0].target_length' must be a multiple of the encoder input (128 frames), got 100"
-    )
-    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_an_index_in_the_way_is_refused_queries_show_labels_and_fbank_is_asked_by_name(

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataConfig:
+    """How clips are read and batched: the data sets, batch size, workers, mixup and bad-clip limit."""
+
     root: str = ""  # prefix for relative data paths
     train: DatasetConfig = field(default_factory=DatasetConfig)
     valid: DatasetConfig = field(default_factory=DatasetConfig)  # empty path: hold out `valid_holdout` clips
@@ -69,6 +71,7 @@ class BadClips:
         self.last = (self.last + bad)[-100:]
 
     def check(self) -> None:
+        """Stop the run when the unreadable fraction passes the limit."""
         if self.bad > self.max_fraction * max(self.seen, self.dataset_size):
             raise DataError(
                 f"{self.bad} of {self.seen} clips read were unreadable (limit data.max_bad_fraction="
@@ -76,9 +79,11 @@ class BadClips:
             )
 
     def state_dict(self) -> dict:
+        """The counts, for a checkpoint."""
         return {"seen": self.seen, "bad": self.bad}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict`."""
         self.seen, self.bad = state["seen"], state["bad"]
 
 
@@ -90,6 +95,7 @@ class ClipReader:
         self._files, self._decode = FileMapper(), AudioDecoder(dtype=torch.float32)
 
     def __call__(self, path: str) -> torch.Tensor:
+        """The clip at `path`, decoded, mono, at the front end's rate, de-meaned and checked."""
         try:
             audio = self._decode(self._files(path)["data"])
         except Exception as e:  # fairseq2 raises several native error types for missing and corrupt files
@@ -110,11 +116,13 @@ class ClipLoader:
         self.read = ClipReader(features)
 
     def target(self, labels) -> torch.Tensor:
+        """The label vector of a clip: multi-hot over the data set's classes."""
         t = torch.zeros(len(self.dataset.classes))
         t[list(labels)] = 1.0
         return t
 
     def __call__(self, item: dict) -> dict:
+        """One clip's features and target; an unreadable clip comes back with its reason."""
         example = item["example"]
         wave = self.read(example["path"])
         target, generator = self.target(example["labels"]), None
@@ -181,6 +189,7 @@ class EpochSampler:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
 
     def __call__(self, number: int):
+        """The example of running number `number`: the epoch's permutation, drawn from the seed and epoch."""
         epoch, i = divmod(number, len(self.items))
         return self.items[self.order(epoch)[i]]
 
@@ -192,6 +201,7 @@ class BalancedSampler:
         self.items, self.seed, self.cumulative = items, seed, np.cumsum(weights)
 
     def __call__(self, number: int):
+        """The example of running number `number`: a class-balanced draw seeded by the number."""
         u = np.random.default_rng([self.seed, number]).random() * self.cumulative[-1]
         return self.items[int(np.searchsorted(self.cumulative, u, side="right"))]
 
@@ -271,9 +281,11 @@ class AudioLoader:
         self._start(0)
 
     def state_dict(self) -> dict:
+        """The batches handed out so far and the bad-clip counts: all an exact resume needs."""
         return {"batches": self.batches, "bad": self.bad.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict`: the next batch is the one an uninterrupted run would see."""
         if "batches" not in state:
             raise DataError(
                 "the checkpoint's data state is from an older pipeline that cannot be resumed exactly; "

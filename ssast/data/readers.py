@@ -33,12 +33,16 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class Example:
+    """One clip: its path and the indices of its labels."""
+
     path: str
     labels: tuple[int, ...] = ()  # class indices (several for multi-label data)
 
 
 @dataclass
 class Dataset:
+    """The clips of a data set, its class names, and whether a clip may carry several labels."""
+
     examples: list[Example]
     classes: list[str] = field(default_factory=list)  # empty for unlabelled data
     multi_label: bool = False
@@ -224,6 +228,7 @@ READERS = {
 
 
 def read_dataset(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
+    """The data set a `DatasetConfig` names (paths resolved against `root`); ManifestError names what is wrong."""
     dataset = READERS[cfg.kind](cfg, root)
     if not dataset.examples:
         raise ManifestError(f"{cfg.kind} data set at {_resolve(cfg.path, root)} has no examples")

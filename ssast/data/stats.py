@@ -25,12 +25,15 @@ from ssast.features import FeatureConfig
 
 @dataclass
 class StatsConfig:
+    """What to measure: a pretraining recipe's data and front end, and how many batches."""
+
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     batch_size: Positive = 1000
 
 
 def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
+    """(mean, std) of the un-normalised fbank, averaged over batches as the reference's tool does."""
     dataset = read_dataset(cfg.data.train, cfg.data.root)
     raw = dataclasses.replace(cfg.features, mean=0.0, std=0.5)  # (x - 0) / (2 * 0.5) leaves features as they are
     means, stds = [], []
@@ -43,6 +46,7 @@ def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: print the statistics to put into a recipe's features section."""
     prog = "python -m ssast.data.stats"
     cfg = cli_config(StatsConfig, argv, prog=prog, sections=("data", "features"), doc=__doc__, recipes="pretrain")
     torch.set_num_threads(1)

@@ -132,6 +132,8 @@ SETS = ("speechcommands", "esc50", "audioset", "unlabeled")
 
 @dataclass(frozen=True)
 class Scale:
+    """How many clips each built-in set holds."""
+
     speakers: int  # Speech Commands speakers; each says every word once
     esc_per_class: int  # ESC-50 clips per class (a multiple of 5 keeps folds balanced)
     audioset_train: int
@@ -190,6 +192,7 @@ def _mix(rng: np.random.Generator, sources: list[np.ndarray], n: int, snr_db: tu
 
 
 def make_speechcommands(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
+    """The keyword set in the Speech Commands V2 layout; returns the clip count."""
     root = root / "speechcommands"
     n_held = max(1, scale.speakers // 10)  # 10% validation, 10% test speakers
     splits: dict[str, list[str]] = {"validation": [], "testing": []}
@@ -217,6 +220,7 @@ def make_speechcommands(root: Path, scale: Scale, seed: int, speaker: Speaker) -
 
 
 def make_esc50(root: Path, scale: Scale, seed: int) -> int:
+    """The sound-event set in the ESC-50 layout; returns the clip count."""
     root = root / "esc50"
     rows = []
     for target, name in enumerate(EVENT_NAMES):
@@ -251,6 +255,7 @@ def _sources(rng: np.random.Generator, speaker: Speaker, count: int) -> tuple[li
 
 
 def make_audioset(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
+    """The tagging set as AST data json with a label csv; returns the clip count."""
     root = root / "audioset"
     classes = EVENT_NAMES + ["speech"]
     mids = {name: f"/m/demo{i:02d}" for i, name in enumerate(classes)}
@@ -277,6 +282,7 @@ def make_audioset(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
 
 
 def make_unlabeled(root: Path, scale: Scale, seed: int, speaker: Speaker) -> int:
+    """The unlabelled pretraining folder; returns the clip count."""
     for i in range(scale.unlabeled):
         rng = _rng(seed, 5, i)
         waves, _ = _sources(rng, speaker, int(rng.integers(1, 4)))
@@ -302,6 +308,7 @@ def build(root: str | Path, scale: str | Scale = "small", seed: int = 0) -> dict
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: write the four sets into --root, or find them there."""
     prog = "python -m ssast.demo"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="data/demo")

@@ -16,6 +16,7 @@ from ssast.tables import cell
 
 
 def report(probes: dict, finetuned: dict[str, dict]) -> str:
+    """The demo's markdown table: probes and retrieval per feature source, then the fine-tuning rows."""
     tasks = list(next(iter(probes.values())))
     lines = [
         "| features | "
@@ -42,6 +43,7 @@ def report(probes: dict, finetuned: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
+    """The command line: print the table of a probes.json and fine-tuning run folders."""
     parser = argparse.ArgumentParser(prog="python -m ssast.demo.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", required=True, help="probes.json of python -m probes linear")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="NAME=RUN_DIR", help="fine-tuning runs")

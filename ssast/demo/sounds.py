@@ -47,6 +47,8 @@ def _repeat(rng, sr: int, make, count: int, gap: tuple[float, float]) -> np.ndar
 
 
 def dog_bark(rng, sr):
+    """Barks: short harmonic bursts whose pitch rises and falls."""
+
     def bark():
         t = _t(sr, rng.uniform(0.1, 0.25))
         f0 = rng.uniform(250, 650) * (1 + 0.4 * np.sin(np.pi * t / t[-1]))
@@ -56,6 +58,7 @@ def dog_bark(rng, sr):
 
 
 def siren(rng, sr):
+    """A siren: a tone sweeping up and down."""
     t = _t(sr, rng.uniform(1.5, 3))
     lo, hi, period = rng.uniform(500, 900), rng.uniform(1100, 1800), rng.uniform(0.4, 2.0)
     f = lo + (hi - lo) * (0.5 + 0.5 * np.sin(2 * np.pi * t / period))
@@ -63,6 +66,7 @@ def siren(rng, sr):
 
 
 def church_bell(rng, sr):
+    """A bell: inharmonic partials with long decays."""
     t = _t(sr, rng.uniform(1.5, 3))
     f0 = rng.uniform(200, 600)
     ratios = np.array([0.5, 1.0, 1.19, 1.5, 2.0, 2.5, 2.67]) * rng.uniform(0.97, 1.03, 7)
@@ -70,6 +74,7 @@ def church_bell(rng, sr):
 
 
 def clock_tick(rng, sr):
+    """Ticks: short high clicks at a steady period."""
     period = rng.uniform(0.3, 1.0)
 
     def tick():
@@ -79,12 +84,14 @@ def clock_tick(rng, sr):
 
 
 def rain(rng, sr):
+    """Rain: many small random drops over noise."""
     n = int(sr * rng.uniform(1.5, 3))
     drops = (rng.random(n) < rng.uniform(0.002, 0.02)) * rng.standard_normal(n)
     return _lowpass(drops, sr, rng.uniform(3000, 7000)) + 0.2 * _band(rng, n, sr, 1000, 6000)
 
 
 def engine(rng, sr):
+    """An engine: a low harmonic hum with firing pulses."""
     t = _t(sr, rng.uniform(1.5, 3))
     f0 = rng.uniform(30, 90) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(0.2, 1) * t))
     am = 1 + 0.3 * np.sin(2 * np.pi * f0 * t / 2)
@@ -92,6 +99,7 @@ def engine(rng, sr):
 
 
 def crickets(rng, sr):
+    """Crickets: fast trains of high chirps."""
     t = _t(sr, rng.uniform(1, 3))
     carrier = np.sin(2 * np.pi * rng.uniform(3000, 5500) * t)
     pulses = (np.sin(2 * np.pi * rng.uniform(20, 60) * t) > 0.3) * (np.sin(2 * np.pi * rng.uniform(1, 3) * t) > 0)
@@ -99,6 +107,8 @@ def crickets(rng, sr):
 
 
 def door_knock(rng, sr):
+    """Knocks: a few low thumps."""
+
     def knock():
         n = int(0.12 * sr)
         tone = np.sin(2 * np.pi * rng.uniform(90, 260) * np.arange(n) / sr)
@@ -108,12 +118,14 @@ def door_knock(rng, sr):
 
 
 def whistle(rng, sr):
+    """A whistle: a pure high tone with vibrato."""
     t = _t(sr, rng.uniform(0.5, 2))
     f = rng.uniform(900, 3000) * (1 + 0.02 * np.sin(2 * np.pi * rng.uniform(4, 8) * t))
     return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * t / t[-1]).clip(0) ** 0.5
 
 
 def wind(rng, sr):
+    """Wind: slowly swelling low-passed noise."""
     n = int(sr * rng.uniform(2, 3))
     gust = _lowpass(np.abs(rng.standard_normal(n // 1000 + 2)), 1, 0.2)
     return _lowpass(rng.standard_normal(n), sr, rng.uniform(300, 1200)) * np.interp(
@@ -122,6 +134,8 @@ def wind(rng, sr):
 
 
 def bird_chirp(rng, sr):
+    """Bird chirps: quick upward sweeps."""
+
     def chirp():
         t = _t(sr, rng.uniform(0.04, 0.15))
         f = np.linspace(rng.uniform(2000, 4500), rng.uniform(2500, 7000), len(t))
@@ -131,6 +145,7 @@ def bird_chirp(rng, sr):
 
 
 def footsteps(rng, sr):
+    """Footsteps: low thuds at a walking pace."""
     period = rng.uniform(0.4, 0.7)
 
     def step():
@@ -140,6 +155,7 @@ def footsteps(rng, sr):
 
 
 def glass_breaking(rng, sr):
+    """Breaking glass: a crash and high shards."""
     n = int(sr * rng.uniform(0.6, 1.5))
     t = np.arange(n) / sr
     crash = _band(rng, n, sr, 1000, 8000) * _decay(n, sr, 0.08)
@@ -150,12 +166,15 @@ def glass_breaking(rng, sr):
 
 
 def helicopter(rng, sr):
+    """A helicopter: low noise pulsed by the rotor."""
     t = _t(sr, rng.uniform(2, 3))
     blades = (np.sin(2 * np.pi * rng.uniform(8, 22) * t) > 0.6).astype(float)
     return _band(rng, len(t), sr, 60, rng.uniform(500, 1500)) * (0.3 + blades)
 
 
 def water_drops(rng, sr):
+    """Water drops: short plinks whose pitch sweeps upward."""
+
     def drop():
         t = _t(sr, rng.uniform(0.03, 0.08))
         f = np.linspace(rng.uniform(500, 1200), rng.uniform(1500, 3500), len(t))
@@ -165,6 +184,8 @@ def water_drops(rng, sr):
 
 
 def hand_saw(rng, sr):
+    """A hand saw: rasping noise bursts back and forth."""
+
     def stroke():
         n = int(sr * rng.uniform(0.25, 0.5))
         lo = rng.uniform(800, 2000)
@@ -174,6 +195,7 @@ def hand_saw(rng, sr):
 
 
 def alarm_beep(rng, sr):
+    """An alarm: a square-wave beep repeated."""
     f, on = rng.uniform(800, 2500), rng.uniform(0.08, 0.3)
 
     def beep():
@@ -183,12 +205,15 @@ def alarm_beep(rng, sr):
 
 
 def crackling_fire(rng, sr):
+    """A fire: random crackles over a low rumble."""
     n = int(sr * rng.uniform(1.5, 3))
     pops = (rng.random(n) < rng.uniform(3e-4, 2e-3)) * rng.standard_normal(n) * 4
     return _lowpass(pops, sr, 6000) + 0.3 * _lowpass(rng.standard_normal(n), sr, 200)
 
 
 def drum(rng, sr):
+    """A drum: a pitched thump with a quick decay."""
+
     def hit():
         n = int(0.3 * sr)
         f = np.linspace(rng.uniform(120, 220), rng.uniform(40, 80), n)
@@ -198,6 +223,7 @@ def drum(rng, sr):
 
 
 def vacuum_cleaner(rng, sr):
+    """A vacuum cleaner: band-limited noise with a steady low hum."""
     t = _t(sr, rng.uniform(2, 3))
     return _band(rng, len(t), sr, rng.uniform(300, 900), rng.uniform(2000, 5000)) + 0.4 * np.sin(
         2 * np.pi * rng.uniform(100, 250) * t
@@ -205,18 +231,22 @@ def vacuum_cleaner(rng, sr):
 
 
 def cow_moo(rng, sr):
+    """A moo: a long low harmonic call."""
     t = _t(sr, rng.uniform(0.8, 2))
     f0 = rng.uniform(90, 180) * (1 + 0.25 * np.sin(np.pi * t / t[-1]))
     return _harmonics(f0, sr, 25, 1.2) * np.sin(np.pi * t / t[-1])
 
 
 def cat_meow(rng, sr):
+    """A meow: a rising then falling harmonic call."""
     t = _t(sr, rng.uniform(0.4, 1.0))
     f0 = rng.uniform(400, 700) * (1 + 0.5 * np.sin(np.pi * t / t[-1]))
     return _harmonics(f0, sr, 8, 1.0) * np.sin(np.pi * t / t[-1])
 
 
 def keyboard_typing(rng, sr):
+    """Typing: irregular clicks."""
+
     def key():
         return _band(rng, int(0.015 * sr), sr, rng.uniform(1000, 2500), 6000) * _decay(int(0.015 * sr), sr, 0.004)
 
@@ -224,12 +254,14 @@ def keyboard_typing(rng, sr):
 
 
 def airplane(rng, sr):
+    """An airplane: a slow swelling roar."""
     n = int(sr * rng.uniform(2, 3))
     sweep = np.linspace(rng.uniform(0.2, 1), rng.uniform(1, 2), n)
     return _lowpass(rng.standard_normal(n), sr, rng.uniform(400, 1500)) * sweep + 0.2 * _band(rng, n, sr, 2000, 4000)
 
 
 def phone_ring(rng, sr):
+    """A phone ring: two-tone bursts."""
     f1 = rng.uniform(400, 1000)
 
     def ring():

@@ -72,6 +72,8 @@ def _init_weights(m: nn.Module) -> None:
 
 
 class PatchEmbed(nn.Module):
+    """The patch embedding: a convolution over the fbank image, tokens in frequency-major order."""
+
     def __init__(self, dim: int, shape: tuple[int, int], stride: tuple[int, int]):
         super().__init__()
         self.proj = nn.Conv2d(1, dim, kernel_size=shape, stride=stride)
@@ -107,10 +109,12 @@ class ASTEncoder(nn.Module):
         self.blocks.apply(_init_weights)
 
     def set_fused_attn(self, fused: bool) -> None:
+        """Torch's fused attention (SDPA) or the explicit computation, bit-exact with the reference."""
         for blk in self.blocks:
             blk.attn.fused_attn = fused
 
     def prefix(self, batch: int) -> torch.Tensor:
+        """The prefix tokens (cls, and dist for the two-token sizes) for a batch [B, P, d]."""
         # Each token expanded on its own: its gradient is then a contiguous [1, 1, d] sum, in the layout of
         # DDP's gradient buckets (a slice of the concatenation's gradient is not, and costs a copy per step).
         tokens = [self.cls_token] + ([self.dist_token] if self.dist_token is not None else [])
@@ -254,6 +258,7 @@ class SSASTModel(nn.Module):
 
     @property
     def cfg(self) -> ModelConfig:
+        """The architecture."""
         return self.v.cfg
 
     def patches(self, fbank: torch.Tensor) -> torch.Tensor:
@@ -393,6 +398,7 @@ class ASTClassifier(nn.Module):
 
     @property
     def cfg(self) -> ModelConfig:
+        """The architecture."""
         return self.v.cfg
 
     def embed(self, fbank: torch.Tensor) -> torch.Tensor:
@@ -400,6 +406,7 @@ class ASTClassifier(nn.Module):
         return self.v.pool(self.v(fbank), self.pooling)
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Logits [B, classes] of fbank [B, T, F]."""
         return self.mlp_head(self.embed(fbank))
 
     @classmethod

@@ -84,6 +84,7 @@ def _official(ckpt: dict) -> Optional[dict]:
 
 
 def checkpoint_kind(ckpt: dict) -> str:
+    """ "pretraining" or "classifier", from this project's ``kind`` or a released file's tensors."""
     if "kind" in ckpt:
         return ckpt["kind"]
     sd = _official(ckpt)
@@ -142,6 +143,7 @@ def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
 
 
 def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
+    """An `SSASTModel` from this project's or a released pretraining checkpoint."""
     ckpt = read(source)
     if checkpoint_kind(ckpt) != "pretraining":
         raise CheckpointError("this is a fine-tuned (classifier) checkpoint, not a pretraining one")
@@ -165,6 +167,7 @@ def load_classifier(
     fused_attn: Optional[bool] = None,
     reference_quirks: bool = False,
 ) -> ASTClassifier:
+    """An `ASTClassifier` from a fine-tuned checkpoint, or built from a pretraining one with `n_classes`."""
     ckpt = read(source)
     if checkpoint_kind(ckpt) == "pretraining":
         if n_classes is None:

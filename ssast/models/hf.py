@@ -53,6 +53,7 @@ def _their_name(key: str) -> str:
 
 
 def to_hf_state(model: ASTClassifier) -> dict[str, torch.Tensor]:
+    """The model's tensors under ``transformers``' names (qkv split into query, key and value)."""
     out = {}
     for key, value in model.state_dict().items():
         if ".attn.qkv." in key:

@@ -1,0 +1,94 @@
+"""The pretraining stage's own options: the periodic probe of the encoder, and the demo recipes on small data."""
+
+import pytest
+
+import pretrain.__main__ as pretrain_stage
+from ssast.config import load_config
+from ssast.models import load_encoder
+from ssast.protocols import ProbeConfig, probe_tasks
+from ssast.runlog import read_metrics
+
+
+def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [
+        f"data.root={demo_root}",
+        "model.depth=1",
+        "embed.layers=[1]",
+        "embed.poolings=[avgtok]",
+        "cs=[1.0]",
+        "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]",
+    ]
+    pretrain_stage.main(
+        [
+            "--config",
+            "configs/pretrain/demo.yaml",
+            f"data.root={demo_root}",
+            f"run_dir={run_dir}",
+            "data.valid_holdout=8",
+            "data.batch_size=8",
+            "model.depth=1",
+            "train.max_steps=4",
+            "train.checkpoint_every=2",
+            "train.keep_last=4",
+            "train.tensorboard=false",
+            "probe.every=2",
+            "probe.recipe=configs/probes/demo.yaml",
+            f"probe.overrides=[{','.join(repr(o) for o in overrides)}]",
+        ]
+    )
+    probed = {line["step"]: line["events"] for line in read_metrics(run_dir, "probe")}
+    assert sorted(probed) == [2, 4]
+    # the logged value is the fair probe of that step's encoder
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
+    for step in (2, 4):
+        encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
+        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {
+            "events": pytest.approx(probed[step], abs=1e-12)
+        }
+    assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
+
+
+def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain_stage.main(
+            [
+                "--config",
+                "configs/pretrain/demo.yaml",
+                f"data.root={demo_root}",
+                f"run_dir={tmp_path}",
+                "data.valid_holdout=8",
+                "probe.every=2",
+                "probe.recipe=configs/probes/demo.yaml",
+                "probe.overrides=['tasks=[{name: x, dataset: {kind: esc50, path: esc50}, target_length: 100}]']",
+            ]
+        )
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 1 and err.endswith(
+        "config key 'tasks[0].target_length' must be a multiple of the encoder input (128 frames), got 100"
+    )
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_the_demo_recipes_run_on_the_small_built_in_data_with_a_smaller_holdout(demo_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain_stage.main(
+            ["--config", "configs/pretrain/demo_fast.yaml", f"data.root={demo_root}", f"run_dir={tmp_path}/a"]
+        )
+    assert e.value.code == 1 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "python -m pretrain: error: cannot hold out 64 of the 40 examples for validation: set data.valid_holdout "
+        "below 40"
+    )
+    result = pretrain_stage.main(
+        [
+            "--config",
+            "configs/pretrain/demo_fast.yaml",
+            f"data.root={demo_root}",
+            f"run_dir={tmp_path}/b",
+            "data.valid_holdout=8",
+            "train.max_steps=2",
+            "data.batch_size=4",
+            "train.tensorboard=false",
+        ]
+    )
+    assert set(result) == {"mpc_acc", "mpc_loss", "mpg_loss", "loss"}
