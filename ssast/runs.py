@@ -69,16 +69,15 @@ def open_run_dir(
     config: dict,
     main: bool,
     wait: Callable[[], None] = lambda: None,
-    written: Sequence[str] = RUN_FILES,
 ) -> None:
     """A stage's run folder by the rule of `claim_output`, with the resolved configuration written into it.
     `wait` is a barrier: every process looks before the main one changes anything."""
     claim = dict(what="a run", key="run_dir", retry="continue it with resume=auto")
     if resume == "none" and not overwrite:  # refused on every process, before any of them changes anything
-        claim_output(folder, written, **claim)
+        claim_output(folder, RUN_FILES, **claim)
     wait()
     if main:
-        claim_output(folder, written, resume=resume != "none", overwrite=overwrite, **claim)
+        claim_output(folder, RUN_FILES, resume=resume != "none", overwrite=overwrite, **claim)
         folder.mkdir(parents=True, exist_ok=True)
         save_config(config, folder / "config.yaml")
 
