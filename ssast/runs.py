@@ -42,11 +42,11 @@ def claim_output(
     resume: bool = False,
     overwrite: bool = False,
     retry: str = "",
-) -> list[Path]:
+) -> None:
     """The rule for an output the user names (config key `key`): when `folder` already holds any of `written`
     (what this kind of output writes there), it is continued only with `resume`, replaced only with `overwrite`
     (the files of `written` are removed, never the folder itself), else refused with one line naming `what` is
-    there and how to `retry`. Returns the paths that were there."""
+    there and how to `retry`."""
     there = [folder / name for name in written if (folder / name).exists()]
     if there and not resume and not overwrite:
         raise RunError(
@@ -56,7 +56,6 @@ def claim_output(
     if there and overwrite and not resume:
         for path in there:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    return there
 
 
 RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that has started leaves in its folder
