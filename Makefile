@@ -34,7 +34,7 @@ list = $(subst $(space),$(comma),$(strip $(1)))
 DEMO_RECIPE ?= configs/pretrain/demo_fast.yaml
 DEMO_FOLDS ?= [1]
 demo: install
-	$(PY) -m ssast.data.demo --root $(DEMO_DATA) --scale full
+	$(PY) -m ssast.demo --root $(DEMO_DATA) --scale full
 	for s in $(DEMO_SEEDS); do \
 	  $(PY) -m pretrain --config $(DEMO_RECIPE) data.root=$(DEMO_DATA) run_dir=$(DEMO_RUNS)/seed$$s \
 	    train.seed=$$s resume=auto || exit 1; done
