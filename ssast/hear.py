@@ -64,8 +64,9 @@ class HearModel(nn.Module):
 
 def load_model(model_file_path: str = "", **geometry) -> HearModel:
     """A HEAR model from a pretraining or fine-tuning checkpoint of this project, a released SSAST/AST checkpoint
-    (fine-tuned ones need fstride=, tstride=, input_tdim=) or a Hugging Face AST directory. The fbank
-    normalisation is the checkpoint's run's (or the directory's feature extractor's), else AudioSet's."""
+    (fine-tuned ones need fstride=, tstride=, input_tdim=) or a Hugging Face AST directory. The front end is the
+    checkpoint's run's without its augmentation (a directory's: its feature extractor's normalisation), else the
+    AudioSet normalisation (`ssast.models.Loaded.features`)."""
     loaded = models.load_model(model_file_path, **geometry)
     return HearModel(loaded.model.v, loaded.features())
 
