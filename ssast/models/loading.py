@@ -29,7 +29,7 @@ class Loaded:
 
     model: SSASTModel | ASTClassifier
     run: dict = field(default_factory=dict)  # the training run's configuration ({} for released / HF sources)
-    stats: dict = field(default_factory=dict)  # fbank normalisation ("mean", "std") when the source stores it
+    stats: dict = field(default_factory=dict)  # a Hugging Face directory's fbank normalisation ("mean", "std")
 
     @property
     def kind(self) -> str:
@@ -94,7 +94,7 @@ def load_model(
                 reference_quirks=reference_quirks,
             )
         run = ckpt.get("config", {}) if "kind" in ckpt else {}
-        loaded = Loaded(model, run, {k: v for k, v in run.get("features", {}).items() if k in ("mean", "std")})
+        loaded = Loaded(model, run)  # its front end is the run's
     return loaded
 
 
