@@ -56,6 +56,7 @@ class RunState:
     step: int = 0
     best: Optional[float] = None  # best monitored validation value so far
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
+    train_seconds: float = 0.0  # wall seconds spent in training steps (data waits in, validation and probes out)
 
     def local_state(self) -> dict:
         """This process's own part: its generator and its data pipeline."""
@@ -69,6 +70,7 @@ class RunState:
             "step": self.step,
             "best": self.best,
             "skipped_steps": self.skipped,
+            "train_seconds": self.train_seconds,
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -92,6 +94,7 @@ class RunState:
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.best, self.skipped = state["step"], state["best"], state["skipped_steps"]
+        self.train_seconds = state.get("train_seconds", 0.0)  # absent from checkpoints of earlier versions
         self.generator.set_state(state["ranks"][d.rank]["generator"])
         self.loader.load_state_dict(state["ranks"][d.rank]["data"])
         if "task" in state:

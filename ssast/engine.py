@@ -68,6 +68,7 @@ class Task:
     mode: Literal["max", "min"] = "max"
     epoch_steps: Optional[int] = None  # steps per epoch, for the multistep schedule
     probe_every: int = 0  # steps between representation probes (`probe`); 0: none
+    probe_start: bool = False  # also probe at step 0 of a fresh run
 
     def step(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Losses of one micro-batch; "loss" is minimised, the others are logged."""
@@ -205,11 +206,16 @@ class Trainer:
         runlog = RunLog(self.run_dir, run.step, self.cfg.max_steps, self.dist.main, self.cfg.tensorboard)
         batches: Iterator = iter(loader)
         self.last_eval: dict = {}
-        self._clips, self._in_a_row, self._since = 0, 0, time.perf_counter()
+        self._clips, self._in_a_row, self._interval = 0, 0, 0.0
+        if run.step == 0 and task.probe_start:
+            self._maybe_probe(run, task, runlog)  # the initialisation: a learning curve's first point
         try:
             with StopSignals() as signals:
                 while run.step < self.cfg.max_steps:
+                    start = time.perf_counter()
                     totals, grad_norm = self._step(run, ddp, task, batches)
+                    run.train_seconds += time.perf_counter() - start
+                    self._interval += time.perf_counter() - start
                     self._maybe_log(run, totals, grad_norm, runlog)
                     self._maybe_validate(run, task, runlog)
                     self._maybe_probe(run, task, runlog)
@@ -273,16 +279,16 @@ class Trainer:
         """Every `log_every` steps, and at steps 1 (it runs) and the last: losses, rate and the loader's counts."""
         if not (run.step % self.cfg.log_every == 0 or run.step in (1, self.cfg.max_steps)):
             return
-        now = time.perf_counter()
         record = {
             **{k: float(v) for k, v in totals.items()},
             "lr": run.optimizer.param_groups[0]["lr"],
             "grad_norm": float(grad_norm),
-            "clips_per_s": self._clips * self.dist.world / (now - self._since),
+            "clips_per_s": self._clips * self.dist.world / self._interval,
+            "train_seconds": run.train_seconds,
             "bad_clips": run.loader.counts()["bad_clips"],
             "skipped_steps": run.skipped,
         }
-        self._since, self._clips = now, 0
+        self._interval, self._clips = 0.0, 0
         runlog.write(run.step, record)
 
     def _maybe_validate(self, run: RunState, task: Task, runlog: RunLog) -> None:

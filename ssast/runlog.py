@@ -14,6 +14,7 @@ import torch
 
 log = logging.getLogger("ssast")
 SECTIONS = ("valid", "probe")  # their keys carry the section as a prefix in metrics.jsonl; training keys none
+TIMINGS = ("clips_per_s", "train_seconds")  # the training keys that measure time: they differ between equal runs
 
 
 def setup_logging(main: bool) -> None:

@@ -62,10 +62,13 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
         "lr",
         "grad_norm",
         "clips_per_s",
+        "train_seconds",
         "bad_clips",
         "skipped_steps",
     }
     assert all(r["skipped_steps"] == 0 and r["bad_clips"] == 0 for r in train)
+    # the clock of training steps only: it runs on across validations and resumes
+    assert all(0 < a["train_seconds"] < b["train_seconds"] for a, b in zip(train[:-1], train[1:], strict=True))
     for r in train:
         assert r["loss"] == pytest.approx(r["mpc_loss"] + 10 * r["mpg_loss"], rel=1e-5)
     assert train[-1]["loss"] < train[0]["loss"]
