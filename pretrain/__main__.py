@@ -70,13 +70,14 @@ def run(cfg: PretrainConfig) -> dict:
     train_loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=world)
     valid_loader = valid and AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=world)
     prober = periodic_probe(cfg, run_dir) if cfg.probe.every else None
-    task = PretrainTask(model, valid_loader, trainer.device, cfg.train.seed, prober, cfg.probe.every)
+    task = PretrainTask(model, valid_loader, trainer.device, cfg.train.seed, prober, cfg.probe.every, cfg.probe.start)
     return trainer.fit(task, train_loader)
 
 
 def periodic_probe(cfg: PretrainConfig, run_dir: Path):
-    """encoder -> {task: metric} of the probe recipe's fair linear probe, checked now so that a bad recipe stops
-    the run before it trains; the stores of each probe go to a folder of run_dir that is removed afterwards."""
+    """encoder -> {task: metric, ...} of the probe recipe's fair linear probe (`probe_tasks`), checked now so that
+    a bad recipe stops the run before it trains; the stores of each probe go to `probe.store_dir`, or else to a
+    folder of run_dir that is removed afterwards."""
     from ssast.protocols import ProbeConfig, check_tasks, probe_tasks
 
     probe_cfg = load_config(ProbeConfig, cfg.probe.recipe, cfg.probe.overrides)
@@ -88,6 +89,8 @@ def periodic_probe(cfg: PretrainConfig, run_dir: Path):
         read_dataset(t.dataset, probe_cfg.data.root)
 
     def probe(encoder) -> dict[str, float]:
+        if cfg.probe.store_dir:
+            return probe_tasks(probe_cfg, encoder, cfg.probe.store_dir)
         with tempfile.TemporaryDirectory(dir=run_dir, prefix=".probe-stores-") as stores:
             return probe_tasks(probe_cfg, encoder, stores)
 

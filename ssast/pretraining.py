@@ -17,8 +17,12 @@ class ProbeHookConfig:
     """A fair linear probe of the encoder every so many pretraining steps."""
 
     every: NonNegative = 0  # steps between linear probes of the encoder during pretraining; 0: none
+    start: bool = True  # also probe the initialisation (step 0 of a fresh run): a learning curve's first point
     recipe: str = ""  # a probe recipe (configs/probes/...): its tasks, features and C grid
     overrides: list[str] = field(default_factory=list)  # key=value overrides of that recipe, e.g. data.root=...
+    # Where the probes' embedding stores go and stay, for a later `probes linear` over the same encoders to reuse;
+    # empty: a folder of the run, removed after each probe.
+    store_dir: str = ""
 
 
 class PretrainTask(Task):
@@ -33,9 +37,11 @@ class PretrainTask(Task):
         seed: int = 0,
         prober: Optional[Callable[[ASTEncoder], dict[str, float]]] = None,
         probe_every: int = 0,
+        probe_start: bool = False,
     ):
         self.model, self.ssl, self.valid, self.device, self.seed = model, model.ssl, valid_loader, device, seed
         self.prober, self.probe_every = prober, probe_every if prober else 0
+        self.probe_start = probe_start and bool(self.probe_every)
         self.monitor = None if valid_loader is None else "mpg_loss" if self.ssl.objective == "mpg" else "mpc_acc"
         self.mode = "min" if self.ssl.objective == "mpg" else "max"
 
@@ -67,7 +73,7 @@ class PretrainTask(Task):
         """Input fbank, its masked version and the MPG reconstruction of the first validation clip, stacked."""
         fbank = next(iter(self._valid_batches()))[:1]
         generator = torch.Generator().manual_seed(self.seed + 7919)
-        mask = model.draw_mask(1, self.ssl.valid_mask_size, self.ssl.cluster, generator).to(fbank.device)
+        mask = model.draw_mask(1, self.ssl.valid_mask_size, generator).to(fbank.device)
         patches = model.patches(fbank)
         index = mask[..., None].expand(-1, -1, patches.shape[-1])
         pred = model.gpredlayer(model.masked_outputs(fbank, mask)[0])

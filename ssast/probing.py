@@ -124,6 +124,7 @@ class ProbeResult:
     feature: str
     c: float
     by_feature: dict[str, float]  # test metric of each feature at its own chosen C (the layer/pooling sweep)
+    held_out: float  # the chosen feature's and C's mean metric on the held-out splits (what chose them)
 
 
 def fair_probe(
@@ -159,7 +160,7 @@ def fair_probe(
     finals = parallel(delayed(path)(x, train, test, [chosen[n][1]]) for n, x in features.items())
     by_feature = {name: score[0] for name, score in zip(features, finals, strict=True)}
     feature = max(chosen, key=lambda n: chosen[n][0])
-    return ProbeResult(by_feature[feature], feature, chosen[feature][1], by_feature)
+    return ProbeResult(by_feature[feature], feature, chosen[feature][1], by_feature, chosen[feature][0])
 
 
 def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:

@@ -142,6 +142,7 @@ def probe_source(cfg: ProbeConfig, task: ProbeTaskConfig, stores: dict[str, Stor
     ]
     out = {
         "score": float(np.mean([r.score for r in results])),
+        "held_out": float(np.mean([r.held_out for r in results])),
         "choice": list(Counter(f"{r.feature} C={r.c:g}" for r in results).most_common(1)[0]),
         "by_feature": {n: float(np.mean([r.by_feature[n] for r in results])) for n in x},
     }
@@ -181,15 +182,20 @@ def probe_encoder(
     return probe_source(cfg, task, stores, device) if dist.main else {}
 
 
-def probe_tasks(cfg: ProbeConfig, encoder: ASTEncoder, store_dir: str) -> dict[str, float]:
-    """{task: test metric} of a fair probe of one encoder on every task of the recipe, in this process (the
-    pretraining stage's periodic probe); the stores go to `store_dir`."""
+def probe_tasks(cfg: ProbeConfig, encoder: Optional[ASTEncoder], store_dir: str) -> dict[str, float]:
+    """A fair probe of one encoder (None: the fbank statistics) on every task of the recipe, in this process (the
+    pretraining stage's periodic probe): {task: test metric, "<task>_held_out": the held-out metric that chose
+    the feature and C, "<task>_map": query-by-example mAP@retrieval_k (when the recipe asks)}; the stores go to
+    `store_dir`."""
     cfg = dataclasses.replace(cfg, store_dir=store_dir)
-    device = str(next(encoder.parameters()).device)
-    return {
-        t.name: probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, Dist(), device, t.name)["score"]
-        for t in cfg.tasks
-    }
+    device = str(next(encoder.parameters()).device) if encoder is not None else "cpu"
+    out = {}
+    for t in cfg.tasks:
+        result = probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, Dist(), device, t.name)
+        out[t.name], out[f"{t.name}_held_out"] = result["score"], result["held_out"]
+        if "retrieval" in result:
+            out[f"{t.name}_map"] = result["retrieval"]
+    return out
 
 
 def check_tasks(cfg: ProbeConfig, input_tdim: int) -> None:

@@ -37,16 +37,37 @@ def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
             f"probe.overrides=[{','.join(repr(o) for o in overrides)}]",
         ]
     )
-    probed = {line["step"]: line["events"] for line in read_metrics(run_dir, "probe")}
-    assert sorted(probed) == [2, 4]
+    lines = read_metrics(run_dir, "probe")
+    probed = {line["step"]: line["events"] for line in lines}
+    assert sorted(probed) == [0, 2, 4]  # step 0: the initialisation
+    assert set(lines[0]) == {"step", "events", "events_held_out", "events_map"}
     # the logged value is the fair probe of that step's encoder
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
     for step in (2, 4):
         encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
-        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == {
-            "events": pytest.approx(probed[step], abs=1e-12)
-        }
+        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == pytest.approx(
+            {k: v for k, v in lines[step // 2].items() if k != "step"}, abs=1e-12
+        )
     assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
+
+
+def test_a_probe_store_dir_keeps_the_stores_for_later_probes_of_the_same_encoders(demo_root, tmp_path):
+    overrides = [f"data.root={demo_root}", "model.depth=1", "embed.layers=[1]", "embed.poolings=[avgtok]", "cs=[1.0]"]
+    overrides.append("tasks=[{name: ev, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]")
+    stores = tmp_path / "stores"
+    pretrain_stage.main(
+        ["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={tmp_path / 'run'}"]
+        + ["data.valid_holdout=8", "data.batch_size=8", "model.depth=1", "train.max_steps=2", "train.tensorboard=false"]
+        + ["probe.every=2", "probe.recipe=configs/probes/demo.yaml", f"probe.store_dir={stores}"]
+        + [f"probe.overrides=[{','.join(repr(o) for o in overrides)}]"]
+    )
+    kept = sorted(p.name for p in stores.iterdir())
+    assert len(kept) == 2 * 5  # steps 0 and 2, five folds each
+    logged = read_metrics(tmp_path / "run", "probe")[-1]
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
+    again = probe_tasks(cfg, load_encoder(tmp_path / "run/checkpoints/last.pt"), str(stores))
+    assert sorted(p.name for p in stores.iterdir()) == kept  # found, not extracted again
+    assert again["ev"] == logged["ev"]
 
 
 def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
