@@ -132,7 +132,7 @@ def main() -> None:
         clip_loader = ClipLoader(dataset, FEATURES, False, 0, 0, 0.0)
         per_clip = (
             read_sequence([{"example": {"path": p, "labels": []}} for p in paths])
-            .map(clip_loader, num_parallel_calls=args.workers)
+            .map(lambda item: clip_loader(item)[0], num_parallel_calls=args.workers)
             .bucket(32)
             .map(Collater())
             .prefetch(2)

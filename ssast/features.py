@@ -212,7 +212,14 @@ def fbank_features(
     `train` enables the random steps the config asks for (random crop, SpecAugment, noise + roll); every draw
     comes from `generator`.
     """
-    fbank = kaldi_fbank(waveform, cfg.sample_rate, cfg.num_mel_bins, cfg.window)
+    return model_input(kaldi_fbank(waveform, cfg.sample_rate, cfg.num_mel_bins, cfg.window), cfg, train, generator)
+
+
+def model_input(
+    fbank: torch.Tensor, cfg: FeatureConfig, train: bool = False, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """A clip's whole log-mel filterbank [T, F] (which it may modify) -> model input [target_length, F]: pad or
+    crop, then in training the random steps, then normalise."""
     offset = 0
     if train and cfg.crop == "random" and fbank.shape[0] > cfg.target_length:
         offset = int(torch.randint(fbank.shape[0] - cfg.target_length + 1, (), generator=generator))

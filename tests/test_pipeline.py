@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from ssast.config import ConfigError
 from ssast.data.pipeline import AudioLoader, DataConfig, DataError, class_balanced_weights
 from ssast.data.readers import Dataset, DatasetConfig, Example, read_dataset
 from ssast.features import FeatureConfig
@@ -57,6 +58,32 @@ def test_the_number_of_workers_does_not_change_the_batches(esc, train):
     assert [len(b["path"]) for b in three] == ([8] * 13 if train else [8] * 12 + [4])
     for a, b in zip(one, three, strict=True):
         assert a["path"] == b["path"] and torch.equal(a["fbank"], b["fbank"]) and torch.equal(a["target"], b["target"])
+
+
+def test_views_crop_each_decoded_clip_several_times_and_resume_exactly(esc):
+    features = FeatureConfig(target_length=128, crop="random", freqm=24, timem=24, mean=-6.6, std=5.4)
+    plain = take(AudioLoader(esc, features, DataConfig(batch_size=8), train=True, seed=2), 1)[0]
+    data = DataConfig(batch_size=8, views=4, num_parallel_calls=2)
+    loader = AudioLoader(esc, features, data, train=True, seed=2)
+    stream = iter(loader)
+    batch = next(stream)
+    assert batch["fbank"].shape == (8, 128, 128) and batch["path"] == [plain["path"][0]] * 4 + [plain["path"][1]] * 4
+    # a clip's first view takes the draws its single view would; the others are other crops and masks
+    assert torch.equal(batch["fbank"][0], plain["fbank"][0]) and torch.equal(batch["fbank"][4], plain["fbank"][1])
+    assert all(not torch.equal(batch["fbank"][0], batch["fbank"][v]) for v in (1, 2, 3))
+    assert torch.equal(batch["target"][:4], plain["target"][:1].expand(4, -1))
+    next(stream)
+    assert loader.counts() == {"clips_seen": 4, "bad_clips": 0}  # decoded clips, not views
+    state, expected = loader.state_dict(), [next(stream) for _ in range(3)]
+    resumed = AudioLoader(esc, features, data, train=True, seed=2)
+    resumed.load_state_dict(state)
+    for a, b in zip(expected, take(resumed, 3), strict=True):
+        assert a["path"] == b["path"] and torch.equal(a["fbank"], b["fbank"])
+
+
+def test_views_must_divide_the_batch():
+    with pytest.raises(ConfigError, match="config key 'views' must be a divisor of batch_size \\(24\\), got 5"):
+        DataConfig(views=5)
 
 
 def test_a_data_state_of_another_format_is_refused_in_one_line(esc):

@@ -27,9 +27,9 @@ import torch
 from fairseq2.data.audio import AudioDecoder
 from fairseq2.data.data_pipeline import DataPipeline, FileMapper, read_sequence
 
-from ssast.config import Fraction, NonNegative, Positive
+from ssast.config import Fraction, NonNegative, Positive, invalid
 from ssast.data.readers import Dataset, DatasetConfig
-from ssast.features import FeatureConfig, check_waveform, fbank_features, prepare_waveform
+from ssast.features import FeatureConfig, check_waveform, fbank_features, kaldi_fbank, model_input, prepare_waveform
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,13 @@ class DataConfig:
     balanced: bool = False  # class-balanced sampling with replacement (AudioSet-2M)
     mixup: Fraction = 0.0  # probability of waveform mixup per training clip
     max_bad_fraction: Fraction = 0.01  # stop when more clips than this fraction are unreadable
+    # Training views per decoded clip (EAT's clone batch): a batch is batch_size / views clips, each decoded and
+    # turned into an fbank once, then cropped and augmented (and, in pretraining, masked) views times.
+    views: Positive = 1
+
+    def __post_init__(self):
+        if self.batch_size % self.views:
+            raise invalid("views", self.views, f"a divisor of batch_size ({self.batch_size})")
 
 
 class DataError(RuntimeError):
@@ -108,11 +115,21 @@ class ClipReader:
 
 
 class ClipLoader:
-    """One numbered example -> {"fbank", "target", "path"}; ValueError with the reason for a bad clip."""
+    """One numbered example -> [{"fbank", "target", "path"}] (`views` of them in training); ValueError with the
+    reason for a bad clip."""
 
-    def __init__(self, dataset: Dataset, features: FeatureConfig, train: bool, seed: int, rank: int, mixup: float):
+    def __init__(
+        self,
+        dataset: Dataset,
+        features: FeatureConfig,
+        train: bool,
+        seed: int,
+        rank: int,
+        mixup: float,
+        views: int = 1,
+    ):
         self.dataset, self.features, self.train = dataset, features, train
-        self.seed, self.rank, self.mixup = seed, rank, mixup
+        self.seed, self.rank, self.mixup, self.views = seed, rank, mixup, views
         self.read = ClipReader(features)
 
     def target(self, labels) -> torch.Tensor:
@@ -121,26 +138,31 @@ class ClipLoader:
         t[list(labels)] = 1.0
         return t
 
-    def __call__(self, item: dict) -> dict:
-        """One clip's features and target; an unreadable clip comes back with its reason."""
+    def __call__(self, item: dict) -> list[dict]:
+        """One clip's features and target (in training, `views` crops of it, each with its own draws)."""
         example = item["example"]
         wave = self.read(example["path"])
-        target, generator = self.target(example["labels"]), None
-        if self.train:
-            seed = int(np.random.SeedSequence([self.seed, self.rank, item["number"]]).generate_state(1)[0])
-            generator = torch.Generator().manual_seed(seed)
-            rng = np.random.default_rng(seed)
-            if self.mixup > 0 and rng.random() < self.mixup:
-                wave, target = self._mix(wave, target, rng)
-        fbank = fbank_features(wave, self.features, self.train, generator)
-        return {"fbank": fbank, "target": target, "path": example["path"], "index": item.get("index")}
+        target = self.target(example["labels"])
+        clip = {"target": target, "path": example["path"], "index": item.get("index")}
+        if not self.train:
+            return [{"fbank": fbank_features(wave, self.features), **clip}]
+        seed = int(np.random.SeedSequence([self.seed, self.rank, item["number"]]).generate_state(1)[0])
+        generator = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        if self.mixup > 0 and rng.random() < self.mixup:
+            wave, clip["target"] = self._mix(wave, target, rng)
+        f = self.features
+        whole = kaldi_fbank(wave, f.sample_rate, f.num_mel_bins, f.window)
+        # model_input works in place on a crop of what it is given: each view but the last gets a copy
+        copies = [whole.clone() for _ in range(self.views - 1)] + [whole]
+        return [{"fbank": model_input(fbank, f, True, generator), **clip} for fbank in copies]
 
     def batch(self, items: list[dict]) -> dict:
         """Numbered examples -> one collated batch of the readable clips, with "bad": "path: reason" lines."""
         clips, bad = [], []
         for item in items:
             try:
-                clips.append(self(item))
+                clips += self(item)
             except ValueError as e:
                 bad.append(f"{item['example']['path']}: {e}")
         if not clips:
@@ -209,7 +231,7 @@ class BalancedSampler:
 class AudioLoader:
     """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B], "index": [B]} with exact
     resume (B is the batch size, less the batch's unreadable clips; "index": each clip's position in the data set
-    in evaluation, None in training).
+    in evaluation, None in training). With ``data.views`` V, a training batch is B / V clips, V rows each.
 
     Training is an endless stream: each rank reads its shard (every world-th example) in a new order each
     epoch, or samples the whole set class-balanced. Evaluation is one pass over the rank's shard."""
@@ -225,7 +247,7 @@ class AudioLoader:
         world: int = 1,
         batch_size: Optional[int] = None,
     ):
-        self.data, self.batch_size = data, batch_size or data.batch_size
+        self.data, self.batch_size, self.views = data, batch_size or data.batch_size, data.views if train else 1
         self.bad = BadClips(len(dataset.examples), data.max_bad_fraction)
         items = [{"path": e.path, "labels": list(e.labels)} for e in dataset.examples]
         if train:
@@ -235,7 +257,8 @@ class AudioLoader:
                 else EpochSampler(items[rank::world], seed * 1000 + rank)
             )
             self._examples = lambda k: [
-                {"example": sampler(n), "number": n} for n in range(k * self.batch_size, (k + 1) * self.batch_size)
+                {"example": sampler(n), "number": n}
+                for n in range(k * self.batch_size // self.views, (k + 1) * self.batch_size // self.views)
             ]
             self._numbers = DataPipeline.count  # (first, step): endless
         else:
@@ -243,7 +266,7 @@ class AudioLoader:
             self._examples = lambda k: shard[k * self.batch_size : (k + 1) * self.batch_size]
             count = -(-len(shard) // self.batch_size)
             self._numbers = lambda first, step: read_sequence(range(first, count, step))
-        self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0)
+        self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0, self.views)
         self._start(0)
 
     def _start(self, batches: int) -> None:
@@ -267,7 +290,7 @@ class AudioLoader:
             except StopIteration:  # the worker due for the next batch has none left: the pass is over
                 return
             self.batches += 1
-            self.bad.record(len(batch["path"]), batch.pop("bad"))
+            self.bad.record(len(batch["path"]) // self.views, batch.pop("bad"))
             self.bad.check()
             if batch["path"]:
                 yield batch
