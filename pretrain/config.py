@@ -44,7 +44,8 @@ class PretrainConfig(RunConfig):
         if self.probe.every and not self.probe.recipe:
             raise invalid("probe.recipe", "", "a probe recipe when probe.every > 0")
         f, t = grid_size(m)
-        most = f * t - 2 if self.ssl.cluster else f * t  # cluster masks never take patch 0 and need one spare
+        # cluster masks never take patch 0 and need one spare; inverse block masks leave a patch visible
+        most = f * t - 2 if self.ssl.cluster else f * t - 1 if self.ssl.inverse_block else f * t
         for key in ("mask_size", "valid_mask_size"):
             if getattr(self.ssl, key) > most:
                 raise invalid(f"ssl.{key}", getattr(self.ssl, key), f"<= {most} for a {f}x{t} patch grid")

@@ -63,3 +63,46 @@ def cluster_patch_mask(
     collected = first <= stop[:, None]
     index = torch.where(collected, torch.arange(num_patches), num_patches)
     return index.sort(1).values[:, :mask_size]
+
+
+def inverse_block_mask(
+    batch: int,
+    grid: tuple[int, int],
+    mask_size: int,
+    generator: Optional[torch.Generator] = None,
+    factors: tuple[int, ...] = (3, 4, 5),
+) -> torch.Tensor:
+    """EAT's inverse block masking: the visible patches come in square blocks, everything else is masked.
+
+    Per clip: one block side c from `factors` (at most the grid's sides); c x c blocks at uniform positions
+    inside the (frequency, time) `grid` are laid down in turn until they cover at least the num_patches -
+    `mask_size` visible patches; those covered by earlier blocks stay visible first (the last block's patches
+    in random order), and the `mask_size` others are the mask, sorted.
+    """
+    f, t = grid
+    n, keep = f * t, f * t - mask_size
+    if not 0 < mask_size < n:
+        raise ValueError(f"mask_size must be in [1, {n - 1}], got {mask_size}")
+    c = torch.tensor(factors)[torch.randint(len(factors), (batch,), generator=generator)].clamp(max=min(f, t))
+    size = int(c.max())
+    i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    in_block = ((i < c[:, None, None]) & (j < c[:, None, None])).flatten(1)  # [B, size * size]
+    blocks = n
+    while True:  # n blocks nearly always cover enough; more are drawn when they do not
+        row = (torch.rand(batch, blocks, generator=generator) * (f - c[:, None] + 1)).long()
+        col = (torch.rand(batch, blocks, generator=generator) * (t - c[:, None] + 1)).long()
+        cand = ((row[..., None] + i.flatten()) * t + col[..., None] + j.flatten()).clamp(max=n - 1)
+        order = torch.arange(blocks).expand(batch, blocks)[..., None].expand_as(cand)
+        first = torch.full((batch, n + 1), blocks)  # column n collects the unused corners of smaller blocks
+        first.scatter_reduce_(
+            1,
+            torch.where(in_block[:, None], cand, n).flatten(1),
+            torch.where(in_block[:, None], order, blocks).flatten(1),
+            "amin",
+        )
+        first = first[:, :n]
+        if ((first < blocks).sum(1) >= keep).all():
+            break
+        blocks *= 2
+    rank = first + torch.rand(batch, n, generator=generator)  # within a block, random order
+    return rank.argsort(1)[:, keep:].sort(1).values

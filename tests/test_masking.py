@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssast.masking import cluster_patch_mask, random_frame_mask
+from ssast.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
 
 # Probability that a patch of frequency row r (0 = lowest) is masked, 8x64 grid, measured on the reference code.
 ROW_RATES = {
@@ -42,8 +42,28 @@ def test_random_frame_mask_is_uniform_and_distinct():
     assert rates[0] > 0.7  # index 0 can be masked in frame models
 
 
+def test_inverse_block_mask_leaves_square_blocks_visible():
+    a = inverse_block_mask(500, (8, 8), 48, torch.Generator().manual_seed(3))
+    assert torch.equal(a, inverse_block_mask(500, (8, 8), 48, torch.Generator().manual_seed(3)))
+    assert a.shape == (500, 48) and (a[:, 1:] > a[:, :-1]).all() and (a >= 0).all() and (a < 64).all()
+    visible = 1 - torch.zeros(500, 64).scatter_(1, a, 1.0).view(500, 8, 8)
+    assert (visible.sum((1, 2)) == 16).all()
+    # a visible patch mostly has a visible neighbour to its right (uniform masks: 16/64 = 0.25)
+    assert (visible[:, :, 1:] * visible[:, :, :-1]).sum() / visible[:, :, :-1].sum() > 0.6
+    # one block of side 3 is exactly a 3x3 square inside the grid, anywhere
+    one = inverse_block_mask(200, (8, 8), 64 - 9, torch.Generator().manual_seed(0), factors=(3,))
+    for m in one:
+        seen = torch.ones(64).index_fill_(0, m, 0.0).view(8, 8).nonzero()
+        top, left = seen.min(0).values.tolist()
+        assert seen.max(0).values.tolist() == [top + 2, left + 2] and len(seen) == 9
+    corners = {tuple(torch.ones(64).index_fill_(0, m, 0.0).view(8, 8).nonzero().min(0).values.tolist()) for m in one}
+    assert len(corners) > 25  # of the 36 places a 3x3 block fits
+
+
 def test_mask_size_is_checked():
     with pytest.raises(ValueError, match="mask_size"):
         cluster_patch_mask(1, 64, 63, 8)
     with pytest.raises(ValueError, match="mask_size"):
         random_frame_mask(1, 64, 65)
+    with pytest.raises(ValueError, match="mask_size"):
+        inverse_block_mask(1, (8, 8), 64)

@@ -199,7 +199,7 @@ def test_mpc_targets_carry_no_gradient_and_shared_mask_feeds_both_heads():
     torch.manual_seed(0)
     model = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=64))
     fbank = torch.randn(2, 64, 128, requires_grad=True)
-    mask = model.draw_mask(2, 20, cluster=True, generator=torch.Generator().manual_seed(1))
+    mask = model.draw_mask(2, 20, generator=torch.Generator().manual_seed(1))
     h, target = model.masked_outputs(fbank, mask)
     assert h.requires_grad and not target.requires_grad
     model.ssl = SSLConfig(shared_mask=True)
@@ -234,9 +234,9 @@ def test_models_engine_and_masking_import_without_fairseq2():
 
 def test_bf16_autocast_runs_the_blocks_in_bf16_and_the_infonce_scores_in_fp32():
     torch.manual_seed(0)
-    model = SSASTModel(ModelConfig(size="tiny", depth=2, input_tdim=128))
+    model = SSASTModel(ModelConfig(size="tiny", depth=2, input_tdim=128), SSLConfig(cluster=False))
     fbank = torch.randn(2, 128, 128)
-    mask = model.draw_mask(2, 32, cluster=False, generator=torch.Generator().manual_seed(0))
+    mask = model.draw_mask(2, 32, generator=torch.Generator().manual_seed(0))
     seen = {}
     model.v.blocks[1].attn.qkv.register_forward_hook(lambda m, i, out: seen.setdefault("qkv", out))
     model.cpredlayer.register_forward_hook(lambda m, i, out: seen.setdefault("pred", out))

@@ -22,7 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
-from ssast.masking import cluster_patch_mask, random_frame_mask
+from ssast.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
 
 Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
 POOLINGS = ("avgtok", "cls", "meanstd", "freq")
@@ -231,10 +231,15 @@ class SSLConfig:
     mask_size: Positive = 400  # masked patches per clip
     valid_mask_size: Positive = 400  # the reference always validates with 400
     cluster: bool = True  # cluster masking (patch models); uniform masking otherwise (frame models)
+    inverse_block: bool = False  # EAT's inverse block masking: the visible patches in square blocks (not in SSAST)
     objective: Literal["joint", "mpc", "mpg"] = "joint"
     mpg_weight: NonNegativeFloat = 10.0
     shared_mask: bool = False  # one pass, one mask for both heads: faster, not the reference
     norm_target: bool = False  # MPG regresses each patch standardised (MAE's choice), not the raw patch
+
+    def __post_init__(self):
+        if self.inverse_block and self.cluster:
+            raise invalid("cluster", self.cluster, "false with inverse_block (one mask shape)")
 
 
 class SSASTModel(nn.Module):
@@ -278,11 +283,12 @@ class SSASTModel(nn.Module):
             stride=(cfg.fstride, cfg.tstride),
         )[:, 0]
 
-    def draw_mask(
-        self, batch: int, mask_size: int, cluster: bool, generator: Optional[torch.Generator] = None
-    ) -> torch.Tensor:
-        """Cluster masking for the patch model, uniform masking otherwise (the reference's choice)."""
-        if cluster:
+    def draw_mask(self, batch: int, mask_size: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The mask shape of `ssl`: cluster (the reference's patch models), uniform (its frame models) or inverse
+        block."""
+        if self.ssl.inverse_block:
+            return inverse_block_mask(batch, self.v.grid, mask_size, generator)
+        if self.ssl.cluster:
             return cluster_patch_mask(batch, self.v.num_patches, mask_size, self.v.grid[1], generator)
         return random_frame_mask(batch, self.v.num_patches, mask_size, generator)
 
@@ -344,7 +350,7 @@ class SSASTModel(nn.Module):
         def draw(given: Optional[torch.Tensor]) -> torch.Tensor:
             if given is not None:
                 return given
-            return self.draw_mask(fbank.shape[0], mask_size, s.cluster, generator).to(fbank.device)
+            return self.draw_mask(fbank.shape[0], mask_size, generator).to(fbank.device)
 
         if (s.shared_mask or self.decoder is not None) and s.objective == "joint":
             h, target = self.masked_outputs(fbank, draw(mask_mpc))
