@@ -1,7 +1,8 @@
 """The demo's summary table: linear probes and retrieval (``probes.json`` of ``python -m probes linear``) and
-fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source.
+fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source; and the learning curve
+of a pretraining run probed periodically, drawn beside probes.json (``learning_curve.png``).
 
-    python -m ssast.demo.report --probes runs/demo/probes.json \
+    python -m ssast.demo.report --probes runs/demo/probes.json --curve runs/demo/seed0 \
         --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
         "fine-tuned, SSL pretrained"=runs/demo/ft_pretrained
 """
@@ -12,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ssast.curves import learning_curve, plot_curves
 from ssast.tables import cell
 
 
@@ -42,17 +44,38 @@ def report(probes: dict, finetuned: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def fbank_level(probes: dict) -> dict[str, float]:
+    """The fbank statistics' probe and retrieval values, keyed as a learning curve's points are."""
+    level = {}
+    for task, (result,) in probes.get("fbank mean+std", {}).items():
+        level[task] = result["score"]
+        if "retrieval" in result:
+            level[f"{task}_map"] = result["retrieval"]
+    return level
+
+
+def draw_curve(probes: dict, run_dir: str, path: Path) -> None:
+    """The learning curve of one periodically probed pretraining run, with the fbank level of `probes`."""
+    plot_curves({f"pretrained ({Path(run_dir).name})": learning_curve(run_dir)}, path, fbank_level(probes))
+
+
 def main(argv: list[str] | None = None) -> str:
     """The command line: print the table of a probes.json and fine-tuning run folders."""
     parser = argparse.ArgumentParser(prog="python -m ssast.demo.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", required=True, help="probes.json of python -m probes linear")
     parser.add_argument("--finetune", nargs="*", default=[], metavar="NAME=RUN_DIR", help="fine-tuning runs")
+    parser.add_argument("--curve", metavar="RUN_DIR", help="a pretraining run with periodic probes (probe.every)")
     args = parser.parse_args(argv)
+    probes = json.loads(Path(args.probes).read_text())
     finetuned = {
         name: json.loads((Path(d) / "results.json").read_text())
         for name, d in (item.rsplit("=", 1) for item in args.finetune)
     }
-    text = report(json.loads(Path(args.probes).read_text()), finetuned)
+    text = report(probes, finetuned)
+    if args.curve:
+        path = Path(args.probes).with_name("learning_curve.png")
+        draw_curve(probes, args.curve, path)
+        text += f"\n\nlearning curve of {args.curve}: {path}"
     print(text)
     return text
 

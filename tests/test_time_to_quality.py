@@ -1,0 +1,79 @@
+"""The time-to-quality tool: a short pretraining run probed at fixed steps, its curve and its references."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from ssast.config import load_config
+from ssast.models import ModelConfig, SSASTModel
+from ssast.protocols import ProbeConfig, probe_tasks
+
+
+def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
+    probe = [
+        f"data.root={demo_root}",
+        "embed.layers=[1]",
+        "embed.poolings=[avgtok]",
+        "cs=[1.0]",
+        "model.depth=1",
+        "tasks=[{name: events, dataset: {kind: esc50, path: esc50}, protocol: folds, target_length: 128}]",
+    ]
+    out = tmp_path / "ttq"
+    cmd = [sys.executable, "benchmarks/time_to_quality.py", "--config", "configs/pretrain/demo_fast.yaml"]
+    cmd += ["--steps", "20", "--points", "2", "--out", str(out), "--label", "tiny"]
+    cmd += [f"--probe={o}" for o in probe]
+    cmd += [f"data.root={demo_root}", "data.valid_holdout=8", "data.batch_size=8", "data.views=2", "model.depth=1"]
+    cmd += ["train.tensorboard=false", "train.threads=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    curve = json.loads((out / "curve.json").read_text())
+    points = curve["points"]
+    assert [p["step"] for p in points] == [0, 10, 20] and [p["clips"] for p in points] == [0, 40, 80]
+    assert points[0]["train_seconds"] == 0 < points[1]["train_seconds"] < points[2]["train_seconds"]
+    assert set(points[0]) == {"step", "train_seconds", "clips", "events", "events_held_out", "events_map"}
+    assert curve["steps_per_s"] == pytest.approx(20 / points[2]["train_seconds"])
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", probe)
+    # step 0 is the seed's random initialisation, exactly what `probes linear random_init_seeds=[0]` probes
+    torch.manual_seed(0)
+    encoder = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128)).v
+    expected = probe_tasks(cfg, encoder, str(tmp_path / "init"))
+    assert {k: points[0][k] for k in expected} == pytest.approx(expected, abs=1e-12)
+    assert curve["fbank"] == pytest.approx(probe_tasks(cfg, None, str(tmp_path / "fbank")), abs=1e-12)
+    assert Image.open(out / "curve.png").size == (1280, 256)  # one task row, four panels, at 80 dpi
+    both = tmp_path / "both.png"
+    subprocess.run(
+        [sys.executable, "benchmarks/time_to_quality.py", "plot", str(out / "curve.json"), f"run={out / 'run'}"]
+        + ["--out", str(both)],
+        check=True,
+    )
+    assert Image.open(both).size == (1280, 256)
+
+
+def write_run(run_dir, probed_steps, logged_steps):
+    run_dir.mkdir()
+    lines = [{"step": s, "loss": 1.0, "train_seconds": 1.5 * s} for s in logged_steps]
+    lines += [{"step": s, "probe_kw": s / 100, "probe_kw_held_out": 0.3, "probe_kw_map": 0.1} for s in probed_steps]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_the_demo_report_draws_the_curve_beside_the_table(tmp_path, capsys):
+    from ssast.curves import learning_curve
+    from ssast.demo import report
+
+    write_run(tmp_path / "seed0", [0, 40, 80], [10, 20, 30, 40, 50, 60, 70, 80])
+    points = learning_curve(tmp_path / "seed0")
+    expected = [(0, 0.0, 0.0), (40, 60.0, 0.4), (80, 120.0, 0.8)]
+    assert [(p["step"], p["train_seconds"], p["kw"]) for p in points] == expected
+    result = {"score": 0.5, "held_out": 0.5, "choice": ["fbank C=1", 1], "by_feature": {}, "retrieval": 0.2}
+    (tmp_path / "probes.json").write_text(json.dumps({"fbank mean+std": {"kw": [result]}}))
+    text = report.main(["--probes", str(tmp_path / "probes.json"), "--curve", str(tmp_path / "seed0")])
+    assert text.splitlines()[2] == "| fbank mean+std | 50.0 | 20.0 | |"
+    assert text.endswith(f"learning curve of {tmp_path / 'seed0'}: {tmp_path / 'learning_curve.png'}")
+    assert Image.open(tmp_path / "learning_curve.png").size == (1280, 256)
+    write_run(tmp_path / "gap", [0, 45], [10, 20, 30, 40, 50])
+    with pytest.raises(ValueError, match="step 45 was probed but not logged"):
+        learning_curve(tmp_path / "gap")
