@@ -27,17 +27,20 @@ comma := ,
 space := $(subst x, ,x)
 list = $(subst $(space),$(comma),$(strip $(1)))
 
-# Built-in data -> three pretraining seeds (resumed if interrupted) -> fair linear probes and retrieval of the
-# pretrained and the randomly initialised encoders and of fbank statistics -> fine-tuning of the seed-0 encoder and
-# of a random one on one sound-event fold -> one table. Fast mode: in the same time (the demo is data-bound on two
-# cores) it probed better than the shared-mask recipe configs/pretrain/demo.yaml on both tasks (README).
+# Built-in data -> three pretraining seeds (resumed if interrupted; seed 0 probed along the way for the learning
+# curve, its stores kept for the table) -> fair linear probes and retrieval of the pretrained and the randomly
+# initialised encoders and of fbank statistics -> fine-tuning of the seed-0 encoder and of a random one on one
+# sound-event fold -> one table and the learning curve. The recipe is the time-to-quality study's choice (README).
 DEMO_RECIPE ?= configs/pretrain/demo_fast.yaml
+DEMO_CURVE ?= probe.every=$(DEMO_CURVE_EVERY) probe.recipe=configs/probes/demo.yaml \
+  probe.overrides=[data.root=$(DEMO_DATA)] probe.store_dir=$(DEMO_RUNS)/embeddings
+DEMO_CURVE_EVERY ?= 200
 DEMO_FOLDS ?= [1]
 demo: install
 	$(PY) -m ssast.demo --root $(DEMO_DATA) --scale full
 	for s in $(DEMO_SEEDS); do \
 	  $(PY) -m pretrain --config $(DEMO_RECIPE) data.root=$(DEMO_DATA) run_dir=$(DEMO_RUNS)/seed$$s \
-	    train.seed=$$s resume=auto || exit 1; done
+	    train.seed=$$s resume=auto $$(test $$s = 0 && echo "$(DEMO_CURVE)") || exit 1; done
 	$(PY) -m probes linear --config configs/probes/demo.yaml data.root=$(DEMO_DATA) \
 	  checkpoints=[$(call list,$(foreach s,$(DEMO_SEEDS),$(DEMO_RUNS)/seed$(s)/checkpoints/last.pt))] \
 	  random_init_seeds=[$(call list,$(DEMO_SEEDS))] store_dir=$(DEMO_RUNS)/embeddings \
@@ -46,7 +49,7 @@ demo: install
 	  $(PY) -m finetune --config configs/finetune/demo_esc50.yaml data.root=$(DEMO_DATA)/esc50 init=$$init \
 	    folds=$(DEMO_FOLDS) run_dir=$(DEMO_RUNS)/finetune_$$(test $$init = scratch && echo scratch || echo pretrained) \
 	    resume=auto || exit 1; done
-	$(PY) -m ssast.demo.report --probes $(DEMO_RUNS)/probes.json --finetune \
+	$(PY) -m ssast.demo.report --probes $(DEMO_RUNS)/probes.json --curve $(DEMO_RUNS)/seed0 --finetune \
 	  "fine-tuned from random init"=$(DEMO_RUNS)/finetune_scratch \
 	  "fine-tuned from SSL pretrained (seed 0)"=$(DEMO_RUNS)/finetune_pretrained
 
