@@ -37,11 +37,12 @@ def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
     assert set(points[0]) == {"step", "train_seconds", "clips", "events", "events_held_out", "events_map"}
     assert curve["steps_per_s"] == pytest.approx(20 / points[2]["train_seconds"])
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", probe)
-    # step 0 is the seed's random initialisation, exactly what `probes linear random_init_seeds=[0]` probes
+    # step 0 is the seed's random initialisation, what `probes linear random_init_seeds=[0]` probes (another
+    # process with another thread count: the probe's fits may then differ by a clip)
     torch.manual_seed(0)
     encoder = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128)).v
     expected = probe_tasks(cfg, encoder, str(tmp_path / "init"))
-    assert {k: points[0][k] for k in expected} == pytest.approx(expected, abs=1e-12)
+    assert {k: points[0][k] for k in expected} == pytest.approx(expected, abs=0.01)
     assert curve["fbank"] == pytest.approx(probe_tasks(cfg, None, str(tmp_path / "fbank")), abs=1e-12)
     assert Image.open(out / "curve.png").size == (1280, 256)  # one task row, four panels, at 80 dpi
     both = tmp_path / "both.png"
