@@ -49,7 +49,7 @@ demo: install
 	  $(PY) -m finetune --config configs/finetune/demo_esc50.yaml data.root=$(DEMO_DATA)/esc50 init=$$init \
 	    folds=$(DEMO_FOLDS) run_dir=$(DEMO_RUNS)/finetune_$$(test $$init = scratch && echo scratch || echo pretrained) \
 	    resume=auto || exit 1; done
-	$(PY) -m ssast.demo.report --probes $(DEMO_RUNS)/probes.json --curve $(DEMO_RUNS)/seed0 --finetune \
+	$(PY) -m ssast.demo.report --probes $(DEMO_RUNS)/probes.json $(if $(DEMO_CURVE),--curve $(DEMO_RUNS)/seed0) --finetune \
 	  "fine-tuned from random init"=$(DEMO_RUNS)/finetune_scratch \
 	  "fine-tuned from SSL pretrained (seed 0)"=$(DEMO_RUNS)/finetune_pretrained
 
