@@ -43,7 +43,7 @@ def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
     encoder = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128)).v
     expected = probe_tasks(cfg, encoder, str(tmp_path / "init"))
     assert {k: points[0][k] for k in expected} == pytest.approx(expected, abs=0.01)
-    assert curve["fbank"] == pytest.approx(probe_tasks(cfg, None, str(tmp_path / "fbank")), abs=1e-12)
+    assert curve["fbank"] == pytest.approx(probe_tasks(cfg, None, str(tmp_path / "fbank")), abs=0.01)
     assert Image.open(out / "curve.png").size == (1280, 256)  # one task row, four panels, at 80 dpi
     both = tmp_path / "both.png"
     subprocess.run(

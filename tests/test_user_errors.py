@@ -175,7 +175,7 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
     def leaves(schema):
         return sum(leaves(tp) if dataclasses.is_dataclass(tp) else 1 for tp in typing.get_type_hints(schema).values())
 
-    assert len(lines) == leaves(PretrainConfig) == 80
+    assert len(lines) == leaves(PretrainConfig) == 84
 
 
 def test_the_demo_generator_and_the_probes_answer_help():
