@@ -214,8 +214,9 @@ class Trainer:
                 while run.step < self.cfg.max_steps:
                     start = time.perf_counter()
                     totals, grad_norm = self._step(run, ddp, task, batches)
-                    run.train_seconds += time.perf_counter() - start
-                    self._interval += time.perf_counter() - start
+                    elapsed = time.perf_counter() - start
+                    run.train_seconds += elapsed
+                    self._interval += elapsed
                     self._maybe_log(run, totals, grad_norm, runlog)
                     self._maybe_validate(run, task, runlog)
                     self._maybe_probe(run, task, runlog)
