@@ -2,6 +2,7 @@
 path against a straightforward implementation of the reference's step."""
 
 import dataclasses
+import random
 import sys
 from pathlib import Path
 
@@ -20,6 +21,9 @@ TINY = ModelConfig(size="tiny", depth=2, input_tdim=256)  # 8 x 16 patch grid
 
 @pytest.mark.parametrize("cluster", [True, False])
 def test_faithful_losses_and_gradients_equal_the_reference_step(cluster):
+    # Seeded masks: fused and explicit attention differ by ~1e-7, and about one draw in 300 puts a cpredlayer
+    # ReLU input that close to zero, where the gradient jumps (a kink, not a bug: float64 agrees).
+    random.seed(0)
     torch.manual_seed(0)
     model = SSASTModel(TINY)
     reference = ReferenceStep(SSASTModel(TINY))
