@@ -286,8 +286,8 @@ class Trainer:
             "grad_norm": float(grad_norm),
             "clips_per_s": self._clips * self.dist.world / self._interval,
             "train_seconds": run.train_seconds,
-            "bad_clips": run.loader.counts()["bad_clips"],
             "skipped_steps": run.skipped,
+            **{k: v for k, v in run.loader.counts().items() if k != "clips_seen"},  # bad clips, a mixture's draws
         }
         self._interval, self._clips = 0.0, 0
         runlog.write(run.step, record)

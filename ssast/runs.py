@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Callable, Optional, Sequence
 
 from ssast.config import save_config
-from ssast.data.readers import Dataset, read_dataset, split_holdout
+from ssast.data.readers import Dataset, read_dataset, read_mixture, split_holdout
 
 
 class RunError(RuntimeError):
@@ -100,7 +100,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 def train_valid(data, root: str) -> tuple[Dataset, Optional[Dataset]]:
     """The training set of a data section and its validation set: ``data.valid`` when it names a manifest or a
     split, else ``data.valid_holdout`` clips held out of the training set, else none."""
-    train = read_dataset(data.train, root)
+    train = read_mixture([data.train, *data.mix_with], root)
     if data.valid.path or data.valid.split:
         return train, read_dataset(data.valid, root)
     if data.valid_holdout:

@@ -1,5 +1,6 @@
 """Fixtures and presets shared by the test files."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ QUIET = ["train.tensorboard=false", "train.threads=1"]
 def timeless(run_dir: Path) -> list[dict]:
     """Every metrics.jsonl line of a run but its timings: what two runs of the same steps share bit for bit."""
     return [{k: v for k, v in line.items() if k not in TIMINGS} for line in read_metrics(run_dir, None)]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def manifest_cache(tmp_path_factory) -> Path:
+    """Compiled manifests go to the session's temporary folder (subprocesses inherit it), not ~/.cache."""
+    os.environ["SSAST_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return Path(os.environ["SSAST_CACHE"]) / "manifests"
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ class DataConfig:
 
     root: str = ""  # prefix for relative data paths
     train: DatasetConfig = field(default_factory=DatasetConfig)
+    # Further training sets, mixed with `train` in the proportions of their weights (default: their sizes, the
+    # reference's concatenation of AudioSet and LibriSpeech)
+    mix_with: list[DatasetConfig] = field(default_factory=list)
     valid: DatasetConfig = field(default_factory=DatasetConfig)  # empty path: hold out `valid_holdout` clips
     valid_holdout: NonNegative = 0
     batch_size: Positive = 24  # per process
@@ -51,6 +54,7 @@ class DataConfig:
     # Training views per decoded clip (EAT's clone batch): a batch is batch_size / views clips, each decoded and
     # turned into an fbank once, then cropped and augmented (and, in pretraining, masked) views times.
     views: Positive = 1
+    shard_window: Positive = 4  # tar shards: clips are shuffled within windows of this many shards
 
     def __post_init__(self):
         if self.batch_size % self.views:
@@ -138,15 +142,16 @@ class ClipLoader:
         t[list(labels)] = 1.0
         return t
 
-    def __call__(self, item: dict) -> list[dict]:
-        """One clip's features and target (in training, `views` crops of it, each with its own draws)."""
-        example = item["example"]
-        wave = self.read(example["path"])
-        target = self.target(example["labels"])
-        clip = {"target": target, "path": example["path"], "index": item.get("index")}
+    def __call__(self, position: int, number: Optional[int]) -> list[dict]:
+        """The features and target of the data set's clip at `position` (in training, `views` crops of it, each
+        with the draws of the running `number`)."""
+        example = self.dataset.examples[position]
+        wave = self.read(example.path)
+        target = self.target(example.labels)
+        clip = {"target": target, "path": example.path, "index": None if self.train else position}
         if not self.train:
             return [{"fbank": fbank_features(wave, self.features), **clip}]
-        seed = int(np.random.SeedSequence([self.seed, self.rank, item["number"]]).generate_state(1)[0])
+        seed = int(np.random.SeedSequence([self.seed, self.rank, number]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
         if self.mixup > 0 and rng.random() < self.mixup:
@@ -157,14 +162,15 @@ class ClipLoader:
         copies = [whole.clone() for _ in range(self.views - 1)] + [whole]
         return [{"fbank": model_input(fbank, f, True, generator), **clip} for fbank in copies]
 
-    def batch(self, items: list[dict]) -> dict:
-        """Numbered examples -> one collated batch of the readable clips, with "bad": "path: reason" lines."""
+    def batch(self, items: list[tuple[int, Optional[int]]]) -> dict:
+        """(position, running number) pairs -> one collated batch of the readable clips, with "bad":
+        "path: reason" lines."""
         clips, bad = [], []
-        for item in items:
+        for position, number in items:
             try:
-                clips += self(item)
+                clips += self(position, number)
             except ValueError as e:
-                bad.append(f"{item['example']['path']}: {e}")
+                bad.append(f"{self.dataset.examples[position].path}: {e}")
         if not clips:
             return {"path": [], "bad": bad}
         return {
@@ -190,25 +196,24 @@ class ClipLoader:
 
 def class_balanced_weights(dataset: Dataset) -> np.ndarray:
     """Sampling weight of each clip: sum over its labels of 1000 / (class count + 0.01)."""
-    counts = np.zeros(len(dataset.classes))
-    for e in dataset.examples:
-        counts[list(e.labels)] += 1
-    class_weight = 1000.0 / (counts + 0.01)
-    return np.array([class_weight[list(e.labels)].sum() for e in dataset.examples])
+    counts = dataset.examples.label_counts(len(dataset.classes))
+    return dataset.examples.label_sums(1000.0 / (counts + 0.01))
 
 
 class EpochSampler:
-    """Running example number -> example: a fresh permutation of `items` per epoch, seeded by (seed, epoch).
+    """Running example number -> item: a fresh permutation of `items` per epoch, seeded by (*seed, epoch).
 
     The running number is the sampler's only state, so the loader's batch counter restores it exactly."""
 
-    def __init__(self, items: list, seed: int):
+    def __init__(self, items: Sequence, seed: tuple[int, ...]):
+        if not len(items):
+            raise DataError("a training set (or mixture source) has fewer clips than processes")
         self.items, self.seed = items, seed
         # Per-epoch order, cached thread-safely: the worker threads straddle at most two epochs.
         self.order = functools.lru_cache(maxsize=2)(self._permutation)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+        return np.random.default_rng([*self.seed, epoch]).permutation(len(self.items))
 
     def __call__(self, number: int):
         """The example of running number `number`: the epoch's permutation, drawn from the seed and epoch."""
@@ -216,8 +221,24 @@ class EpochSampler:
         return self.items[self.order(epoch)[i]]
 
 
+class ShardSampler(EpochSampler):
+    """`EpochSampler` over tar shards: each epoch a new order of the shards, and of the clips within each window
+    of `window` consecutive shards in that order, so that reads stay within a few large files at a time."""
+
+    def __init__(self, shards: list[np.ndarray], window: int, seed: tuple[int, ...]):
+        super().__init__(np.concatenate(shards), seed)
+        self.starts, self.window = np.cumsum([0] + [len(s) for s in shards]), window
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([*self.seed, epoch])
+        shards = rng.permutation(len(self.starts) - 1)
+        clips = [np.arange(self.starts[s], self.starts[s + 1]) for s in shards]
+        windows = [np.concatenate(clips[i : i + self.window]) for i in range(0, len(clips), self.window)]
+        return np.concatenate([rng.permutation(w) for w in windows])
+
+
 class BalancedSampler:
-    """Running example number -> example drawn with replacement by `class_balanced_weights`."""
+    """Running example number -> item drawn with replacement by `class_balanced_weights`."""
 
     def __init__(self, items: list, weights: np.ndarray, seed: int):
         self.items, self.seed, self.cumulative = items, seed, np.cumsum(weights)
@@ -228,13 +249,76 @@ class BalancedSampler:
         return self.items[int(np.searchsorted(self.cumulative, u, side="right"))]
 
 
+class MixtureSampler:
+    """Running example number -> item of one of several sources in fixed proportions: each block of `BLOCK`
+    numbers draws source s exactly k_s times (the weights apportioned to the block), in an order seeded by
+    (seed, block), and a source's draws are numbered through its own `EpochSampler`. Everything is a function of
+    the running number, so the loader's batch counter restores the mixture exactly."""
+
+    BLOCK = 10_000
+
+    def __init__(self, parts: list[EpochSampler], weights: Sequence[float], seed: int):
+        share = np.asarray(weights, float) / np.sum(weights) * self.BLOCK
+        k = np.floor(share).astype(int)
+        k[np.argsort(k - share, kind="stable")[: self.BLOCK - k.sum()]] += 1  # largest remainders
+        if (k == 0).any():
+            raise DataError(f"a mixture weight below 1/{self.BLOCK} of the total: {list(weights)}")
+        self.parts, self.k, self.seed = parts, k, seed
+        self.block = functools.lru_cache(maxsize=2)(self._block)
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sources of block `b`'s numbers, and each draw's count among its source's earlier draws in it."""
+        order = np.random.default_rng([self.seed, b]).permutation(np.repeat(np.arange(len(self.k)), self.k))
+        before = np.empty_like(order)
+        for s in range(len(self.k)):
+            before[order == s] = np.arange(self.k[s])
+        return order, before
+
+    def __call__(self, number: int):
+        """The item of running number `number`: its block's source, that source's next draw."""
+        b, j = divmod(number, self.BLOCK)
+        order, before = self.block(b)
+        return self.parts[order[j]](b * self.k[order[j]] + before[j])
+
+    def drawn(self, numbers: int) -> np.ndarray:
+        """Draws of each source among the running numbers below `numbers`."""
+        b, j = divmod(numbers, self.BLOCK)
+        return b * self.k + np.bincount(self.block(b)[0][:j], minlength=len(self.k))
+
+
+def training_sampler(dataset: Dataset, data: DataConfig, seed: int, rank: int, world: int):
+    """Running example number -> position in `dataset`: the rank's share in a new order each epoch (every world-th
+    clip, or whole tar shards), a class-balanced draw from the whole set, or a mixture's sources drawn by weight,
+    each shared out by rank."""
+    if len(dataset.sources) > 1:
+        if data.balanced:
+            raise DataError("data.balanced samples one labelled set; a mixture (data.mix_with) draws by weights")
+        source = np.searchsorted([s.stop for s in dataset.sources], dataset.examples.rows, side="right")
+        parts = [np.flatnonzero(source == i) for i in range(len(dataset.sources))]
+        return MixtureSampler(
+            [EpochSampler(p[rank::world], (seed, i + 1)) for i, p in enumerate(parts)],
+            [s.weight or len(p) for s, p in zip(dataset.sources, parts, strict=True)],
+            seed,
+        )
+    positions = range(len(dataset.examples))  # the loader handles positions; a clip is read when its batch is
+    if data.balanced:
+        return BalancedSampler(positions, class_balanced_weights(dataset), seed)
+    if dataset.shard_stops:  # each rank reads whole shards of its own
+        cuts = np.searchsorted(dataset.examples.rows, [0, *dataset.shard_stops])  # the rows are in order
+        mine = [np.arange(cuts[s], cuts[s + 1]) for s in range(rank, len(dataset.shard_stops), world)]
+        if not sum(map(len, mine)):
+            raise DataError(f"{len(dataset.shard_stops)} shards for {world} processes: write smaller shards")
+        return ShardSampler(mine, data.shard_window, (seed,))
+    return EpochSampler(positions[rank::world], (seed,))
+
+
 class AudioLoader:
     """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B], "index": [B]} with exact
     resume (B is the batch size, less the batch's unreadable clips; "index": each clip's position in the data set
     in evaluation, None in training). With ``data.views`` V, a training batch is B / V clips, V rows each.
 
-    Training is an endless stream: each rank reads its shard (every world-th example) in a new order each
-    epoch, or samples the whole set class-balanced. Evaluation is one pass over the rank's shard."""
+    Training is an endless stream (`training_sampler`). Evaluation is one pass over the rank's shard (every
+    world-th example)."""
 
     def __init__(
         self,
@@ -248,22 +332,17 @@ class AudioLoader:
         batch_size: Optional[int] = None,
     ):
         self.data, self.batch_size, self.views = data, batch_size or data.batch_size, data.views if train else 1
-        self.bad = BadClips(len(dataset.examples), data.max_bad_fraction)
-        items = [{"path": e.path, "labels": list(e.labels)} for e in dataset.examples]
+        self.clips = self.batch_size // self.views  # decoded per batch
+        self.bad, self.sources = BadClips(len(dataset.examples), data.max_bad_fraction), dataset.sources
+        self.mixture = None
         if train:
-            sampler = (
-                BalancedSampler(items, class_balanced_weights(dataset), seed * 1000 + rank)
-                if data.balanced
-                else EpochSampler(items[rank::world], seed * 1000 + rank)
-            )
-            self._examples = lambda k: [
-                {"example": sampler(n), "number": n}
-                for n in range(k * self.batch_size // self.views, (k + 1) * self.batch_size // self.views)
-            ]
+            sampler = training_sampler(dataset, data, seed * 1000 + rank, rank, world)
+            self.mixture = sampler if isinstance(sampler, MixtureSampler) else None
+            self._examples = lambda k: [(sampler(n), n) for n in range(k * self.clips, (k + 1) * self.clips)]
             self._numbers = DataPipeline.count  # (first, step): endless
         else:
-            shard = [{"example": e, "index": i} for i, e in enumerate(items)][rank::world]
-            self._examples = lambda k: shard[k * self.batch_size : (k + 1) * self.batch_size]
+            shard = range(len(dataset.examples))[rank::world]
+            self._examples = lambda k: [(p, None) for p in shard[k * self.batch_size : (k + 1) * self.batch_size]]
             count = -(-len(shard) // self.batch_size)
             self._numbers = lambda first, step: read_sequence(range(first, count, step))
         self._clips = ClipLoader(dataset, features, train, seed, rank, data.mixup if train else 0.0, self.views)
@@ -297,7 +376,11 @@ class AudioLoader:
 
     def counts(self) -> dict[str, int]:
         """Clips read so far and, of those, the unreadable ones (skipped); over the whole run, resume included."""
-        return {"clips_seen": self.bad.seen, "bad_clips": self.bad.bad}
+        counts = {"clips_seen": self.bad.seen, "bad_clips": self.bad.bad}
+        if self.mixture is not None:  # this process's draws of each source
+            drawn = self.mixture.drawn(self.batches * self.clips)
+            counts.update({f"clips_seen/{s.name}": int(n) for s, n in zip(self.sources, drawn, strict=True)})
+        return counts
 
     def reset(self) -> None:
         """Back to the first batch (for another evaluation pass)."""
