@@ -1,0 +1,261 @@
+"""Corpus preparation: validate every clip of a corpus, write its manifests, label csv, statistics and a report.
+
+    python -m ssast.data.prepare audioset --root AUDIOSET --out data/prepared [--csv unbalanced_train_segments.csv ...]
+    python -m ssast.data.prepare librispeech --root LibriSpeech --out data/prepared
+    python -m ssast.data.prepare esc50 --root ESC-50-master --out data/prepared
+    python -m ssast.data.prepare speechcommands --root speech_commands_v0.02 --out data/prepared
+    python -m ssast.data.prepare folder --root my_audio --out data/prepared [--name my_audio]
+
+Each clip is decoded and checked (readable, at least ``--min-seconds`` long, not silent, no NaN or inf samples;
+its sample rate and channels are counted), in parallel over ``--workers`` processes. Kept clips go into AST
+data jsons (``kind: json``) named ``<layout>_<split>.json`` in ``--out``, with ``class_labels_indices.csv`` where
+the corpus has labels; ``--flac DIR`` also converts every kept clip to 16-kHz mono FLAC under DIR and points
+the manifests there. Formats libsndfile cannot read (m4a, webm, opus, aac: the usual YouTube downloads) go
+through ffmpeg when it is installed, and are otherwise dropped with that reason. AudioSet clips listed in a
+segment csv but not on disk are normal: they are counted and listed in ``missing_<csv>.txt``. The fbank
+statistics of the first manifest (``--stats-clips`` clips evenly spaced) go into ``stats.json`` as the
+``features.mean`` / ``features.std`` of a recipe. A report (clips kept, dropped by reason, hours) is printed and
+written to ``report_<layout>.json``. Every checked clip is appended to ``.prepare/<layout>.jsonl`` in ``--out``:
+a second run skips them, so an interrupted preparation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from ssast.data.readers import (
+    AUDIO_SUFFIXES,
+    DatasetConfig,
+    ManifestError,
+    audioset_files,
+    audioset_segments,
+    read_esc50,
+    read_speechcommands,
+)
+from ssast.features import FeatureConfig, resample, to_mono
+
+FFMPEG_SUFFIXES = (".m4a", ".webm", ".opus", ".aac", ".mp4")
+LAYOUTS = ("audioset", "librispeech", "esc50", "speechcommands", "folder")
+AUDIOSET_CSVS = ("balanced_train_segments.csv", "unbalanced_train_segments.csv", "eval_segments.csv")
+
+
+@dataclasses.dataclass
+class Clip:
+    """A candidate clip: the manifest it goes to, its path and its label names."""
+
+    split: str
+    path: str
+    labels: tuple[str, ...] = ()
+
+
+def audioset_clips(root: Path, csvs: list[str] | None) -> tuple[list[Clip], dict[str, list[str]], list[list[str]]]:
+    """Clips of AudioSet segment csvs under ``root`` (default: whichever of the three releases are there), the
+    missing YTIDs of each, and the rows of ``root/class_labels_indices.csv``."""
+    labels = root / "class_labels_indices.csv"
+    if not labels.is_file():
+        raise ManifestError(f"AudioSet label csv not found: {labels}")
+    csvs = csvs or [c for c in AUDIOSET_CSVS if (root / c).is_file()] or list(AUDIOSET_CSVS)
+    files = audioset_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    clips, missing = [], {}
+    for name in csvs:
+        split = Path(name).stem
+        missing[split] = []
+        for _, ytid, mids in audioset_segments(root / name):
+            if ytid in files:
+                clips.append(Clip(split, str(files[ytid]), tuple(m.strip() for m in mids.split(",") if m.strip())))
+            else:
+                missing[split].append(ytid)
+    return clips, missing, list(csv.reader(open(labels, newline="")))
+
+
+def layout_clips(layout: str, root: Path, args) -> tuple[list[Clip], dict[str, list[str]], list[list[str]]]:
+    """(clips, missing clips by split, label csv rows) of a corpus layout."""
+    if not root.is_dir():
+        raise ManifestError(f"{layout} root is not a folder: {root}")
+    if layout == "audioset":
+        return audioset_clips(root, args.csv)
+    if layout in ("esc50", "speechcommands"):  # their readers know the splits; names become the label csv's mids
+        reader = read_esc50 if layout == "esc50" else read_speechcommands
+        parts = (
+            {f"fold{k}": str(k) for k in range(1, 6)}
+            if layout == "esc50"
+            else {s: s for s in ("training", "validation", "testing")}
+        )
+        clips, classes = [], []
+        for split, value in parts.items():
+            dataset = reader(DatasetConfig(kind=layout, path=str(root), split=value))
+            classes = dataset.classes
+            clips += [Clip(split, e.path, tuple(classes[i] for i in e.labels)) for e in dataset.examples]
+        rows = [["index", "mid", "display_name"]] + [[str(i), c, c] for i, c in enumerate(classes)]
+        return clips, {}, rows
+    split = "all" if layout == "librispeech" else args.name or root.name
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    return [Clip(split, str(f)) for f in files], {}, []
+
+
+def check_clip(task: tuple[str, float, str, str, str]) -> dict:
+    """Decode and check one clip (through ffmpeg into `converted` for the formats that need it; to FLAC under
+    `flac` when asked); its record: "kept" (the path the manifest lists) or "dropped" (the reason)."""
+    path, min_seconds, root, converted, flac = task
+    record, source = {"path": path, "kept": path}, path
+    try:
+        if Path(path).suffix.lower() in FFMPEG_SUFFIXES:
+            if not shutil.which("ffmpeg"):
+                return {**record, "dropped": f"{Path(path).suffix.lower()[1:]}: needs ffmpeg, not installed"}
+            target = Path(converted) / Path(path).relative_to(root).with_suffix(".flac")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", path, "-ac", "1", "-ar", "16000"]
+            done = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
+            if done.returncode:
+                return {**record, "dropped": "ffmpeg: " + (done.stderr.strip().splitlines() or ["failed"])[-1]}
+            source = record["kept"] = str(target)
+        audio, rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        return {**record, "dropped": f"unreadable: {str(e).splitlines()[0]}"}
+    record.update(seconds=len(audio) / rate, sample_rate=rate, channels=audio.shape[1])
+    if not np.isfinite(audio).all():
+        return {**record, "dropped": "NaN or inf samples"}
+    if record["seconds"] < min_seconds:
+        return {**record, "dropped": f"shorter than {min_seconds} s"}
+    if np.abs(audio).max() == 0:
+        return {**record, "dropped": "silent"}
+    if flac and source == path:
+        target = Path(flac) / Path(path).relative_to(root).with_suffix(".flac")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mono = resample(to_mono(torch.from_numpy(audio), None), rate, 16000).numpy()
+        sf.write(target, np.clip(mono, -1, 1), 16000, subtype="PCM_16")
+        record["kept"] = str(target)
+    return record
+
+
+def prepare(layout: str, args) -> dict:
+    """Check the corpus, write its manifests, label csv, statistics and report; returns the report."""
+    root, out = Path(args.root).resolve(), Path(args.out)
+    clips, missing, label_rows = layout_clips(layout, root, args)
+    if not clips:
+        raise ManifestError(f"no audio found for {layout} under {root}")
+    state = out / ".prepare" / f"{layout}.jsonl"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    done, torn = {}, False
+    if state.is_file() and state.stat().st_size:
+        with open(state, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        for line in state.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                done[record["path"]] = record
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line torn by a kill: that clip is checked again
+    flac = str(Path(args.flac).resolve()) if args.flac else ""
+    converted = flac or str((out / "converted").resolve())  # what ffmpeg decodes is kept as FLAC
+    tasks = [(p, args.min_seconds, str(root), converted, flac) for p in sorted({c.path for c in clips} - done.keys())]
+    with open(state, "a") as log, multiprocessing.Pool(args.workers) as pool:
+        if torn:
+            log.write("\n")  # end the line a kill tore, so that the next record starts its own
+        for record in pool.imap_unordered(check_clip, tasks, 16):
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            done[record["path"]] = record
+    return write_outputs(layout, out, clips, done, missing, label_rows, args)
+
+
+def write_outputs(layout, out: Path, clips, records, missing, label_rows, args) -> dict:
+    """Manifests, label csv, missing lists, statistics and the report of checked clips."""
+    manifests = collections.defaultdict(list)
+    for clip in clips:
+        record = records[clip.path]
+        if "dropped" not in record:
+            manifests[clip.split].append({"wav": record["kept"], "labels": ",".join(clip.labels)})
+    for split, data in manifests.items():
+        (out / f"{layout}_{split}.json").write_text(json.dumps({"data": data}, indent=0))
+    if label_rows:
+        with open(out / "class_labels_indices.csv", "w", newline="") as f:
+            csv.writer(f).writerows(label_rows)
+    for split, ids in missing.items():
+        (out / f"missing_{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    checked = [records[p] for p in dict.fromkeys(c.path for c in clips)]
+    kept = [r for r in checked if "dropped" not in r]
+    report = {
+        "layout": layout,
+        "clips_kept": len(kept),
+        "hours_kept": round(sum(r["seconds"] for r in kept) / 3600, 3),
+        "dropped": dict(collections.Counter(r["dropped"] for r in checked if "dropped" in r).most_common()),
+        "missing": {split: len(ids) for split, ids in missing.items()},
+        "sample_rates": dict(collections.Counter(r["sample_rate"] for r in kept)),
+        "channels": dict(collections.Counter(r["channels"] for r in kept)),
+        "manifests": {f"{layout}_{s}.json": len(d) for s, d in manifests.items()},
+    }
+    if manifests and args.stats_clips:
+        first = out / f"{layout}_{next(iter(manifests))}.json"
+        report["stats"] = write_stats(first, out, args)
+    (out / f"report_{layout}.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def write_stats(manifest: Path, out: Path, args) -> dict:
+    """``features.mean`` / ``features.std`` of the reference's fbank over clips evenly spaced in `manifest`."""
+    from ssast.data.stats import StatsConfig, dataset_stats
+
+    data = json.loads(manifest.read_text())["data"]
+    picked = data[:: max(1, len(data) // args.stats_clips)][: args.stats_clips]
+    sample = out / ".prepare" / f"stats_{manifest.name}"
+    sample.write_text(json.dumps({"data": picked}))
+    cfg = StatsConfig(batch_size=100, features=FeatureConfig(target_length=args.target_length))
+    cfg.data.train = DatasetConfig(kind="json", path=str(sample))
+    mean, std = dataset_stats(cfg)
+    stats = {"manifest": manifest.name, "clips": len(picked), "features.mean": mean, "features.std": std}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: one corpus layout."""
+    parser = argparse.ArgumentParser(prog="python -m ssast.data.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("layout", choices=LAYOUTS)
+    parser.add_argument("--root", required=True, help="the corpus folder")
+    parser.add_argument("--out", required=True, help="folder for the manifests, label csv, stats and report")
+    parser.add_argument(
+        "--csv", nargs="+", help="audioset: segment csvs under --root, one manifest each (default: the releases')"
+    )
+    parser.add_argument("--name", default="", help="folder: the manifest's name (default: the folder's)")
+    parser.add_argument("--flac", default="", help="convert kept clips to 16-kHz mono FLAC under this folder")
+    parser.add_argument("--min-seconds", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--stats-clips", type=int, default=2000, help="clips for stats.json (0: none)")
+    parser.add_argument("--target-length", type=int, default=1024, help="frames of the statistics' front end")
+    args = parser.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    try:
+        report = prepare(args.layout, args)
+    except ManifestError as e:
+        sys.exit(f"{parser.prog}: error: {e}")
+    dropped = sum(report["dropped"].values())
+    print(f"{args.layout}: {report['clips_kept']} clips kept ({report['hours_kept']:.2f} h), {dropped} dropped")
+    for reason, n in report["dropped"].items():
+        print(f"  dropped {n}: {reason}")
+    for split, n in report["missing"].items():
+        print(f"  missing {n} of {split} (listed in {Path(args.out) / f'missing_{split}.txt'})")
+    for name, n in report["manifests"].items():
+        print(f"  {Path(args.out) / name}: {n} clips")
+    if "stats" in report:
+        s = report["stats"]
+        print(f"  stats.json: features.mean={s['features.mean']:.7g} features.std={s['features.std']:.7g}")
+
+
+if __name__ == "__main__":
+    main()

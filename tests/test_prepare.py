@@ -1,0 +1,131 @@
+"""Corpus preparation on every layout: the kept clips in the manifests, the dropped ones counted by reason,
+AudioSet's missing clips listed, FLAC conversion, statistics, and a resumed run that checks nothing twice."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ssast.data.prepare import main as prepare
+from ssast.data.readers import DatasetConfig, read_dataset
+
+RNG = np.random.default_rng(0)
+
+
+def tone(path, seconds=1.0, rate=16000, channels=1, silent=False):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = (
+        np.zeros((int(seconds * rate), channels)) if silent else RNG.uniform(-0.5, 0.5, (int(seconds * rate), channels))
+    )
+    sf.write(path, audio, rate)
+    return path
+
+
+@pytest.fixture
+def audioset(tmp_path):
+    """A small AudioSet download: three good clips, one corrupt, one silent, one m4a, one listed but missing."""
+    root = tmp_path / "audioset"
+    root.mkdir()
+    (root / "class_labels_indices.csv").write_text(
+        'index,mid,display_name\n0,/m/a,"Speech"\n1,/m/b,"Dog"\n2,/m/c,"Music"\n'
+    )
+    tone(root / "audio/bal/Yaaaaaaaaaaa.wav")
+    tone(root / "audio/bal/bbbbbbbbbbb_10.000.flac", rate=44100, channels=2)
+    tone(root / "audio/eval/ccccccccccc.wav")
+    (root / "audio/bal/ddddddddddd.wav").write_bytes(b"RIFF\x00\x00\x00\x00garbage")
+    tone(root / "audio/bal/eeeeeeeeeee.wav", silent=True)
+    (root / "audio/bal/fffffffffff.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    rows = ["# header", 'aaaaaaaaaaa, 0.0, 10.0, "/m/a,/m/b"', 'bbbbbbbbbbb, 10.0, 20.0, "/m/c"']
+    rows += ['ddddddddddd, 0, 10, "/m/a"', 'eeeeeeeeeee, 0, 10, "/m/a"', 'fffffffffff, 0, 10, "/m/b"']
+    (root / "balanced_train_segments.csv").write_text("\n".join(rows + ['ggggggggggg, 0, 10, "/m/a"']) + "\n")
+    (root / "eval_segments.csv").write_text('ccccccccccc, 0, 10, "/m/c"\nhhhhhhhhhhh, 0, 10, "/m/c"\n')
+    return root
+
+
+def test_audioset_keeps_good_clips_counts_the_rest_and_lists_the_missing(audioset, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    prepare(["audioset", "--root", str(audioset), "--out", str(out), "--workers", "2", "--stats-clips", "0"])
+    printed = capsys.readouterr().out
+    m4a = "ffmpeg" if shutil.which("ffmpeg") else "m4a"  # the fake m4a fails in ffmpeg, or is not tried
+    report = json.loads((out / "report_audioset.json").read_text())
+    assert report["clips_kept"] == 3 and report["hours_kept"] == pytest.approx(3 / 3600, abs=1e-3)
+    assert {k.split(":")[0]: v for k, v in report["dropped"].items()} == {"unreadable": 1, "silent": 1, m4a: 1}
+    assert m4a == "ffmpeg" or "m4a: needs ffmpeg, not installed" in report["dropped"]
+    assert report["missing"] == {"balanced_train_segments": 1, "eval_segments": 1}
+    assert report["sample_rates"] == {"16000": 2, "44100": 1} and report["channels"] == {"1": 2, "2": 1}
+    assert (out / "missing_balanced_train_segments.txt").read_text() == "ggggggggggg\n"
+    assert "audioset: 3 clips kept (0.00 h), 3 dropped" in printed
+    labels = str(out / "class_labels_indices.csv")
+    train = read_dataset(
+        DatasetConfig(kind="json", path=str(out / "audioset_balanced_train_segments.json"), labels=labels)
+    )
+    assert [(e.path.rsplit("/", 1)[1], e.labels) for e in train.examples] == [
+        ("Yaaaaaaaaaaa.wav", (0, 1)),
+        ("bbbbbbbbbbb_10.000.flac", (2,)),
+    ]
+    assert train.classes == ["Speech", "Dog", "Music"]
+    evaluation = read_dataset(DatasetConfig(kind="json", path=str(out / "audioset_eval_segments.json"), labels=labels))
+    assert [e.labels for e in evaluation.examples] == [(2,)]
+
+
+def test_an_interrupted_preparation_resumes_without_checking_a_clip_twice(audioset, tmp_path):
+    out = tmp_path / "prepared"
+    args = ["audioset", "--root", str(audioset), "--out", str(out), "--workers", "1", "--stats-clips", "0"]
+    prepare(args)
+    state = out / ".prepare" / "audioset.jsonl"
+    lines = state.read_text().splitlines()
+    manifest = (out / "audioset_balanced_train_segments.json").read_text()
+    state.write_text("\n".join(lines[:-2]) + "\n" + lines[-2][:10])  # killed while writing the second last line
+    prepare(args)
+    again = state.read_text().splitlines()
+    assert len(again) == len(lines) + 1  # the torn line stays; the two clips it lost are checked once more
+    assert sorted(json.loads(line)["path"] for line in again[len(lines) - 1 :]) == sorted(
+        json.loads(line)["path"] for line in lines[-2:]
+    )
+    assert (out / "audioset_balanced_train_segments.json").read_text() == manifest
+
+
+def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_path, capsys):
+    root = tmp_path / "LibriSpeech"
+    for name in ("train-clean-100/19/198/19-198-0000.flac", "train-clean-100/19/198/19-198-0001.flac"):
+        tone(root / name, seconds=2.0)
+    tone(root / "train-other-500/20/1/20-1-0000.wav", rate=22050, channels=2)
+    out, flac = tmp_path / "prepared", tmp_path / "flac"
+    prepare(["librispeech", "--root", str(root), "--out", str(out), "--flac", str(flac), "--stats-clips", "3"])
+    data = read_dataset(DatasetConfig(kind="json", path=str(out / "librispeech_all.json")))
+    assert len(data.examples) == 3 and data.classes == []
+    for e in data.examples:
+        info = sf.info(e.path)
+        assert e.path.startswith(str(flac)) and (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
+    assert sf.info(str(flac / "train-other-500/20/1/20-1-0000.flac")).duration == pytest.approx(1.0, abs=1e-3)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["clips"] == 3 and stats["manifest"] == "librispeech_all.json"
+    assert -20 < stats["features.mean"] < 5 and 0 < stats["features.std"] < 10
+    assert f"features.mean={stats['features.mean']:.7g}" in capsys.readouterr().out
+
+
+def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_path):
+    out = tmp_path / "prepared"
+    prepare(["esc50", "--root", str(demo_root / "esc50"), "--out", str(out), "--stats-clips", "0"])
+    labels = str(out / "class_labels_indices.csv")
+    for fold in (1, 5):
+        ours = read_dataset(DatasetConfig(kind="json", path=str(out / f"esc50_fold{fold}.json"), labels=labels))
+        theirs = read_dataset(DatasetConfig(kind="esc50", path="esc50", split=str(fold)), demo_root)
+        assert [(e.path, e.labels) for e in ours.examples] == [(e.path, e.labels) for e in theirs.examples]
+        assert ours.classes == theirs.classes
+    out = tmp_path / "sc"
+    prepare(["speechcommands", "--root", str(demo_root / "speechcommands"), "--out", str(out), "--stats-clips", "0"])
+    report = json.loads((out / "report_speechcommands.json").read_text())
+    assert report["manifests"] == {
+        "speechcommands_training.json": 280,
+        "speechcommands_validation.json": 35,
+        "speechcommands_testing.json": 35,
+    }
+
+
+def test_a_folder_with_nothing_readable_is_one_error_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="error: no audio found for folder under"):
+        prepare(["folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
