@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import pretrain.__main__ as pretrain_stage
+from pretrain.config import PretrainConfig
+from ssast.config import load_config
+from ssast.data.pipeline import training_sampler
 from ssast.data.prepare import main as prepare
 from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.runlog import read_metrics
+from ssast.runs import train_valid
 
 RNG = np.random.default_rng(0)
 
@@ -129,3 +135,29 @@ def test_a_folder_with_nothing_readable_is_one_error_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="error: no audio found for folder under"):
         prepare(["folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+
+
+def test_the_released_recipe_pretrains_on_prepared_audioset_and_librispeech(audioset, tmp_path):
+    """The README's path end to end: prepare both corpora, then the released recipe (shrunk to run here) mixes
+    the three manifests in proportion to their sizes."""
+    (audioset / "unbalanced_train_segments.csv").write_text('ccccccccccc, 0, 10, "/m/c"\naaaaaaaaaaa, 0, 10, "/m/a"\n')
+    for i in range(4):
+        tone(tmp_path / f"LibriSpeech/train-clean-100/19/198/19-198-000{i}.flac", seconds=1.5)
+    out = tmp_path / "data/prepared"
+    for layout, root in (("audioset", audioset), ("librispeech", tmp_path / "LibriSpeech")):
+        prepare([layout, "--root", str(root), "--out", str(out), "--workers", "2", "--stats-clips", "0"])
+    pretrain_stage.main(
+        ["--config", "configs/pretrain/ssast_tiny_patch400.yaml", f"data.root={tmp_path}", f"run_dir={tmp_path}/run"]
+        + ["features.target_length=128", "model.input_tdim=128", "model.depth=1", "ssl.mask_size=32"]
+        + ["ssl.valid_mask_size=32", "data.batch_size=8", "data.num_parallel_calls=1", "train.max_steps=2"]
+        + ["train.log_every=1", "train.eval_every=2", "train.tensorboard=false"]
+    )
+    last = read_metrics(tmp_path / "run")[-1]
+    drawn = {k.split("/")[1]: v for k, v in last.items() if k.startswith("clips_seen/")}
+    names = ["audioset_unbalanced_train_segments", "audioset_balanced_train_segments", "librispeech_all"]
+    assert list(drawn) == names and sum(drawn.values()) == 16 and min(drawn.values()) > 0
+    # their shares are their sizes (2, 2 and 4 clips), exactly per block of 10,000 draws
+    cfg = load_config(PretrainConfig, "configs/pretrain/ssast_tiny_patch400.yaml", [f"data.root={tmp_path}"])
+    train, _ = train_valid(cfg.data, cfg.data.root)
+    assert training_sampler(train, cfg.data, 0, 0, 1).k.tolist() == [2500, 2500, 5000]
+    assert "valid_loss" in read_metrics(tmp_path / "run", None)[-1]
