@@ -2,7 +2,7 @@
 
     python -m probes linear --config configs/probes/<recipe>.yaml [checkpoints=[a.pt,b.pt]] [key=value ...]
     python -m probes extract --config configs/probes/<recipe>.yaml checkpoint=<ckpt|HF dir|fbank> [...]
-    python -m probes retrieval build|query|eval --config configs/probes/<recipe>.yaml [key=value ...]
+    python -m probes retrieval build|query|eval|report --config configs/probes/<recipe>.yaml [key=value ...]
 
 Each command's --help says what it does.
 """
@@ -38,8 +38,10 @@ RETRIEVAL_DOC = """Query-by-example retrieval over an embedding store with FAISS
 build: embed `dataset` (as `extract` does) and write an index (flat, IVF, IVF-PQ or HNSW) of its first feature
 into `index_dir` (refused when one is there, unless overwrite=true). query: the k nearest indexed clips of each
 audio file in `files`, with their labels and scores. eval: precision@k, recall@k and mAP@k of every indexed clip
-as a query (itself excluded). Example:
+as a query (itself excluded). report: those metrics, overall and per class, and a few queries per class with
+their k nearest neighbours (labels, scores, players, spectrograms) as a static page in `out`. Example:
     python -m probes retrieval build --config configs/probes/extract_demo.yaml checkpoint=<ckpt> index_dir=runs/index
+    python -m probes retrieval report --config configs/probes/extract_demo.yaml index_dir=runs/index out=runs/report
 """
 COMMANDS = {"linear": (ProbeConfig, LINEAR), "extract": (ExtractConfig, EXTRACT)}
 
@@ -64,10 +66,10 @@ def main(argv: list[str] | None = None):
 def _retrieval(args: list[str]):
     action = args[0] if args else ""
     if action in ("-h", "--help"):
-        print(usage(f"{PROG} retrieval build|query|eval", RETRIEVAL_DOC, "probes"))
+        print(usage(f"{PROG} retrieval build|query|eval|report", RETRIEVAL_DOC, "probes"))
         raise SystemExit(0)
     if action not in RETRIEVAL:
-        print(f"{PROG}: error: retrieval takes build, query or eval, got {action!r}", file=sys.stderr)
+        print(f"{PROG}: error: retrieval takes build, query, eval or report, got {action!r}", file=sys.stderr)
         raise SystemExit(2)
     cfg = cli_config(RetrievalConfig, args[1:], prog=f"{PROG} retrieval {action}", doc=RETRIEVAL_DOC, recipes="probes")
     return run_cli(PROG, lambda: RETRIEVAL[action](cfg))

@@ -1,5 +1,6 @@
 """The probe stage's commands: ``linear`` (probes of a recipe, printed as tables), ``extract`` (one store) and
-``retrieval build|query|eval``. The work is the library's: `ssast.protocols`, `ssast.embeddings`, `ssast.retrieval`."""
+``retrieval build|query|eval|report``. The work is the library's: `ssast.protocols`, `ssast.embeddings`,
+`ssast.retrieval`; the report page is `probes.report`'s."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import faiss
 import torch
 
 from probes.config import ExtractConfig, ProbeConfig, RetrievalConfig
+from probes.report import write_report
 from ssast.config import ConfigError, load_config, save_config
 from ssast.data.pipeline import ClipReader, DataError
 from ssast.data.readers import read_dataset
@@ -162,4 +164,20 @@ def evaluate_index(cfg: RetrievalConfig) -> dict:
     return result
 
 
-RETRIEVAL = {"build": build, "query": query, "eval": evaluate_index}
+def report(cfg: RetrievalConfig) -> dict:
+    """The retrieval report of the index, a static folder in `cfg.out` (`probes.report`); its metrics."""
+    if not cfg.out:
+        raise ConfigError("config key 'out' must name a folder for the report, got ''")
+    index, info = _load(cfg)
+    store = Store(info["store"])
+    out = Path(cfg.out)
+    claim_output(out, ["index.html", "metrics.json"], "a retrieval report", "out", overwrite=cfg.overwrite)
+    x = store.features(info["feature"])
+    metrics = write_report(index, info, x, store.label_array(), cfg.k, out, cfg.queries_per_class, cfg.max_queries)
+    o = metrics["overall"]
+    summary = f"precision@k {o['precision_at_k']:.4f}, mAP@k {o['map_at_k']:.4f}"
+    print(f"{out / 'index.html'}: {len(x)} clips, k={cfg.k}: {summary}")
+    return metrics
+
+
+RETRIEVAL = {"build": build, "query": query, "eval": evaluate_index, "report": report}

@@ -44,3 +44,6 @@ class RetrievalConfig(ExtractConfig):
     overwrite: bool = False  # build: replace an index already in index_dir
     k: Positive = 10
     files: list[str] = field(default_factory=list)  # query: audio files
+    out: str = ""  # report: the folder of the page (index.html, audio, spectrograms)
+    queries_per_class: Positive = 2  # report: query clips shown per class
+    max_queries: Positive = 50  # report: at most this many query clips shown

@@ -27,7 +27,6 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ssast.config import Positive
 from ssast.data.pipeline import AudioLoader, DataConfig
@@ -37,6 +36,7 @@ from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder
 from ssast.models.ast import Pooling
 from ssast.models.checkpoint import weights_hash
+from ssast.runlog import progress
 from ssast.runs import atomic_write_text
 
 
@@ -252,14 +252,14 @@ def _embed_shard(
         torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     )
     rows, start = 0, time.perf_counter()
-    with tqdm(total=n, desc=desc, unit="clip", mininterval=1, disable=not show) as bar, autocast:
+    with progress(n, desc, show) as advance, autocast:
         for batch in loader:
             out = embed_batch(encoder, batch["fbank"].to(device), cfg)
             for name, array in arrays.items():
                 array.write(out[name].float().cpu().numpy())
             indices += batch["index"]  # the data-set index of each row (bad clips have none)
             rows += len(batch["path"])
-            bar.update(len(batch["path"]))
+            advance(len(batch["path"]))
     for array in arrays.values():
         array.close()
     np.save(shard / "index.npy", np.array(indices, dtype=np.int64))

@@ -10,6 +10,7 @@ import torch
 from ssast.config import NonNegative
 from ssast.engine import Task
 from ssast.models import ASTEncoder, SSASTModel
+from ssast.spectrograms import figure_rgb, reconstruction_panels, reconstruction_plot
 
 
 @dataclass
@@ -70,17 +71,10 @@ class PretrainTask(Task):
         return self.prober(model.v)
 
     def images(self, model: SSASTModel) -> dict[str, torch.Tensor]:
-        """Input fbank, its masked version and the MPG reconstruction of the first validation clip, stacked."""
-        fbank = next(iter(self._valid_batches()))[:1]
+        """Input, masked input, reconstruction and per-patch error of the first validation clip, with the masks
+        of validation (`ssast.spectrograms`)."""
+        fbank = next(iter(self._valid_batches()))[0]
         generator = torch.Generator().manual_seed(self.seed + 7919)
-        mask = model.draw_mask(1, self.ssl.valid_mask_size, generator).to(fbank.device)
-        patches = model.patches(fbank)
-        index = mask[..., None].expand(-1, -1, patches.shape[-1])
-        pred = model.gpredlayer(model.masked_outputs(fbank, mask)[0])
-        rows = [
-            model.unpatch(p)[0]
-            for p in (patches, patches.scatter(1, index, 0.0), patches.scatter(1, index, pred.float()))
-        ]
-        image = torch.cat([r.flip(0) for r in rows], 0)  # low frequencies at the bottom of each panel
-        image = (image - image.min()) / (image.max() - image.min() + 1e-8)
-        return {"valid/fbank_masked_reconstruction": image.expand(3, -1, -1).cpu()}
+        mask = model.draw_mask(1, self.ssl.valid_mask_size, generator)[0].to(fbank.device)
+        figure = figure_rgb(reconstruction_plot(reconstruction_panels(model, fbank, mask)))
+        return {"valid/reconstruction": torch.from_numpy(figure)}

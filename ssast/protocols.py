@@ -23,6 +23,7 @@ from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, load_encoder
 from ssast.probing import Solver, fair_probe, task_metric
 from ssast.retrieval import knn_classify
+from ssast.runlog import setup_logging
 
 log = logging.getLogger("ssast")
 
@@ -236,6 +237,7 @@ def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
         raise ConfigError("the recipe lists no tasks")
     device = str(resolve_device(cfg.device))
     dist = init_distributed(torch.device(device))
+    setup_logging(dist.main)
     groups = encoders(cfg)
     for name, group in groups.items():
         if group[0] is not None:

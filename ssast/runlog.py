@@ -3,14 +3,16 @@ the progress line; `read_metrics` reads a section back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 import torch
+from tqdm import tqdm
 
 log = logging.getLogger("ssast")
 SECTIONS = ("valid", "probe")  # their keys carry the section as a prefix in metrics.jsonl; training keys none
@@ -27,13 +29,27 @@ def setup_logging(main: bool) -> None:
     )
 
 
+@contextlib.contextmanager
+def progress(total: int, desc: str, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """Counts clips done: a progress bar on a terminal; in a log file, one line at the end with the rate."""
+    if sys.stderr.isatty():
+        with tqdm(total=total, desc=desc, unit="clip", mininterval=1, disable=not show) as bar:
+            yield bar.update
+        return
+    done, start = [0], time.perf_counter()
+    yield lambda n: done.__setitem__(0, done[0] + n)
+    seconds = time.perf_counter() - start
+    if show:
+        log.info("%s: %d clips in %.1f s (%.1f clips/s)", desc, done[0], seconds, done[0] / max(seconds, 1e-9))
+
+
 class RunLog:
     """Written by the main process only (elsewhere every method does nothing). Lines of steps after `step` (those
     of a run resumed from an older checkpoint) are dropped on opening."""
 
     def __init__(self, run_dir: Path, step: int, max_steps: int, main: bool, tensorboard: bool):
         self.max_steps, self.start_step, self.start = max_steps, step, time.perf_counter()
-        self.file, self.writer = None, None
+        self.file, self.writer, self.image_dir = None, None, run_dir / "images"
         if not main:
             return
         metrics = run_dir / "metrics.jsonl"
@@ -64,15 +80,21 @@ class RunLog:
             log.info("%s step %d: %s", section, step, " ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
     def images(self, step: int, images: dict[str, torch.Tensor]) -> None:
-        """TensorBoard images [3, H, W] in [0, 1]."""
-        if self.writer:
-            for k, img in images.items():
+        """Images [3, H, W] in [0, 1]: to TensorBoard, and the latest of each as ``images/<name>.png``."""
+        if self.file is None:
+            return
+        import matplotlib.image
+
+        self.image_dir.mkdir(exist_ok=True)
+        for k, img in images.items():
+            if self.writer:
                 self.writer.add_image(k, img, step)
+            matplotlib.image.imsave(self.image_dir / f"{k.replace('/', '_')}.png", img.permute(1, 2, 0).numpy())
 
     @property
     def wants_images(self) -> bool:
-        """Whether images are written (TensorBoard on, main process)."""
-        return self.writer is not None
+        """Whether images are written (the main process)."""
+        return self.file is not None
 
     def _progress(self, step: int, record: dict) -> None:
         eta = (time.perf_counter() - self.start) / max(step - self.start_step, 1) * (self.max_steps - step)

@@ -13,6 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from system_packages import apt_install
+
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 
 SACCT = """#!/bin/bash
@@ -33,14 +35,7 @@ def _run(*cmd: str, **kwargs) -> subprocess.CompletedProcess:
 
 def install() -> str:
     """'' when the packages are there (installing them if needed), else why not."""
-    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged")):
-        return ""
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "SLURM is not installed and apt-get as root is not available"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    _run("apt-get", "update", "-qq", env=env)
-    out = _run("apt-get", "install", "-y", "-qq", *PACKAGES, env=env)
-    return "" if out.returncode == 0 else f"apt-get install {' '.join(PACKAGES)} failed: {out.stderr.strip()[-300:]}"
+    return apt_install(PACKAGES, ["slurmctld", "slurmd", "sbatch", "munged"])
 
 
 def slurm_conf(folder: Path) -> str:

@@ -29,9 +29,11 @@ def test_readme_command_runs(command, demo_root, tmp_path):
     args = shlex.split(command.replace("data/demo", str(demo_root)))
     module = args[args.index("-m") + 1]
     args = [sys.executable, "-m", module, *args[args.index("-m") + 2 :]]
-    if module in ("ssast.demo", "finetune.predict"):  # argparse tools: their flags are in their help
+    if module in ("ssast.demo", "finetune.predict", "ssast.data.shards", "ssast.data.prepare"):
+        # argparse tools: their flags are in the help of their (sub)command
         flags = {a.split("=")[0] for a in args if a.startswith("--")}
-        help_text = subprocess.run(args[:3] + ["--help"], capture_output=True, text=True).stdout
+        command = next(i for i, a in enumerate(args) if a.startswith("--"))
+        help_text = subprocess.run(args[:command] + ["--help"], capture_output=True, text=True).stdout
         assert flags and all(f in help_text for f in flags)
         return
     if "--dry-run" not in args:

@@ -73,7 +73,13 @@ def test_the_demo_report_draws_the_curve_beside_the_table(tmp_path, capsys):
     (tmp_path / "probes.json").write_text(json.dumps({"fbank mean+std": {"kw": [result]}}))
     text = report.main(["--probes", str(tmp_path / "probes.json"), "--curve", str(tmp_path / "seed0")])
     assert text.splitlines()[2] == "| fbank mean+std | 50.0 | 20.0 | |"
-    assert text.endswith(f"learning curve of {tmp_path / 'seed0'}: {tmp_path / 'learning_curve.png'}")
+    assert text.splitlines()[-2:] == [
+        f"learning curve of {tmp_path / 'seed0'}: {tmp_path / 'learning_curve.png'}",
+        f"report page: {tmp_path / 'report.html'}",
+    ]
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>fbank mean+std</td><td>50.0</td><td>20.0</td>" in page and 'src="learning_curve.png"' in page
+    assert "sweep" not in page  # no probes.sweep.png, no figure
     assert Image.open(tmp_path / "learning_curve.png").size == (1280, 256)
     write_run(tmp_path / "gap", [0, 45], [10, 20, 30, 40, 50])
     with pytest.raises(ValueError, match="step 45 was probed but not logged"):

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ssast.cli import run_cli
 from ssast.config import Positive, cli_config
 from ssast.data.pipeline import AudioLoader, DataConfig
 from ssast.data.readers import read_dataset
 from ssast.features import FeatureConfig
+from ssast.runlog import progress, setup_logging
 
 
 @dataclass
@@ -37,11 +37,11 @@ def dataset_stats(cfg: StatsConfig) -> tuple[float, float]:
     dataset = read_dataset(cfg.data.train, cfg.data.root)
     raw = dataclasses.replace(cfg.features, mean=0.0, std=0.5)  # (x - 0) / (2 * 0.5) leaves features as they are
     means, stds = [], []
-    with tqdm(total=len(dataset.examples), desc="reading", unit="clip", mininterval=1) as bar:
+    with progress(len(dataset.examples), "reading") as advance:
         for batch in AudioLoader(dataset, raw, cfg.data, train=False, batch_size=cfg.batch_size):
             means.append(batch["fbank"].mean().item())
             stds.append(batch["fbank"].std().item())
-            bar.update(len(batch["path"]))
+            advance(len(batch["path"]))
     return float(np.mean(means)), float(np.mean(stds))
 
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     prog = "python -m ssast.data.stats"
     cfg = cli_config(StatsConfig, argv, prog=prog, sections=("data", "features"), doc=__doc__, recipes="pretrain")
     torch.set_num_threads(1)
+    setup_logging(True)
     mean, std = run_cli(prog, lambda: dataset_stats(cfg))
     print(f"features.mean={mean:.7g} features.std={std:.7g}")
 

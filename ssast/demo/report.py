@@ -1,6 +1,8 @@
 """The demo's summary table: linear probes and retrieval (``probes.json`` of ``python -m probes linear``) and
-fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source; and the learning curve
-of a pretraining run probed periodically, drawn beside probes.json (``learning_curve.png``).
+fine-tuning (``results.json`` of ``python -m finetune`` runs), one row per feature source; the learning curve
+of a pretraining run probed periodically, drawn beside probes.json (``learning_curve.png``); and one page,
+``report.html`` beside probes.json, with the table, the learning curve, the probes' layer and pooling sweep
+(``probes.sweep.png``) and the run's masked reconstruction (``images/valid_reconstruction.png``).
 
     python -m ssast.demo.report --probes runs/demo/probes.json --curve runs/demo/seed0 \
         --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
@@ -10,7 +12,9 @@ of a pretraining run probed periodically, drawn beside probes.json (``learning_c
 from __future__ import annotations
 
 import argparse
+import html
 import json
+import os
 from pathlib import Path
 
 from ssast.curves import learning_curve, plot_curves
@@ -59,6 +63,25 @@ def draw_curve(probes: dict, run_dir: str, path: Path) -> None:
     plot_curves({f"pretrained ({Path(run_dir).name})": learning_curve(run_dir)}, path, fbank_level(probes))
 
 
+def html_page(table: str, figures: dict[str, Path], folder: Path) -> str:
+    """A self-contained page: the markdown `table` as an HTML table, then each existing figure (linked relative
+    to `folder`, where the page goes) under its title."""
+    rows = [[html.escape(c.strip()) for c in line.strip("|").split("|")] for line in table.splitlines()]
+    head, body = rows[0], rows[2:]
+    cells = "".join(f"<th>{c}</th>" for c in head)
+    cells += "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
+    shown = "".join(
+        f'<h2>{html.escape(t)}</h2><img src="{html.escape(os.path.relpath(p, folder))}" alt="{html.escape(t)}">'
+        for t, p in figures.items()
+        if p.is_file()
+    )
+    style = "body{font-family:sans-serif;margin:1.5em}td,th{border:1px solid #ccc;padding:.2em .6em}img{max-width:100%}"
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>SSAST demo</title><style>{style}</style></head>'
+        f'<body><h1>SSAST demo</h1><table style="border-collapse:collapse">{cells}</table>{shown}</body></html>'
+    )
+
+
 def main(argv: list[str] | None = None) -> str:
     """The command line: print the table of a probes.json and fine-tuning run folders."""
     parser = argparse.ArgumentParser(prog="python -m ssast.demo.report", description=__doc__.split("\n\n")[0])
@@ -71,11 +94,20 @@ def main(argv: list[str] | None = None) -> str:
         name: json.loads((Path(d) / "results.json").read_text())
         for name, d in (item.rsplit("=", 1) for item in args.finetune)
     }
-    text = report(probes, finetuned)
+    table = text = report(probes, finetuned)
+    folder = Path(args.probes).parent
+    figures = {"probes: layer and pooling sweep": Path(args.probes).with_suffix(".sweep.png")}
     if args.curve:
-        path = Path(args.probes).with_name("learning_curve.png")
+        path = folder / "learning_curve.png"
         draw_curve(probes, args.curve, path)
         text += f"\n\nlearning curve of {args.curve}: {path}"
+        figures = {
+            f"learning curve of {args.curve}": path,
+            **figures,
+            f"masked reconstruction, {args.curve}": Path(args.curve) / "images" / "valid_reconstruction.png",
+        }
+    (folder / "report.html").write_text(html_page(table, figures, folder))
+    text += f"\nreport page: {folder / 'report.html'}"
     print(text)
     return text
 
