@@ -38,8 +38,8 @@ class Example(NamedTuple):
 
 
 class Examples(Sequence):
-    """A read-only sequence of `Example` over the compiled arrays (in memory or memory-mapped), optionally a
-    selection of their `rows`: indexing decodes one path, nothing is held per clip."""
+    """A read-only sequence of `Example` over the compiled arrays (in memory or memory-mapped), or a selection of
+    their `rows` (None: all, in order): indexing decodes one path, nothing is held per clip."""
 
     def __init__(
         self,
@@ -50,7 +50,7 @@ class Examples(Sequence):
         rows: np.ndarray | None = None,
     ):
         self.paths, self.path_offsets, self.labels, self.label_offsets = paths, path_offsets, labels, label_offsets
-        self.rows = np.arange(len(path_offsets) - 1) if rows is None else rows
+        self.rows = rows
 
     @classmethod
     def pack(cls, examples: Sequence[Example]) -> "Examples":
@@ -76,31 +76,36 @@ class Examples(Sequence):
         return cls(paths, _offsets(path_lengths), values.astype(np.int32), _offsets(label_lengths))
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.path_offsets) - 1 if self.rows is None else len(self.rows)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
-        r = self.rows[i]  # negative indices, and IndexError past the end
+        r = range(len(self))[i] if self.rows is None else self.rows[i]  # negative i; IndexError past the end
         path = self.paths[self.path_offsets[r] : self.path_offsets[r + 1]].tobytes().decode()
         return Example(path, tuple(self.labels[self.label_offsets[r] : self.label_offsets[r + 1]].tolist()))
 
+    def row_ids(self) -> np.ndarray:
+        """The compiled row of each example."""
+        return np.arange(len(self)) if self.rows is None else self.rows
+
     def take(self, positions: np.ndarray) -> "Examples":
         """The examples at `positions`, sharing the arrays."""
-        return Examples(self.paths, self.path_offsets, self.labels, self.label_offsets, self.rows[positions])
+        return Examples(self.paths, self.path_offsets, self.labels, self.label_offsets, self.row_ids()[positions])
 
     def label_sums(self, values: np.ndarray) -> np.ndarray:
         """For each example, the sum of `values` over its labels (vectorised: one pass over the label array)."""
         per_row = np.add.reduceat(np.append(values[self.labels], 0.0), self.label_offsets[:-1])
-        per_row[np.diff(self.label_offsets) == 0] = 0.0  # reduceat yields the next row's value for an empty row
-        return per_row[self.rows]
+        per_row[self.label_offsets[:-1] == self.label_offsets[1:]] = 0.0  # reduceat gives an empty row the next's
+        return per_row if self.rows is None else per_row[self.rows]
 
     def label_counts(self, classes: int) -> np.ndarray:
         """How many of these examples carry each class."""
+        if self.rows is None:
+            return np.bincount(self.labels, minlength=classes)
         per_row = np.diff(self.label_offsets)
-        rows = np.repeat(np.arange(len(per_row)), per_row)
-        selected = np.bincount(self.rows, minlength=len(per_row))[rows]  # a row's multiplicity in the selection
-        return np.bincount(self.labels, weights=selected, minlength=classes)
+        selected = np.bincount(self.rows, minlength=len(per_row))  # each row's multiplicity in the selection
+        return np.bincount(self.labels, weights=np.repeat(selected, per_row), minlength=classes)
 
     def save(self, folder: Path) -> None:
         """Write the arrays (all their rows) to `folder`."""

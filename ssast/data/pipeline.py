@@ -293,7 +293,7 @@ def training_sampler(dataset: Dataset, data: DataConfig, seed: int, rank: int, w
     if len(dataset.sources) > 1:
         if data.balanced:
             raise DataError("data.balanced samples one labelled set; a mixture (data.mix_with) draws by weights")
-        source = np.searchsorted([s.stop for s in dataset.sources], dataset.examples.rows, side="right")
+        source = np.searchsorted([s.stop for s in dataset.sources], dataset.examples.row_ids(), side="right")
         parts = [np.flatnonzero(source == i) for i in range(len(dataset.sources))]
         return MixtureSampler(
             [EpochSampler(p[rank::world], (seed, i + 1)) for i, p in enumerate(parts)],
@@ -304,7 +304,7 @@ def training_sampler(dataset: Dataset, data: DataConfig, seed: int, rank: int, w
     if data.balanced:
         return BalancedSampler(positions, class_balanced_weights(dataset), seed)
     if dataset.shard_stops:  # each rank reads whole shards of its own
-        cuts = np.searchsorted(dataset.examples.rows, [0, *dataset.shard_stops])  # the rows are in order
+        cuts = np.searchsorted(dataset.examples.row_ids(), [0, *dataset.shard_stops])  # the rows are in order
         mine = [np.arange(cuts[s], cuts[s + 1]) for s in range(rank, len(dataset.shard_stops), world)]
         if not sum(map(len, mine)):
             raise DataError(f"{len(dataset.shard_stops)} shards for {world} processes: write smaller shards")

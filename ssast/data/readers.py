@@ -111,17 +111,17 @@ def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
     if not isinstance(data, list):
         raise ManifestError(f"{path}: expected a top-level object with a 'data' list")
     classes, index = _label_csv(_resolve(cfg.labels, root)) if cfg.labels else ([], {})
-    examples, folder = [], str(path.parent)
+    examples, folder, parsed = [], str(path.parent), {"": ()}  # parsed: label strings repeat, 2M clips or not
     for i, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("wav"), str):
             raise ManifestError(f"{path}: entry {i}: expected an object with a 'wav' path string")
-        if not isinstance(item.get("labels", ""), str):
-            raise ManifestError(
-                f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, got {item['labels']!r}"
-            )
-        labels = _labels(item.get("labels", ""), index, f"{path}: entry {i}") if index else ()
+        mids = item.get("labels", "")
+        if not isinstance(mids, str):
+            raise ManifestError(f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, got {mids!r}")
+        if index and mids not in parsed:
+            parsed[mids] = _labels(mids, index, f"{path}: entry {i}")
         wav = os.path.expanduser(item["wav"])
-        examples.append(Example(os.path.normpath(os.path.join(folder, wav)), labels))
+        examples.append(Example(os.path.normpath(os.path.join(folder, wav)), parsed[mids] if index else ()))
     return Dataset(examples, classes, multi_label=True)
 
 
