@@ -1,12 +1,13 @@
 """Start-up time and memory of a training loader on a 2M-clip manifest: text parsed in every process against the
 compiled manifest, mapped.
 
-    python benchmarks/manifests.py [--clips 2000000] [--procs 1 8] [--repeats 3] [--work /tmp/ssast-manifests]
+    python benchmarks/manifests.py [--clips 2000000] [--procs 1 8] [--repeats 3] [--balanced] [--work DIR]
 
 A synthetic AST data json of `clips` entries (AudioSet-like paths, 1-3 of 527 labels each) is written once into
 `work`. Each measured process imports the library, then counts from the manifest read to its loader's first
-batch (class-balanced sampling, as AudioSet-2M trains; audio decoding excluded: the clip reader returns a fixed
-10-s waveform) and reports the resident memory it added over that span and its proportional set size (PSS:
+batch (a new order of the clips each epoch, as pretraining draws them; `--balanced`: class-balanced sampling, as
+AST fine-tuning on AudioSet-2M does; audio decoding excluded: the clip reader returns a fixed 10-s waveform) and
+reports the resident memory it added over that span and its proportional set size (PSS:
 shared pages divided among the processes that map them). `procs` processes start together. Rows:
 - text: the AST json parsed in the process (`ssast.data.readers.read_json`), as every rank did before;
 - compiled, cold: an empty cache; the first process builds the compiled manifest, the others wait and map it;
@@ -56,7 +57,7 @@ def memory_mb() -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(rollup["Pss"].split()[0]) / 1024
 
 
-def child(mode: str, manifest: str) -> None:
+def child(mode: str, manifest: str, balanced: bool) -> None:
     """One process: manifest read -> the loader's first batch; prints its seconds and memory as json."""
     import torch
 
@@ -67,7 +68,7 @@ def child(mode: str, manifest: str) -> None:
     wave = torch.randn(160_000) * 0.1
     pipeline.ClipReader.__call__ = lambda self, path: wave  # decoding excluded
     cfg = DatasetConfig(kind="json", path=manifest, labels=str(Path(manifest).parent / "labels.csv"))
-    data = pipeline.DataConfig(batch_size=24, num_parallel_calls=1, prefetch=1, balanced=True)
+    data = pipeline.DataConfig(batch_size=24, num_parallel_calls=1, prefetch=1, balanced=balanced)
     rss0, _ = memory_mb()
     start = time.perf_counter()
     dataset = read_json(cfg) if mode == "text" else read_dataset(cfg)
@@ -79,9 +80,9 @@ def child(mode: str, manifest: str) -> None:
     os._exit(0)  # the loader's prefetch threads hold nothing worth a clean shutdown
 
 
-def measure(mode: str, manifest: Path, procs: int, env: dict) -> list[dict]:
+def measure(mode: str, manifest: Path, procs: int, env: dict, balanced: bool) -> list[dict]:
     """Start `procs` processes together; their reports."""
-    cmd = [sys.executable, __file__, "--child", mode, "--manifest", str(manifest)]
+    cmd = [sys.executable, __file__, "--child", mode, "--manifest", str(manifest)] + ["--balanced"] * balanced
     running = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(procs)]
     reports = [json.loads(p.communicate()[0]) for p in running]
     if any(p.returncode for p in running):
@@ -95,17 +96,19 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=2_000_000)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--balanced", action="store_true", help="class-balanced sampling")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ssast-manifests"))
     parser.add_argument("--child", choices=["text", "compiled"], help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.manifest)
+        return child(args.child, args.manifest, args.balanced)
 
     manifest = write_manifest(args.work, args.clips)
     cache = args.work / "cache"
     env = {**os.environ, "SSAST_CACHE": str(cache)}
-    print(f"{args.clips} entries, {manifest.stat().st_size / 1e6:.0f} MB of json; {os.cpu_count()} cores")
+    sampling = "class-balanced" if args.balanced else "epoch order"
+    print(f"{args.clips} entries, {manifest.stat().st_size / 1e6:.0f} MB of json; {sampling}; {os.cpu_count()} cores")
     print(
         "| manifest | processes | start-up to first batch, s (median of the slowest) | extra RSS per process, MB "
         "| PSS per process, MB |"
@@ -114,10 +117,10 @@ def main() -> None:
     for procs in args.procs:
         rows = {"text": [], "compiled, cold": [], "compiled, warm": []}
         for _ in range(args.repeats):  # the kinds take turns: the machine's drift hits them alike
-            rows["text"].append(measure("text", manifest, procs, env))
+            rows["text"].append(measure("text", manifest, procs, env, args.balanced))
             shutil.rmtree(cache, ignore_errors=True)
-            rows["compiled, cold"].append(measure("compiled", manifest, procs, env))
-            rows["compiled, warm"].append(measure("compiled", manifest, procs, env))
+            rows["compiled, cold"].append(measure("compiled", manifest, procs, env, args.balanced))
+            rows["compiled, warm"].append(measure("compiled", manifest, procs, env, args.balanced))
         for kind, rounds in rows.items():
             slowest = statistics.median(max(r["seconds"] for r in reports) for reports in rounds)
             rss = statistics.median(statistics.mean(r["extra_rss"] for r in reports) for reports in rounds)

@@ -57,12 +57,18 @@ class Examples(Sequence):
         """The arrays of a list of examples."""
         if isinstance(examples, Examples):
             return examples
-        encoded = [e.path.encode() for e in examples]
-        label_counts = np.fromiter((len(e.labels) for e in examples), np.int64, len(examples))
+        return cls.from_lists([e.path for e in examples], [e.labels for e in examples])
+
+    @classmethod
+    def from_lists(cls, paths: list[str], labels: list[tuple[int, ...]]) -> "Examples":
+        """The arrays of clips given as a list of paths and one of label tuples (a reader of millions of clips
+        builds these rather than an `Example` each: a named tuple costs microseconds to make)."""
+        encoded = [p.encode() for p in paths]
+        label_counts = np.fromiter(map(len, labels), np.int64, len(labels))
         return cls(
             np.frombuffer(b"".join(encoded), np.uint8),
             _offsets(np.fromiter(map(len, encoded), np.int64, len(encoded))),
-            np.fromiter((i for e in examples for i in e.labels), np.int32, int(label_counts.sum())),
+            np.fromiter((i for clip in labels for i in clip), np.int32, int(label_counts.sum())),
             _offsets(label_counts),
         )
 
@@ -95,8 +101,9 @@ class Examples(Sequence):
 
     def label_sums(self, values: np.ndarray) -> np.ndarray:
         """For each example, the sum of `values` over its labels (vectorised: one pass over the label array)."""
-        per_row = np.add.reduceat(np.append(values[self.labels], 0.0), self.label_offsets[:-1])
-        per_row[self.label_offsets[:-1] == self.label_offsets[1:]] = 0.0  # reduceat gives an empty row the next's
+        starts = self.label_offsets[:-1]
+        per_row = np.add.reduceat(values[self.labels], np.minimum(starts, max(len(self.labels) - 1, 0)))
+        per_row[starts == self.label_offsets[1:]] = 0.0  # reduceat gives an empty row its next row's first value
         return per_row if self.rows is None else per_row[self.rows]
 
     def label_counts(self, classes: int) -> np.ndarray:

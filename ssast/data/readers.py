@@ -111,7 +111,7 @@ def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
     if not isinstance(data, list):
         raise ManifestError(f"{path}: expected a top-level object with a 'data' list")
     classes, index = _label_csv(_resolve(cfg.labels, root)) if cfg.labels else ([], {})
-    examples, folder, parsed = [], str(path.parent), {"": ()}  # parsed: label strings repeat, 2M clips or not
+    paths, labels, folder, parsed = [], [], str(path.parent), {"": ()}  # parsed: label strings repeat
     for i, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("wav"), str):
             raise ManifestError(f"{path}: entry {i}: expected an object with a 'wav' path string")
@@ -120,9 +120,9 @@ def read_json(cfg: DatasetConfig, root: str | Path = "") -> Dataset:
             raise ManifestError(f"{path}: entry {i}: 'labels' must be a string of comma-separated mids, got {mids!r}")
         if index and mids not in parsed:
             parsed[mids] = _labels(mids, index, f"{path}: entry {i}")
-        wav = os.path.expanduser(item["wav"])
-        examples.append(Example(os.path.normpath(os.path.join(folder, wav)), parsed[mids] if index else ()))
-    return Dataset(examples, classes, multi_label=True)
+        paths.append(os.path.normpath(os.path.join(folder, os.path.expanduser(item["wav"]))))
+        labels.append(parsed[mids] if index else ())
+    return Dataset(Examples.from_lists(paths, labels), classes, multi_label=True)
 
 
 def audioset_files(audio_dir: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> dict[str, Path]:
