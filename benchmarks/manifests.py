@@ -7,7 +7,7 @@ A synthetic AST data json of `clips` entries (AudioSet-like paths, 1-3 of 527 la
 `work`. Each measured process imports the library, then counts from the manifest read to its loader's first
 batch (a new order of the clips each epoch, as pretraining draws them; `--balanced`: class-balanced sampling, as
 AST fine-tuning on AudioSet-2M does; audio decoding excluded: the clip reader returns a fixed 10-s waveform) and
-reports the resident memory it added over that span and its proportional set size (PSS:
+reports the resident and the private memory it added over that span and its proportional set size (PSS:
 shared pages divided among the processes that map them). `procs` processes start together. Rows:
 - text: the AST json parsed in the process (`ssast.data.readers.read_json`), as every rank did before;
 - compiled, cold: an empty cache; the first process builds the compiled manifest, the others wait and map it;
@@ -50,11 +50,13 @@ def write_manifest(work: Path, clips: int) -> Path:
     return path
 
 
-def memory_mb() -> tuple[float, float]:
-    """(resident, proportional) set size of this process in MB."""
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+def memory_mb() -> tuple[float, float, float]:
+    """(resident, proportional, private) set size of this process in MB. Resident counts every mapped page of the
+    page cache too (this kernel maps whole large folios of a memory-mapped file on a fault); private counts what
+    no other process shares."""
     rollup = dict(line.split(":", 1) for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:])
-    return int(status["VmRSS"].split()[0]) / 1024, int(rollup["Pss"].split()[0]) / 1024
+    kb = {k: int(v.split()[0]) for k, v in rollup.items()}
+    return kb["Rss"] / 1024, kb["Pss"] / 1024, (kb["Private_Clean"] + kb["Private_Dirty"]) / 1024
 
 
 def child(mode: str, manifest: str, balanced: bool) -> None:
@@ -69,13 +71,14 @@ def child(mode: str, manifest: str, balanced: bool) -> None:
     pipeline.ClipReader.__call__ = lambda self, path: wave  # decoding excluded
     cfg = DatasetConfig(kind="json", path=manifest, labels=str(Path(manifest).parent / "labels.csv"))
     data = pipeline.DataConfig(batch_size=24, num_parallel_calls=1, prefetch=1, balanced=balanced)
-    rss0, _ = memory_mb()
+    rss0, _, private0 = memory_mb()
     start = time.perf_counter()
     dataset = read_json(cfg) if mode == "text" else read_dataset(cfg)
     batch = next(iter(pipeline.AudioLoader(dataset, FeatureConfig(), data, train=True)))
     seconds = time.perf_counter() - start
-    rss, pss = memory_mb()
-    print(json.dumps({"seconds": seconds, "extra_rss": rss - rss0, "pss": pss, "rows": len(batch["fbank"])}))
+    rss, pss, private = memory_mb()
+    extra = {"extra_rss": rss - rss0, "extra_private": private - private0, "pss": pss}
+    print(json.dumps({"seconds": seconds, **extra, "rows": len(batch["fbank"])}))
     sys.stdout.flush()
     os._exit(0)  # the loader's prefetch threads hold nothing worth a clean shutdown
 
@@ -111,9 +114,9 @@ def main() -> None:
     print(f"{args.clips} entries, {manifest.stat().st_size / 1e6:.0f} MB of json; {sampling}; {os.cpu_count()} cores")
     print(
         "| manifest | processes | start-up to first batch, s (median of the slowest) | extra RSS per process, MB "
-        "| PSS per process, MB |"
+        "| extra private memory per process, MB | PSS per process, MB |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for procs in args.procs:
         rows = {"text": [], "compiled, cold": [], "compiled, warm": []}
         for _ in range(args.repeats):  # the kinds take turns: the machine's drift hits them alike
@@ -123,9 +126,11 @@ def main() -> None:
             rows["compiled, warm"].append(measure("compiled", manifest, procs, env, args.balanced))
         for kind, rounds in rows.items():
             slowest = statistics.median(max(r["seconds"] for r in reports) for reports in rounds)
-            rss = statistics.median(statistics.mean(r["extra_rss"] for r in reports) for reports in rounds)
-            pss = statistics.median(statistics.mean(r["pss"] for r in reports) for reports in rounds)
-            print(f"| {kind} | {procs} | {slowest:.2f} | {rss:.0f} | {pss:.0f} |")
+            rss, private, pss = (
+                statistics.median(statistics.mean(r[key] for r in reports) for reports in rounds)
+                for key in ("extra_rss", "extra_private", "pss")
+            )
+            print(f"| {kind} | {procs} | {slowest:.2f} | {rss:.0f} | {private:.0f} | {pss:.0f} |")
         text = statistics.median(max(r["seconds"] for r in reports) for reports in rows["text"])
         warm = statistics.median(max(r["seconds"] for r in reports) for reports in rows["compiled, warm"])
         print(f"{procs} process(es): compiled (warm) starts {text / warm:.0f}x faster than text")
