@@ -43,6 +43,7 @@ from ssast.data.readers import (
     ManifestError,
     audioset_files,
     audioset_segments,
+    esc50_folds,
     read_esc50,
     read_speechcommands,
 )
@@ -91,7 +92,7 @@ def layout_clips(layout: str, root: Path, args) -> tuple[list[Clip], dict[str, l
     if layout in ("esc50", "speechcommands"):  # their readers know the splits; names become the label csv's mids
         reader = read_esc50 if layout == "esc50" else read_speechcommands
         parts = (
-            {f"fold{k}": str(k) for k in range(1, 6)}
+            {f"fold{k}": str(k) for k in esc50_folds(DatasetConfig(kind="esc50", path=str(root)))}
             if layout == "esc50"
             else {s: s for s in ("training", "validation", "testing")}
         )
