@@ -78,7 +78,7 @@ class Examples(Sequence):
         path_lengths = np.concatenate([np.diff(p.path_offsets) for p in parts])
         label_lengths = np.concatenate([np.diff(p.label_offsets) * labels for p in parts])
         values = np.concatenate([p.labels for p in parts]) if labels else np.zeros(0, np.int32)
-        paths = np.concatenate([p.paths for p in parts])
+        paths = np.concatenate([np.asarray(p.paths) for p in parts])
         return cls(paths, _offsets(path_lengths), values.astype(np.int32), _offsets(label_lengths))
 
     def __len__(self) -> int:
@@ -88,7 +88,7 @@ class Examples(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(len(self))[i]]
         r = range(len(self))[i] if self.rows is None else self.rows[i]  # negative i; IndexError past the end
-        path = self.paths[self.path_offsets[r] : self.path_offsets[r + 1]].tobytes().decode()
+        path = bytes(self.paths[self.path_offsets[r] : self.path_offsets[r + 1]]).decode()
         return Example(path, tuple(self.labels[self.label_offsets[r] : self.label_offsets[r + 1]].tolist()))
 
     def row_ids(self) -> np.ndarray:
@@ -117,12 +117,39 @@ class Examples(Sequence):
     def save(self, folder: Path) -> None:
         """Write the arrays (all their rows) to `folder`."""
         for name in ARRAYS:
-            np.save(folder / f"{name}.npy", getattr(self, name))
+            np.save(folder / f"{name}.npy", np.asarray(getattr(self, name)))
 
     @classmethod
     def load(cls, folder: Path) -> "Examples":
-        """The arrays of `folder`, memory-mapped read-only."""
-        return cls(*(np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS))
+        """The arrays of `folder`: offsets and labels memory-mapped read-only, the paths read on demand."""
+        offsets, labels, label_offsets = (np.load(folder / f"{n}.npy", mmap_mode="r") for n in ARRAYS[1:])
+        return cls(PathBytes(folder / "paths.npy"), offsets, labels, label_offsets)
+
+
+class PathBytes:
+    """The paths' bytes of a compiled manifest, read with ``pread`` rather than memory-mapped: a lookup is a few
+    bytes at a random place of a large file, and a mapping would map whole page-cache folios (megabytes on recent
+    kernels) into the process for each."""
+
+    def __init__(self, file: Path):
+        with open(file, "rb") as f:
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+            (self.size,), _, _ = read_header(f)
+            self.start = f.tell()
+        self.fd = os.open(file, os.O_RDONLY)
+
+    def __del__(self):
+        os.close(self.fd)
+
+    def __getitem__(self, part: slice) -> bytes:
+        return os.pread(self.fd, int(part.stop - part.start), self.start + int(part.start))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.frombuffer(self[0 : self.size], np.uint8)
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
