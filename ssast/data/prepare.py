@@ -165,7 +165,8 @@ def prepare(layout: str, args) -> dict:
     flac = str(Path(args.flac).resolve()) if args.flac else ""
     converted = flac or str((out / "converted").resolve())  # what ffmpeg decodes is kept as FLAC
     tasks = [(p, args.min_seconds, str(root), converted, flac) for p in sorted({c.path for c in clips} - done.keys())]
-    with open(state, "a") as log, multiprocessing.Pool(args.workers) as pool:
+    # spawn: a forked worker of a process whose OpenMP threads already ran (torch) hangs in its first parallel op
+    with open(state, "a") as log, multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         if torn:
             log.write("\n")  # end the line a kill tore, so that the next record starts its own
         for record in pool.imap_unordered(check_clip, tasks, 16):
