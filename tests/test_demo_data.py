@@ -130,6 +130,25 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     assert generate(tiny, "--scale", "small", "--seed", "1", "--overwrite").returncode == 0
     after = _digest(tiny)
     assert len(after) == len(before) and not set(after.values()) & {v for k, v in before.items() if k.endswith(".wav")}
+    more = generate(tiny, "--scale", "small", "--seed", "1", "--unlabeled", "45")
+    assert more.returncode == 2 and "holds built-in data of scale small, seed 1: pass --overwrite" in more.stderr
+    assert generate(tmp_path / "more", "--scale", "small", "--seed", "1", "--unlabeled", "45").returncode == 0
+    grown = _digest(tmp_path / "more")  # the default set's clips, then 5 more; the other sets unchanged
+    assert {k: v for k, v in grown.items() if not k.startswith("unlabeled")} == {
+        k: v for k, v in after.items() if not k.startswith("unlabeled")
+    }
+    assert [grown[f"unlabeled/clip_{i:05d}.wav"] for i in range(40)] == [
+        after[f"unlabeled/clip_{i:05d}.wav"] for i in range(40)
+    ]
+    assert len([k for k in grown if k.startswith("unlabeled")]) == 45
+    assert json.loads((tmp_path / "more" / ".demo.json").read_text()) == {
+        "scale": "small",
+        "seed": 1,
+        "unlabeled": 45,
+        "complete": True,
+    }
+    again = generate(tmp_path / "more", "--scale", "small", "--seed", "1", "--unlabeled", "45")
+    assert again.stdout.strip() == f"demo data already in {tmp_path / 'more'} (small, seed 1, 45 unlabelled clips)"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     foreign = generate(tmp_path / "mine")

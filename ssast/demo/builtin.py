@@ -1,6 +1,6 @@
 """Built-in demo data sets, generated on the spot in the on-disk formats of the real ones.
 
-    python -m ssast.demo --root data/demo --scale small|full [--seed 0]
+    python -m ssast.demo --root data/demo --scale small|full [--seed 0] [--unlabeled N]
 
 - ``speechcommands/``: Speech Commands V2 layout: 35 word folders of 1-s 16 kHz WAVs named
   ``<speaker>_nohash_0.wav``, ``validation_list.txt`` and ``testing_list.txt`` (speaker-disjoint), and
@@ -15,8 +15,9 @@
 
 Every clip is drawn from its own generator seeded by (seed, set, index), and each utterance re-seeds eSpeak's
 noise: the same seed gives the same bytes in any process. Manifests hold paths relative to their folder, so the
-data can move. ``.demo.json`` records the scale and seed a folder holds; another scale or seed is refused
-unless ``--overwrite`` replaces the sets whole.
+data can move. ``.demo.json`` records the scale and seed a folder holds (and ``--unlabeled``, a pretraining set
+of another size, whose first clips are the default set's); another is refused unless ``--overwrite`` replaces
+the sets whole.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,20 +315,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default="data/demo")
     parser.add_argument("--scale", choices=sorted(SCALES), default="small")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unlabeled", type=int, help="clips in the unlabelled set (default: the scale's)")
     parser.add_argument("--overwrite", action="store_true", help="replace built-in data of another scale or seed")
     args = parser.parse_args(argv)
     root, wanted = Path(args.root), {"scale": args.scale, "seed": args.seed}
+    scale = SCALES[args.scale]
+    if args.unlabeled is not None and args.unlabeled != scale.unlabeled:
+        if args.unlabeled < 1:
+            _fail(prog, f"--unlabeled must be a positive number of clips, got {args.unlabeled}")
+        scale, wanted["unlabeled"] = replace(scale, unlabeled=args.unlabeled), args.unlabeled
     marker = root / ".demo.json"  # what the folder holds; "complete" once every set is written
     found = json.loads(marker.read_text()) if marker.exists() else None
     if found == {**wanted, "complete": True}:
-        print(f"demo data already in {root} ({args.scale}, seed {args.seed})")
+        print(f"demo data already in {root} ({_holding(wanted)})")
         return
     if not args.overwrite:
-        if found and {k: found[k] for k in wanted} != wanted:
+        if found and {k: v for k, v in found.items() if k != "complete"} != wanted:
             _fail(
                 prog,
-                f"{root} holds built-in data of scale {found['scale']}, seed {found['seed']}: pass --overwrite "
-                f"to replace it, or choose another --root",
+                f"{root} holds built-in data of scale {_holding(found)}: pass --overwrite to replace it, or choose "
+                f"another --root",
             )
         if not found and root.is_dir() and any(root.iterdir()):
             _fail(prog, f"{root} is not empty and holds no built-in data: choose another --root, or pass --overwrite")
@@ -335,9 +342,15 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(root / name, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**wanted, "complete": False}))
-    for name, (clips, seconds) in build(root, args.scale, args.seed).items():
+    for name, (clips, seconds) in build(root, scale, args.seed).items():
         print(f"{name:15s} {clips:5d} clips  {seconds:6.1f} s")
     marker.write_text(json.dumps({**wanted, "complete": True}))
+
+
+def _holding(marker: dict) -> str:
+    """What a marker says a folder holds, in words."""
+    size = f", {marker['unlabeled']} unlabelled clips" if "unlabeled" in marker else ""
+    return f"{marker['scale']}, seed {marker['seed']}{size}"
 
 
 def _fail(prog: str, message: str) -> None:
