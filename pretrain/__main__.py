@@ -20,7 +20,7 @@ from ssast.config import ConfigError, cli_config, load_config, to_dict
 from ssast.data.pipeline import AudioLoader
 from ssast.data.readers import read_dataset
 from ssast.engine import Trainer
-from ssast.models import CheckpointError, SSASTModel, load_model
+from ssast.models import CheckpointError, SSASTModel, load_model, resized
 from ssast.pretraining import PretrainTask
 from ssast.runs import default_run_dir, train_valid
 
@@ -81,14 +81,16 @@ def periodic_probe(cfg: PretrainConfig, run_dir: Path):
     from ssast.protocols import ProbeConfig, check_tasks, probe_tasks
 
     probe_cfg = load_config(ProbeConfig, cfg.probe.recipe, cfg.probe.overrides)
+    window = probe_cfg.input_tdim or cfg.model.input_tdim  # the recipe's input_tdim: the encoder `resized` to it
     try:
-        check_tasks(probe_cfg, cfg.model.input_tdim)
+        check_tasks(probe_cfg, window)
     except ConfigError as e:
         raise ConfigError(f"probe recipe {cfg.probe.recipe}: {e}") from None
     for t in probe_cfg.tasks:
         read_dataset(t.dataset, probe_cfg.data.root)
 
     def probe(encoder) -> dict[str, float]:
+        encoder = resized(encoder, window)
         if cfg.probe.store_dir:
             return probe_tasks(probe_cfg, encoder, cfg.probe.store_dir)
         with tempfile.TemporaryDirectory(dir=run_dir, prefix=".probe-stores-") as stores:

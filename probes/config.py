@@ -24,7 +24,7 @@ class ExtractConfig:
     # A checkpoint or Hugging Face AST directory (see ssast.models.load_model), or `fbank`: the fbank's mean and
     # std over time, no encoder.
     checkpoint: str = ""
-    fstride: Optional[Positive] = None  # released fine-tuned checkpoints: their geometry
+    fstride: Optional[Positive] = None  # released fine-tuned checkpoints: their geometry (input_tdim also resizes)
     tstride: Optional[Positive] = None
     input_tdim: Optional[Positive] = None
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

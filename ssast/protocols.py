@@ -64,7 +64,8 @@ class ProbeConfig:
     """A probe recipe: what is probed (checkpoints, random inits, fbank), the features and C grid, the tasks."""
 
     checkpoints: list[str] = field(default_factory=list)  # pretraining or fine-tuned checkpoints to probe
-    # Released fine-tuned checkpoints do not store their patch stride and input length: give them here.
+    # Released fine-tuned checkpoints do not store their patch stride and input length: give them here. An
+    # input_tdim also resizes pretraining encoders (`ssast.models.resized`): the probe's window, in frames.
     fstride: Optional[Positive] = None
     tstride: Optional[Positive] = None
     input_tdim: Optional[Positive] = None

@@ -11,7 +11,15 @@ from finetune.config import FinetuneRunConfig
 from finetune.predict import Predictor
 from ssast import hear
 from ssast.config import load_config
-from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, export_official, model_state
+from ssast.models import (
+    ASTClassifier,
+    CheckpointError,
+    ModelConfig,
+    SSASTModel,
+    export_official,
+    model_state,
+    resized,
+)
 from ssast.models.checkpoint import weights_hash
 from ssast.models.hf import export_hf
 from ssast.models.loading import load_encoder, load_model
@@ -77,3 +85,27 @@ def test_every_consumer_takes_every_source(sources, kind):
     else:  # no class names or front end stored (a released fine-tuned file not even its geometry): one line
         with pytest.raises(CheckpointError, match="neither a fine-tuning checkpoint|does not store fstride"):
             Predictor(path)
+
+
+def test_a_pretraining_encoder_resized_to_another_input_length(sources):
+    """`resized` adapts the positional embedding the way fine-tuning does (the centred time slice for a shorter
+    input), and `load_encoder` applies it to a pretraining checkpoint given another input_tdim (the probes)."""
+    torch.manual_seed(0)
+    ssl = SSASTModel(ModelConfig("tiny", 1, input_tdim=256))
+    short = resized(ssl.v, 128)
+    assert resized(ssl.v, 256) is ssl.v and short.cfg.input_tdim == 128 and short.grid == (8, 8)
+    p = ssl.v.num_prefix  # cls and dist tokens
+    grid = ssl.v.pos_embed[:, p:].reshape(8, 16, -1)
+    assert torch.equal(short.pos_embed[:, p:].reshape(8, 8, -1), grid[:, 4:12])
+    assert torch.equal(short.pos_embed[:, :p], ssl.v.pos_embed[:, :p])
+    x = torch.randn(2, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(short.eval()(x), ASTClassifier.from_pretrained(ssl, 3, input_tdim=128).v.eval()(x))
+    path, model = sources["own pretraining"]
+    longer = load_encoder(path, input_tdim=256)
+    assert longer.cfg.input_tdim == 256 and longer.num_patches == 8 * 16
+    ours, theirs = longer.state_dict(), model.v.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs if k != "pos_embed")
+    wide, narrow = longer.pos_embed[0, p:].reshape(8, 16, -1), model.v.pos_embed[0, p:].reshape(8, 8, -1)
+    assert longer.pos_embed.shape == (1, p + 128, 192)  # bilinear in time: the end columns are the old ones
+    assert torch.allclose(wide[:, 0], narrow[:, 0]) and torch.allclose(wide[:, -1], narrow[:, -1])

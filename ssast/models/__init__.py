@@ -1,6 +1,15 @@
 """AST encoders and the SSAST pretraining and classification models, and `load_model` for every source."""
 
-from ssast.models.ast import SIZES, ASTClassifier, ASTEncoder, ModelConfig, SSASTModel, adapt_pos_embed, grid_size
+from ssast.models.ast import (
+    SIZES,
+    ASTClassifier,
+    ASTEncoder,
+    ModelConfig,
+    SSASTModel,
+    adapt_pos_embed,
+    grid_size,
+    resized,
+)
 from ssast.models.checkpoint import CheckpointError, export_official, model_state
 from ssast.models.loading import Loaded, load_encoder, load_model
 
@@ -18,4 +27,5 @@ __all__ = [
     "load_encoder",
     "load_model",
     "model_state",
+    "resized",
 ]

@@ -12,7 +12,7 @@ Module and parameter names follow the reference (``v.cls_token``, ``v.blocks.0.a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Literal, Optional
 
@@ -390,6 +390,18 @@ def adapt_pos_embed(
     else:
         grid = F.interpolate(grid, size=(f, t), mode="bilinear")
     return torch.cat([pos_embed[:, :num_prefix].detach(), grid.flatten(2).transpose(1, 2)], 1)
+
+
+def resized(encoder: ASTEncoder, input_tdim: int) -> ASTEncoder:
+    """The encoder for inputs of `input_tdim` frames: the same weights, the positional embedding adapted
+    (`adapt_pos_embed`); `encoder` itself when that is its input length already."""
+    if input_tdim == encoder.cfg.input_tdim:
+        return encoder
+    out = ASTEncoder(replace(encoder.cfg, input_tdim=input_tdim)).to(encoder.pos_embed.device)
+    state = encoder.state_dict()
+    state["pos_embed"] = adapt_pos_embed(encoder.pos_embed, encoder.num_prefix, encoder.grid, out.grid)
+    out.load_state_dict(state)
+    return out
 
 
 class ASTClassifier(nn.Module):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from ssast.features import FeatureConfig
-from ssast.models.ast import ASTClassifier, ASTEncoder, SSASTModel
+from ssast.models.ast import ASTClassifier, ASTEncoder, SSASTModel, resized
 from ssast.models.checkpoint import CheckpointError, checkpoint_kind, load_classifier, load_pretraining, read
 from ssast.models.hf import load_hf
 
@@ -100,5 +100,6 @@ def load_model(
 
 def load_encoder(source, fused_attn: Optional[bool] = None, **geometry) -> ASTEncoder:
     """The encoder of any source `load_model` reads (released fine-tuned checkpoints need their ``fstride``,
-    ``tstride`` and ``input_tdim``)."""
-    return load_model(source, fused_attn=fused_attn, **geometry).model.v
+    ``tstride`` and ``input_tdim``); a pretraining encoder given another ``input_tdim`` is `resized` to it."""
+    encoder = load_model(source, fused_attn=fused_attn, **geometry).model.v
+    return resized(encoder, geometry["input_tdim"]) if geometry.get("input_tdim") else encoder
