@@ -70,6 +70,28 @@ def test_a_probe_store_dir_keeps_the_stores_for_later_probes_of_the_same_encoder
     assert again["ev"] == logged["ev"]
 
 
+def test_an_encoder_pretrained_on_longer_crops_is_probed_resized_to_the_recipes_input(demo_root, tmp_path):
+    """A probe recipe's input_tdim: the periodic probe of a 256-frame encoder is that of the encoder resized to
+    128-frame inputs, as `load_encoder` gives it to `probes linear`."""
+    overrides = [f"data.root={demo_root}", "model.depth=1", "embed.layers=[1]", "embed.poolings=[avgtok]", "cs=[1.0]"]
+    overrides += ["input_tdim=128", "tasks=[{name: kw, dataset: {kind: speechcommands, path: speechcommands}}]"]
+    run_dir = tmp_path / "run"
+    pretrain_stage.main(
+        ["--config", "configs/pretrain/demo.yaml", f"data.root={demo_root}", f"run_dir={run_dir}"]
+        + ["features.target_length=256", "model.input_tdim=256", "ssl.mask_size=96", "ssl.valid_mask_size=96"]
+        + ["data.valid_holdout=8", "data.batch_size=8", "model.depth=1", "train.max_steps=2", "train.tensorboard=false"]
+        + ["probe.every=2", "probe.start=false", "probe.recipe=configs/probes/demo.yaml"]
+        + [f"probe.overrides=[{','.join(repr(o) for o in overrides)}]"]
+    )
+    logged = read_metrics(run_dir, "probe")[-1]
+    encoder = load_encoder(run_dir / "checkpoints/last.pt", input_tdim=128)
+    assert encoder.cfg.input_tdim == 128 and logged["step"] == 2
+    cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
+    assert probe_tasks(cfg, encoder, str(tmp_path / "stores")) == pytest.approx(
+        {k: v for k, v in logged.items() if k != "step"}, abs=1e-12
+    )
+
+
 def test_a_probe_recipe_that_does_not_fit_stops_pretraining_at_start(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain_stage.main(
