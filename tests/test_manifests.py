@@ -3,6 +3,7 @@ rebuilt when the source changes, shared by concurrent processes."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -71,6 +72,27 @@ def test_a_broken_manifest_leaves_nothing_in_the_cache(tmp_path, manifest_cache)
     with pytest.raises(ManifestError, match="entry 0: expected an object with a 'wav' path string"):
         read_dataset(DatasetConfig(kind="json", path=str(tmp_path / "bad.json")))
     assert {p for p in set(manifest_cache.iterdir()) - before if not p.name.endswith(".lock")} == set()
+
+
+def test_a_damaged_compiled_manifest_is_one_error_line_naming_its_folder(tmp_path, manifest_cache):
+    cfg = write_manifest(tmp_path, 3)
+    before = set(manifest_cache.glob("*/meta.json"))
+    read_dataset(cfg)
+    (folder,) = {m.parent for m in set(manifest_cache.glob("*/meta.json")) - before}
+    (folder / "paths.npy").write_bytes(b"not an array")
+    code = (
+        "from ssast.data.readers import DatasetConfig, ManifestError, read_dataset\n"
+        "try:\n"
+        f"    read_dataset(DatasetConfig(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
+        "except ManifestError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.startswith(f"compiled manifest {folder} cannot be read (")
+    assert out.stdout.rstrip().endswith("): delete that folder to compile it anew") and out.stdout.count("\n") == 1
+    assert out.stderr == ""  # no traceback from a half-built reader
+    shutil.rmtree(folder)
+    assert len(read_dataset(cfg).examples) == 3
 
 
 def test_concurrent_processes_build_one_compiled_manifest(tmp_path, manifest_cache):

@@ -30,6 +30,10 @@ FORMAT = 1  # bump when the files below change
 ARRAYS = ("paths", "path_offsets", "labels", "label_offsets")
 
 
+class ManifestError(ValueError):
+    """A manifest that cannot be read; the message names the file (and line)."""
+
+
 class Example(NamedTuple):
     """One clip: its path and the indices of its labels."""
 
@@ -131,6 +135,8 @@ class PathBytes:
     bytes at a random place of a large file, and a mapping would map whole page-cache folios (megabytes on recent
     kernels) into the process for each."""
 
+    fd = -1  # until the header has been read
+
     def __init__(self, file: Path):
         with open(file, "rb") as f:
             fmt = np.lib.format
@@ -140,7 +146,8 @@ class PathBytes:
         self.fd = os.open(file, os.O_RDONLY)
 
     def __del__(self):
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
     def __getitem__(self, part: slice) -> bytes:
         return os.pread(self.fd, int(part.stop - part.start), self.start + int(part.start))
@@ -196,4 +203,9 @@ def compiled(key: str, build: Callable[[], tuple[Examples, dict]]) -> tuple[Exam
                 (tmp / "meta.json").write_text(json.dumps(meta))
                 os.replace(tmp, folder)
                 log.info("compiled %d clips in %.1f s: %s", len(examples), time.perf_counter() - start, folder)
-    return Examples.load(folder), json.loads((folder / "meta.json").read_text())
+    try:
+        return Examples.load(folder), json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError) as e:  # a cache damaged outside this code: its writes are atomic
+        raise ManifestError(
+            f"compiled manifest {folder} cannot be read ({e}): delete that folder to compile it anew"
+        ) from None

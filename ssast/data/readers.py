@@ -19,13 +19,9 @@ from typing import Literal, Sequence
 import numpy as np
 
 from ssast.config import NonNegativeFloat
-from ssast.data.manifests import Example, Examples, compiled, source_key
+from ssast.data.manifests import Example, Examples, ManifestError, compiled, source_key
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read; the message names the file (and line)."""
 
 
 @dataclass
