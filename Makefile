@@ -34,7 +34,7 @@ list = $(subst $(space),$(comma),$(strip $(1)))
 DEMO_RECIPE ?= configs/pretrain/demo_fast.yaml
 DEMO_CURVE ?= probe.every=$(DEMO_CURVE_EVERY) probe.recipe=configs/probes/demo.yaml \
   probe.overrides=[data.root=$(DEMO_DATA)] probe.store_dir=$(DEMO_RUNS)/embeddings
-DEMO_CURVE_EVERY ?= 300
+DEMO_CURVE_EVERY ?= 400
 DEMO_FOLDS ?= [1]
 demo: install
 	$(PY) -m ssast.demo --root $(DEMO_DATA) --scale full
