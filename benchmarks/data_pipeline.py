@@ -3,7 +3,7 @@
     python benchmarks/data_pipeline.py [--clips 384] [--workers 2] [--repeats 9]
 
 - pipeline: clips/s of 10-s 16-kHz WAVs through decode + fbank (hanning, faithful) + pad + normalise, with
-  `ssast.data.pipeline.AudioLoader` (`workers` threads, a batch each) against a `torch.utils.data.DataLoader`
+  `ssast.data.loader.AudioLoader` (`workers` threads, a batch each) against a `torch.utils.data.DataLoader`
   (`workers` worker processes) whose dataset loads with soundfile and computes
   `torchaudio.compliance.kaldi.fbank`, as the reference code does; and the same pipeline with a clip
   instead of a batch as the unit of fairseq2's parallel map;
@@ -27,8 +27,9 @@ import torch
 import torchaudio
 from fairseq2.data.data_pipeline import Collater, read_sequence
 
-from ssast.data.pipeline import AudioLoader, ClipLoader, DataConfig
-from ssast.data.readers import Dataset, Example
+from ssast.data.index import Dataset, Example
+from ssast.data.loader import AudioLoader, ClipLoader
+from ssast.data.sampling import DataConfig
 from ssast.features import FeatureConfig, kaldi_fbank
 
 FEATURES = FeatureConfig()  # AudioSet front end: 1024 frames, 128 mel bins, hanning
@@ -131,8 +132,8 @@ def main() -> None:
         # front end per call, then batch and collate in the pipeline thread.
         clip_loader = ClipLoader(dataset, FEATURES, False, 0, 0, 0.0)
         per_clip = (
-            read_sequence([{"example": {"path": p, "labels": []}} for p in paths])
-            .map(lambda item: clip_loader(item)[0], num_parallel_calls=args.workers)
+            read_sequence(list(range(len(paths))))
+            .map(lambda i: clip_loader((0, i), None)[0], num_parallel_calls=args.workers)
             .bucket(32)
             .map(Collater())
             .prefetch(2)

@@ -9,7 +9,7 @@ batch (a new order of the clips each epoch, as pretraining draws them; `--balanc
 AST fine-tuning on AudioSet-2M does; audio decoding excluded: the clip reader returns a fixed 10-s waveform) and
 reports the resident and the private memory it added over that span and its proportional set size (PSS:
 shared pages divided among the processes that map them). `procs` processes start together. Rows:
-- text: the AST json parsed in the process (`ssast.data.readers.read_json`), as every rank did before;
+- text: the AST json parsed in the process (`ssast.data.sources.JsonSource.read`), as every rank did before;
 - compiled, cold: an empty cache; the first process builds the compiled manifest, the others wait and map it;
 - compiled, warm: the cache built; every process maps it.
 Medians over `repeats` rounds; Linux only (/proc).
@@ -63,18 +63,24 @@ def child(mode: str, manifest: str, balanced: bool) -> None:
     """One process: manifest read -> the loader's first batch; prints its seconds and memory as json."""
     import torch
 
-    from ssast.data import pipeline
-    from ssast.data.readers import DatasetConfig, read_dataset, read_json
+    from ssast.data import loader
+    from ssast.data.index import Dataset, Examples, read_dataset
+    from ssast.data.sampling import DataConfig
+    from ssast.data.sources import JsonSource
     from ssast.features import FeatureConfig
 
     wave = torch.randn(160_000) * 0.1
-    pipeline.ClipReader.__call__ = lambda self, path: wave  # decoding excluded
-    cfg = DatasetConfig(kind="json", path=manifest, labels=str(Path(manifest).parent / "labels.csv"))
-    data = pipeline.DataConfig(batch_size=24, num_parallel_calls=1, prefetch=1, balanced=balanced)
+    loader.ClipReader.__call__ = lambda self, path: wave  # decoding excluded
+    cfg = JsonSource(path=manifest, labels=str(Path(manifest).parent / "labels.csv"))
+    data = DataConfig(batch_size=24, num_parallel_calls=1, prefetch=1, balanced=balanced)
     rss0, _, private0 = memory_mb()
     start = time.perf_counter()
-    dataset = read_json(cfg) if mode == "text" else read_dataset(cfg)
-    batch = next(iter(pipeline.AudioLoader(dataset, FeatureConfig(), data, train=True)))
+    if mode == "text":
+        listing = cfg.read()
+        dataset = Dataset(Examples.from_lists(listing.paths, listing.labels), listing.classes, True)
+    else:
+        dataset = read_dataset(cfg)
+    batch = next(iter(loader.AudioLoader(dataset, FeatureConfig(), data, train=True)))
     seconds = time.perf_counter() - start
     rss, pss, private = memory_mb()
     extra = {"extra_rss": rss - rss0, "extra_private": private - private0, "pss": pss}

@@ -2,7 +2,7 @@
 
     python benchmarks/mixture.py [--sizes 2000000 280000] [--weights 3 1] [--draws 10000]
 
-Draws `draws` running numbers from `ssast.data.pipeline.MixtureSampler` over sources of `sizes` clips, with
+Draws `draws` running numbers from `ssast.data.sampling.MixtureSampler` over sources of `sizes` clips, with
 `weights` (0: a source's size, the reference's concatenation), and prints each source's share (overall and
 over each tenth of the draws), how many distinct clips each drew, and draws per second.
 """
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from ssast.data.pipeline import EpochSampler, MixtureSampler
+from ssast.data.sampling import EpochSampler, MixtureSampler
 
 
 def main() -> None:

@@ -23,12 +23,13 @@ import numpy as np
 import soundfile as sf
 from fairseq2.data.data_pipeline import FileMapper
 
-from ssast.data.pipeline import DataConfig, training_sampler
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.sampling import DataConfig, part_sampler
 from ssast.data.shards import write_shards
+from ssast.data.sources import ListSource, ShardSource, Source
 
 
-def write_clips(work: Path, clips: int, seconds: float, shard_mb: float) -> tuple[DatasetConfig, DatasetConfig]:
+def write_clips(work: Path, clips: int, seconds: float, shard_mb: float) -> tuple[Source, Source]:
     """The files and their shards (kept between runs)."""
     files, shards = work / "files", work / "shards"
     if not (shards / "index.json").is_file():
@@ -37,8 +38,8 @@ def write_clips(work: Path, clips: int, seconds: float, shard_mb: float) -> tupl
         for i in range(clips):
             sf.write(files / f"{i:06d}.wav", rng.uniform(-0.5, 0.5, int(seconds * 16000)), 16000, subtype="PCM_16")
         (work / "files.txt").write_text("".join(f"files/{i:06d}.wav\n" for i in range(clips)))
-        write_shards(DatasetConfig(kind="list", path=str(work / "files.txt")), "", shards, shard_mb, seed=0)
-    return DatasetConfig(kind="list", path=str(work / "files.txt")), DatasetConfig(kind="shards", path=str(shards))
+        write_shards(ListSource(path=str(work / "files.txt")), "", shards, shard_mb, seed=0)
+    return ListSource(path=str(work / "files.txt")), ShardSource(path=str(shards))
 
 
 def drop_page_cache() -> bool:
@@ -51,10 +52,10 @@ def drop_page_cache() -> bool:
         return False
 
 
-def read_epoch(cfg: DatasetConfig) -> tuple[float, float]:
+def read_epoch(cfg: Source) -> tuple[float, float]:
     """(clips/s, MB/s) reading one epoch's bytes in the training sampler's order."""
     dataset = read_dataset(cfg)
-    sampler = training_sampler(dataset, DataConfig(), seed=0, rank=0, world=1)
+    sampler = part_sampler(dataset, DataConfig(), seed=(0,), rank=0, world=1)
     mapper, size = FileMapper(), 0
     start = time.perf_counter()
     for n in range(len(dataset.examples)):

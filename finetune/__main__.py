@@ -25,16 +25,18 @@ import torch
 from finetune.config import FinetuneRunConfig
 from ssast.cli import run_cli
 from ssast.config import cli_config, invalid, to_dict
-from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import Dataset, esc50_folds, read_dataset
+from ssast.data.index import Dataset, read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import Mixture, train_valid
 from ssast.distributed import init_distributed, resolve_device
 from ssast.engine import Trainer
+from ssast.files import atomic_write_text
 from ssast.finetuning import ClassifyTask, clip_metrics
 from ssast.metrics import per_class_ap
 from ssast.models import ASTClassifier, CheckpointError, load_model
 from ssast.models.checkpoint import read
 from ssast.runlog import read_metrics
-from ssast.runs import atomic_write_text, claim_output, default_run_dir, train_valid
+from ssast.runs import claim_output, default_run_dir
 
 PROG = "python -m finetune"
 log = logging.getLogger("ssast")
@@ -65,16 +67,16 @@ def build_model(cfg: FinetuneRunConfig, classes: list[str]) -> ASTClassifier:
     return model
 
 
-def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None, run_dir: Path):
+def train(cfg: FinetuneRunConfig, train_set: Dataset | Mixture, valid_set: Dataset | None, run_dir: Path):
     """One fine-tuning run; returns its task (model, averages) and trainer after the last epoch."""
     d = init_distributed(resolve_device(cfg.train.device))
-    train_cfg = cfg.steps(len(train_set.examples), d.world)
+    train_cfg = cfg.steps(len(train_set), d.world)
     model = build_model(cfg, train_set.classes)  # a bad init fails before the run folder is written
     trainer = Trainer(train_cfg, cfg.optim, run_dir, to_dict(cfg), cfg.resume, cfg.overwrite)
     m, (f, t) = model.cfg, model.v.grid
     log.info(
         "train: %d clips, %d classes%s; %d epochs of %d steps",
-        len(train_set.examples),
+        len(train_set),
         len(train_set.classes),
         f"; valid: {len(valid_set.examples)} clips" if valid_set else "",
         cfg.epochs,
@@ -103,7 +105,7 @@ def train(cfg: FinetuneRunConfig, train_set: Dataset, valid_set: Dataset | None,
 def run_split(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     """The split protocol: train, choose the epoch on validation (best.pt), score it (and the averages) on test."""
     train_set, valid_set = train_valid(cfg.data, cfg.data.root)
-    test_set = read_dataset(cfg.test, cfg.data.root) if cfg.test.path or cfg.test.split else None
+    test_set = read_dataset(cfg.test, cfg.data.root) if cfg.test.named() else None
     task, trainer = train(cfg, train_set, valid_set, run_dir)
     curve = read_metrics(run_dir, "valid") if trainer.dist.main else []
     chosen = trainer.ckpt_dir / ("best.pt" if valid_set else "last.pt")
@@ -148,12 +150,12 @@ def write_per_class_ap(path: Path, classes: list[str], targets: np.ndarray, scor
 
 def run_folds(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
     """ESC-50 cross-validation: each fold of `cfg.folds` validated on itself and trained on every other fold."""
-    every = esc50_folds(cfg.data.train, cfg.data.root)
+    every = cfg.data.train.folds(cfg.data.root)
     if unknown := sorted(set(cfg.folds) - set(every)):
         raise invalid("folds", unknown, f"folds of the data set ({every})")
 
     def split(folds):
-        return dataclasses.replace(cfg.data.train, split=",".join(map(str, folds)))
+        return cfg.data.train.with_split(",".join(map(str, folds)))
 
     parts = [
         (k, read_dataset(split([f for f in every if f != k]), cfg.data.root), read_dataset(split([k]), cfg.data.root))

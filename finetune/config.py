@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ssast.config import Positive, invalid
-from ssast.data.pipeline import DataConfig
-from ssast.data.readers import DatasetConfig
+from ssast.data.sampling import DataConfig
+from ssast.data.sources import FolderSource, SourceConfig
 from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig, check_target_length
 from ssast.finetuning import FinetuneConfig
@@ -32,7 +32,7 @@ class FinetuneRunConfig(RunConfig):
     protocol: Literal["split", "folds"] = "split"
     folds: list[Positive] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     epochs: Positive = 10
-    test: DatasetConfig = field(default_factory=DatasetConfig)  # split: empty path = no test set
+    test: SourceConfig = field(default_factory=FolderSource)  # split: empty path = no test set
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     # scratch: the architecture; otherwise only the fine-tuning geometry (fstride, tstride) is taken from here,

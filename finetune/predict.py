@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ssast.cli import run_cli
-from ssast.data.pipeline import ClipReader, DataError
+from ssast.data.loader import ClipReader
+from ssast.data.sampling import DataError
 from ssast.features import check_waveform, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import CheckpointError, load_model
 

@@ -17,12 +17,13 @@ import torch
 from pretrain.config import PretrainConfig
 from ssast.cli import run_cli
 from ssast.config import ConfigError, cli_config, load_config, to_dict
-from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import train_valid
 from ssast.engine import Trainer
 from ssast.models import CheckpointError, SSASTModel, load_model, resized
 from ssast.pretraining import PretrainTask
-from ssast.runs import default_run_dir, train_valid
+from ssast.runs import default_run_dir
 
 PROG = "python -m pretrain"
 log = logging.getLogger("ssast")
@@ -49,7 +50,7 @@ def run(cfg: PretrainConfig) -> dict:
     m, (f, t) = cfg.model, model.v.grid
     log.info(
         "train: %d clips (%s %s)%s",
-        len(train.examples),
+        len(train),
         cfg.data.train.kind,
         cfg.data.train.path,
         f"; valid: {len(valid.examples)} clips" if valid else "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ssast.config import invalid
-from ssast.data.pipeline import DataConfig
+from ssast.data.sampling import DataConfig
 from ssast.engine import TrainConfig
 from ssast.features import FeatureConfig, check_target_length
 from ssast.models import ModelConfig, grid_size

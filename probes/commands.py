@@ -16,16 +16,18 @@ import torch
 from probes.config import ExtractConfig, ProbeConfig, RetrievalConfig
 from probes.report import write_report
 from ssast.config import ConfigError, load_config, save_config
-from ssast.data.pipeline import ClipReader, DataError
-from ssast.data.readers import read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import ClipReader
+from ssast.data.sampling import DataError
 from ssast.distributed import init_distributed, resolve_device
 from ssast.embeddings import Store, embed_batch, extract
 from ssast.features import fbank_features
+from ssast.files import atomic_write_text
 from ssast.models import ASTEncoder, CheckpointError, load_encoder
 from ssast.protocols import run_probes
 from ssast.retrieval import build_index, query_by_example, search, to_cpu
 from ssast.runlog import setup_logging
-from ssast.runs import atomic_write_text, claim_output
+from ssast.runs import claim_output
 from ssast.tables import choices, plot_sweep, sweep, table
 
 INDEX_FILES = ("index.faiss", "index.json", "config.yaml")

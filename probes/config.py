@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ssast.config import Positive
-from ssast.data.pipeline import DataConfig
-from ssast.data.readers import DatasetConfig
+from ssast.data.sampling import DataConfig
+from ssast.data.sources import FolderSource, SourceConfig
 from ssast.embeddings import EmbedConfig
 from ssast.features import FeatureConfig
 from ssast.protocols import KnnConfig, ProbeConfig, ProbeTaskConfig
@@ -27,7 +27,7 @@ class ExtractConfig:
     fstride: Optional[Positive] = None  # released fine-tuned checkpoints: their geometry (input_tdim also resizes)
     tstride: Optional[Positive] = None
     input_tdim: Optional[Positive] = None
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: SourceConfig = field(default_factory=FolderSource)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     device: str = "auto"
     store_dir: str = "runs/embeddings"

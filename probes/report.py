@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ssast.data.pipeline import ClipReader
+from ssast.data.loader import ClipReader
 from ssast.features import FeatureConfig, kaldi_fbank
 from ssast.retrieval import neighbours_excluding_self, relevance, relevant_counts, retrieval_metrics
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import submitit
 
-from ssast.runs import atomic_write_text
+from ssast.files import atomic_write_text
 
 
 def _pretrain(argv: list[str]) -> Any:

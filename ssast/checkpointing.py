@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ssast.distributed import Dist, gather
+from ssast.files import atomic_write
 from ssast.models.checkpoint import CheckpointError, load_state, model_state, read, weights_hash
 from ssast.optim import Schedule
-from ssast.runs import RunError, atomic_write
+from ssast.runs import RunError
 
 log = logging.getLogger("ssast")
 

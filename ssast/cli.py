@@ -6,8 +6,8 @@ import sys
 from typing import Callable, TypeVar
 
 from ssast.config import ConfigError
-from ssast.data.pipeline import DataError
-from ssast.data.readers import ManifestError
+from ssast.data.sampling import DataError
+from ssast.data.sources import ManifestError
 from ssast.models.checkpoint import CheckpointError
 from ssast.runs import RunError
 

@@ -63,15 +63,26 @@ NonNegativeFloat = Annotated[float, Range(ge=0)]
 Fraction = Annotated[float, Range(ge=0, le=1)]
 
 
+def _kinds(tp: Any) -> dict[str, type] | None:
+    """The members of a union of dataclasses told apart by their ``kind`` field (a tagged union), by kind."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    members = [a for a in typing.get_args(tp) if a is not type(None)]
+    if not all(dataclasses.is_dataclass(m) and "kind" in m.__dataclass_fields__ for m in members):
+        return None
+    return {m.__dataclass_fields__["kind"].default: m for m in members}
+
+
 def _keys(schema: type, prefix: str = "") -> list[str]:
-    """Every dotted key of a schema, nested ones included."""
+    """Every dotted key of a schema, nested ones included (those of every kind of a tagged union)."""
     keys = []
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         key = prefix + f.name
         keys.append(key)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys.extend(_keys(hints[f.name], key + "."))
+        tp = hints[f.name]
+        for member in (_kinds(tp) or {}).values() if not dataclasses.is_dataclass(tp) else [tp]:
+            keys.extend(k for k in _keys(member, key + ".") if k not in keys)
     return keys
 
 
@@ -90,6 +101,20 @@ def _coerce(value: Any, tp: Any, key: str, root: type) -> Any:
             if isinstance(bound, Range) and value is not None and not bound.contains(value):
                 raise invalid(key, value, str(bound))
         return value
+    kinds = _kinds(tp)
+    if kinds:  # a tagged union: the mapping's kind picks the dataclass (the first member's when it names none)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        kind = value.get("kind", next(iter(kinds)))
+        if kind not in kinds:
+            raise ConfigError(f"config key '{key}.kind' must be one of {list(kinds)}, got {kind!r}")
+        options = [f.name for f in dataclasses.fields(kinds[kind])]
+        for name in value:
+            if name not in options:
+                raise ConfigError(
+                    f"config key '{key}.{name}' is not an option of kind {kind} (its options: {', '.join(options)})"
+                )
+        return _build(kinds[kind], value, key + ".", root)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
@@ -204,8 +229,11 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
     hints = typing.get_type_hints(schema, include_extras=True)
     for f in dataclasses.fields(schema):
         value, tp = getattr(cfg, f.name), hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines += describe(tp, value, prefix + f.name + ".")
+        if dataclasses.is_dataclass(value):  # a section, or the chosen kind of a tagged union
+            section = describe(type(value), value, prefix + f.name + ".")
+            if _kinds(tp):  # its first line, the kind, lists the kinds to choose from
+                section[0] = f"{section[0].rsplit('  # ', 1)[0]}  # {' | '.join(_kinds(tp))}"
+            lines += section
         else:
             plain = (
                 [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
@@ -219,6 +247,8 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
 
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _kinds(tp):
+        return f"mapping of kind {' | '.join(_kinds(tp))}"
     if origin is Annotated:
         return f"{_type_name(args[0])}, {' '.join(str(a) for a in args[1:] if isinstance(a, Range))}"
     if origin is typing.Literal:

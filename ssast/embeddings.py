@@ -29,15 +29,16 @@ import numpy as np
 import torch
 
 from ssast.config import Positive
-from ssast.data.pipeline import AudioLoader, DataConfig
-from ssast.data.readers import Dataset
+from ssast.data.index import Dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import DataConfig
 from ssast.distributed import Dist, barrier
 from ssast.features import FeatureConfig
+from ssast.files import atomic_write_text
 from ssast.models import ASTEncoder
 from ssast.models.ast import Pooling
 from ssast.models.checkpoint import weights_hash
 from ssast.runlog import progress
-from ssast.runs import atomic_write_text
 
 
 @dataclass

@@ -15,8 +15,9 @@ import torch
 
 from ssast import retrieval
 from ssast.config import ConfigError, NonNegative, Positive, PositiveFloat, Range, invalid
-from ssast.data.pipeline import DataConfig
-from ssast.data.readers import Dataset, DatasetConfig, read_dataset
+from ssast.data.index import Dataset, read_dataset
+from ssast.data.sampling import DataConfig
+from ssast.data.sources import FolderSource, SourceConfig
 from ssast.distributed import Dist, init_distributed, resolve_device
 from ssast.embeddings import EmbedConfig, Store, extract, feature_names, layer_number
 from ssast.features import FeatureConfig
@@ -33,12 +34,12 @@ class ProbeTaskConfig:
     """One probe task: its data set, protocol, held-out data and clip length."""
 
     name: str = ""
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: SourceConfig = field(default_factory=FolderSource)
     # split: train on one split, test on another; folds: ESC-50 cross-validation (each fold tested once)
     protocol: Literal["split", "folds"] = "split"
     train_split: str = "training"
     test_split: str = "testing"
-    test: DatasetConfig = field(default_factory=DatasetConfig)  # split: a test set in its own manifest (AudioSet)
+    test: SourceConfig = field(default_factory=FolderSource)  # split: a test set in its own manifest (AudioSet)
     # split: the held-out training data that chooses the feature and C: a split of `dataset` (Speech Commands'
     # validation list), else `valid_fraction` of the training clips; folds: each training fold in turn.
     valid_split: str = ""
@@ -97,7 +98,7 @@ def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
     """The data sets of a task: {"1", ..., "5"} for folds; {"train", "test"(, "valid")} for a split."""
 
     def read(split):
-        return read_dataset(dataclasses.replace(task.dataset, split=split), root)
+        return read_dataset(task.dataset.with_split(split), root)
 
     if task.protocol == "folds":
         return {str(f): read(str(f)) for f in task.folds}

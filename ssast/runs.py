@@ -1,18 +1,15 @@
 """What every stage does with the outputs a user names: the run section of a stage's configuration, one rule for an
-output already there (refused, resumed or overwritten), the default run folder, atomic file writes, and the
-train/valid assembly of a data section."""
+output already there (refused, resumed or overwritten) and the default run folder."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 from ssast.config import save_config
-from ssast.data.readers import Dataset, read_dataset, read_mixture, split_holdout
 
 
 class RunError(RuntimeError):
@@ -79,30 +76,3 @@ def open_run_dir(
         claim_output(folder, RUN_FILES, resume=resume != "none", overwrite=overwrite, **claim)
         folder.mkdir(parents=True, exist_ok=True)
         save_config(config, folder / "config.yaml")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write through `write` to a temporary file in the same folder, fsync, then rename: a kill never leaves a
-    torn file, and readers see the old or the new one whole."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write` of a text file."""
-    atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def train_valid(data, root: str) -> tuple[Dataset, Optional[Dataset]]:
-    """The training set of a data section and its validation set: ``data.valid`` when it names a manifest or a
-    split, else ``data.valid_holdout`` clips held out of the training set, else none."""
-    train = read_mixture([data.train, *data.mix_with], root)
-    if data.valid.path or data.valid.split:
-        return train, read_dataset(data.valid, root)
-    if data.valid_holdout:
-        return split_holdout(train, data.valid_holdout)
-    return train, None

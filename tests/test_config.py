@@ -111,3 +111,46 @@ def test_missing_data_ends_with_one_line_and_exit_1(tmp_path):
     assert out.stderr.strip().splitlines() == [
         (f"python -m pretrain: error: audio folder not found: {tmp_path}/nowhere/unlabeled")
     ]
+
+
+def test_a_data_source_takes_its_kind_s_options_only():
+    from pretrain.config import PretrainConfig
+    from ssast.data.sources import AudioSetSource, FolderSource
+
+    cfg = load_config(
+        PretrainConfig,
+        "configs/pretrain/demo.yaml",
+        ["data.train={kind: audioset, path: s.csv, labels: l.csv, audio_dir: clips}", "data.mix_with=[{path: more}]"],
+    )
+    assert cfg.data.train == AudioSetSource(path="s.csv", labels="l.csv", audio_dir="clips")
+    assert cfg.data.mix_with == [FolderSource(path="more")]  # a mapping without a kind is a folder
+    with pytest.raises(ConfigError) as e:
+        load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["data.train.labels=l.csv"])
+    assert str(e.value) == (
+        "config key 'data.train.labels' is not an option of kind folder (its options: kind, path, weight)"
+    )
+    with pytest.raises(ConfigError, match=r"'data.train.kind' must be one of \['folder', 'list', 'json', 'csv'"):
+        load_config(PretrainConfig, "configs/pretrain/demo.yaml", ["data.train.kind=tsv"])
+
+
+def test_no_shipped_pretraining_recipe_reads_evaluation_data():
+    """Pretraining (its training mixture and its validation) never reads a corpus's dev, test or eval split."""
+    import re
+    from pathlib import Path
+
+    from pretrain.config import PretrainConfig
+
+    evaluation = re.compile(r"(^|[_.-])(dev|test|testing|eval|evaluation|valid|validation)([_.-]|$)")
+    recipes = sorted(Path("configs/pretrain").glob("*.yaml"))
+    for recipe in recipes:
+        data = load_config(PretrainConfig, recipe).data
+        for source in [data.train, *data.mix_with, data.valid]:
+            assert not evaluation.search(Path(source.path).name), (recipe.name, source.path)
+            assert source.kind not in ("esc50", "speechcommands") or source.split == "training", recipe.name
+    released = [r for r in recipes if r.name.startswith("ssast_")]
+    assert len(released) == 6
+    for recipe in released:  # LibriSpeech enters as its 960 h of training subsets
+        paths = [s.path for s in load_config(PretrainConfig, recipe).data.mix_with]
+        assert "data/prepared/librispeech_train960.json" in paths, recipe.name
+    assert evaluation.search("audioset_eval_segments.json") and evaluation.search("librispeech_dev-clean.json")
+    assert evaluation.search("librispeech_test-other.json") and not evaluation.search("librispeech_train960.json")

@@ -153,15 +153,3 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     foreign = generate(tmp_path / "mine")
     assert foreign.returncode == 2 and "is not empty and holds no built-in data" in foreign.stderr
-
-
-def test_the_old_generator_command_still_writes_the_same_data(tmp_path):
-    """``python -m ssast.data.demo`` (before the demo got its own package) is an alias of ``python -m ssast.demo``."""
-    old = subprocess.run(
-        [sys.executable, "-m", "ssast.data.demo", "--root", str(tmp_path / "old"), "--scale", "small"],
-        capture_output=True,
-        text=True,
-    )
-    assert old.returncode == 0, old.stderr
-    assert generate(tmp_path / "new", "--scale", "small").returncode == 0
-    assert _digest(tmp_path / "old") == _digest(tmp_path / "new")

@@ -10,8 +10,9 @@ from finetune.config import FinetuneRunConfig
 from finetune.predict import Predictor
 from finetune.predict import main as predict_main
 from ssast.config import load_config
-from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sources import source
 from ssast.finetuning import ClassifyTask, FinetuneConfig
 from ssast.metrics import accuracy, mean_average_precision
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, model_state
@@ -91,7 +92,7 @@ def test_esc50_protocol_selects_the_epoch_on_the_fold_averaged_curve(demo_root, 
     # of 25 per step: 4 steps an epoch).
     for k in range(1, 6):
         model = load_classifier(tmp_path / f"fold{k}/checkpoints/step_{4 * (epoch + 1):08d}.pt")
-        data = read_dataset(DatasetConfig(kind="esc50", path="", split=str(k)), cfg.data.root)
+        data = read_dataset(source(kind="esc50", path="", split=str(k)), cfg.data.root)
         targets, logits = evaluate(model, data, cfg)
         assert len(targets) == 25 and accuracy(targets, logits) == pytest.approx(results["fold_accuracy"][k - 1])
         assert model.classes == read_dataset(cfg.data.train, cfg.data.root).classes
@@ -114,7 +115,7 @@ def test_speech_commands_selects_on_validation_and_reports_test(demo_root, tmp_p
     assert len(curve) == 3 and results["epoch"] == int(np.argmax(curve)) + 1
     model = load_classifier(tmp_path / "run/checkpoints/best.pt")
     for split in ("validation", "testing"):
-        data = read_dataset(DatasetConfig(kind="speechcommands", path="", split=split), cfg.data.root)
+        data = read_dataset(source(kind="speechcommands", path="", split=split), cfg.data.root)
         targets, logits = evaluate(model, data, cfg)
         reported = results["valid"]["accuracy"] if split == "validation" else results["test"]["accuracy"]
         assert accuracy(targets, logits) == pytest.approx(reported, abs=1e-12)

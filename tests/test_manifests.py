@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from ssast.data.manifests import Example, Examples
-from ssast.data.pipeline import class_balanced_weights
-from ssast.data.readers import Dataset, DatasetConfig, ManifestError, read_dataset, split_holdout
+from ssast.data.index import Dataset, Example, Examples, read_dataset, split_holdout
+from ssast.data.sampling import class_balanced_weights
+from ssast.data.sources import ManifestError, source
 
 EXAMPLES = [Example("a.wav", (0, 2)), Example("ü/b.wav", ()), Example("c.wav", (1,)), Example("d.wav", (2, 1, 0))]
 
@@ -42,24 +42,24 @@ def write_manifest(tmp_path, n):
     (tmp_path / "labels.csv").write_text("index,mid,display_name\n0,/m/a,A\n1,/m/b,B\n")
     data = [{"wav": f"clips/{i}.wav", "labels": "/m/a,/m/b" if i % 2 else "/m/b"} for i in range(n)]
     (tmp_path / "data.json").write_text(json.dumps({"data": data}))
-    return DatasetConfig(kind="json", path=str(tmp_path / "data.json"), labels=str(tmp_path / "labels.csv"))
+    return source(kind="json", path=str(tmp_path / "data.json"), labels=str(tmp_path / "labels.csv"))
 
 
 def test_a_manifest_compiles_once_maps_afterwards_and_recompiles_when_edited(tmp_path, manifest_cache):
     cfg = write_manifest(tmp_path, 5)
-    before = set(manifest_cache.glob("*/meta.json"))
+    before = set(manifest_cache.glob("*/*/meta.json"))
     first = read_dataset(cfg)
     assert [(e.path, e.labels) for e in first.examples] == [
         (str(tmp_path / f"clips/{i}.wav"), (0, 1) if i % 2 else (1,)) for i in range(5)
     ]
     assert first.classes == ["A", "B"] and first.multi_label
-    built = set(manifest_cache.glob("*/meta.json")) - before
+    built = set(manifest_cache.glob("*/*/meta.json")) - before
     assert len(built) == 1 and isinstance(first.examples.path_offsets, np.memmap)
     again = read_dataset(cfg)
-    assert set(manifest_cache.glob("*/meta.json")) - before == built and list(again.examples) == list(first.examples)
+    assert set(manifest_cache.glob("*/*/meta.json")) - before == built and list(again.examples) == list(first.examples)
     # An edited manifest (size or mtime) is compiled anew; its old arrays stay for readers still mapping them.
     cfg = write_manifest(tmp_path, 7)
-    assert len(read_dataset(cfg).examples) == 7 and len(set(manifest_cache.glob("*/meta.json")) - before) == 2
+    assert len(read_dataset(cfg).examples) == 7 and len(set(manifest_cache.glob("*/*/meta.json")) - before) == 2
     # A split of a compiled set indexes the same arrays.
     rest, held = split_holdout(read_dataset(cfg), 2)
     assert [e.path[-5:] for e in held.examples] == ["0.wav", "3.wav"] and rest.examples.paths is not None
@@ -70,20 +70,21 @@ def test_a_broken_manifest_leaves_nothing_in_the_cache(tmp_path, manifest_cache)
     (tmp_path / "bad.json").write_text('{"data": [{"wav": 3}]}')
     before = set(manifest_cache.iterdir())
     with pytest.raises(ManifestError, match="entry 0: expected an object with a 'wav' path string"):
-        read_dataset(DatasetConfig(kind="json", path=str(tmp_path / "bad.json")))
-    assert {p for p in set(manifest_cache.iterdir()) - before if not p.name.endswith(".lock")} == set()
+        read_dataset(source(kind="json", path=str(tmp_path / "bad.json")))
+    (folder,) = set(manifest_cache.iterdir()) - before  # the source's folder holds its lock, nothing else
+    assert [p.name for p in folder.iterdir()] == ["lock"]
 
 
 def test_a_damaged_compiled_manifest_is_one_error_line_naming_its_folder(tmp_path, manifest_cache):
     cfg = write_manifest(tmp_path, 3)
-    before = set(manifest_cache.glob("*/meta.json"))
+    before = set(manifest_cache.glob("*/*/meta.json"))
     read_dataset(cfg)
-    (folder,) = {m.parent for m in set(manifest_cache.glob("*/meta.json")) - before}
+    (folder,) = {m.parent for m in set(manifest_cache.glob("*/*/meta.json")) - before}
     (folder / "paths.npy").write_bytes(b"not an array")
     code = (
-        "from ssast.data.readers import DatasetConfig, ManifestError, read_dataset\n"
+        "from ssast.data.index import read_dataset\nfrom ssast.data.sources import ManifestError, source\n"
         "try:\n"
-        f"    read_dataset(DatasetConfig(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
+        f"    read_dataset(source(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
         "except ManifestError as e:\n"
         "    print(e)\n"
     )
@@ -99,11 +100,11 @@ def test_concurrent_processes_build_one_compiled_manifest(tmp_path, manifest_cac
     """Four processes read a fresh 20k-entry manifest at once: one builds (under the lock), all map the same
     arrays."""
     cfg = write_manifest(tmp_path, 20_000)
-    before = set(manifest_cache.glob("*/meta.json"))
+    before = set(manifest_cache.glob("*/*/meta.json"))
     code = (
-        "import hashlib, logging; from ssast.data.readers import DatasetConfig, read_dataset\n"
+        "import hashlib, logging; from ssast.data.index import read_dataset; from ssast.data.sources import source\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        f"d = read_dataset(DatasetConfig(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
+        f"d = read_dataset(source(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
         "print(len(d.examples), hashlib.sha1(bytes(d.examples.paths[0:len(d.examples.paths)])).hexdigest())"
     )
     procs = [
@@ -113,7 +114,7 @@ def test_concurrent_processes_build_one_compiled_manifest(tmp_path, manifest_cac
     outputs, logs = zip(*(p.communicate() for p in procs), strict=True)
     assert all(p.returncode == 0 for p in procs) and len(set(outputs)) == 1 and outputs[0].startswith("20000 ")
     assert "".join(logs).count("compiled 20000 clips") == 1
-    built = set(manifest_cache.glob("*/meta.json")) - before
+    built = set(manifest_cache.glob("*/*/meta.json")) - before
     assert len(built) == 1
-    assert not [p for p in manifest_cache.iterdir() if ".tmp" in p.name]  # no half-built folder left
+    assert not [p for p in manifest_cache.rglob("*") if ".tmp" in p.name]  # no half-built folder left
     assert os.environ["SSAST_CACHE"] in str(built.pop())

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import pretrain.__main__ as pretrain_stage
-from ssast.data.pipeline import AudioLoader, DataConfig, DataError, EpochSampler, MixtureSampler
-from ssast.data.readers import DatasetConfig, read_mixture
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import DataConfig, DataError, EpochSampler, MixtureSampler, holdout, read_mixture
+from ssast.data.sources import source
 from ssast.features import FeatureConfig
 from ssast.runlog import read_metrics
 
@@ -16,15 +18,15 @@ from ssast.runlog import read_metrics
 def test_a_3_to_1_mixture_draws_75_percent_and_each_source_in_epoch_order():
     parts = [EpochSampler(range(0, 300), (7, 1)), EpochSampler(range(300, 320), (7, 2))]
     sampler = MixtureSampler(parts, [3.0, 1.0], seed=7)
-    draws = np.array([sampler(n) for n in range(10_000)])
-    first = draws < 300
-    assert first.mean() == 0.75  # exactly k = 7500 per block of 10,000
+    sources, draws = map(np.array, zip(*(sampler(n) for n in range(10_000)), strict=True))
+    first = sources == 0
+    assert first.mean() == 0.75 and ((draws < 300) == first).all()  # exactly k = 7500 per block of 10,000
     assert abs(first[:1000].mean() - 0.75) < 0.05  # well mixed within the block
     # Each source's draws walk its own epochs: the first 300 draws of source 0 are its 300 clips once each.
     assert sorted(draws[first][:300]) == list(range(300))
     assert sorted(draws[~first][:40]) == sorted(list(range(300, 320)) * 2)
     for numbers in (0, 1, 4321, 10_000, 23_456):  # across blocks
-        counted = np.bincount([int(sampler(n) >= 300) for n in range(numbers)], minlength=2)
+        counted = np.bincount([sampler(n)[0] for n in range(numbers)], minlength=2)
         assert sampler.drawn(numbers).tolist() == counted.tolist()
     # A draw is a function of the running number only.
     again = MixtureSampler([EpochSampler(range(0, 300), (7, 1)), EpochSampler(range(300, 320), (7, 2))], [3, 1], 7)
@@ -42,23 +44,32 @@ def test_weights_are_apportioned_exactly_and_a_vanishing_weight_is_refused():
 def mixture(demo_root):
     """The built-in unlabelled clips (weight 3) and the sound-event clips (weight 1)."""
     cfgs = [
-        DatasetConfig(kind="folder", path="unlabeled", weight=3.0),
-        DatasetConfig(kind="esc50", path="esc50", weight=1.0),
+        source(kind="folder", path="unlabeled", weight=3.0),
+        source(kind="esc50", path="esc50", weight=1.0),
     ]
     return read_mixture(cfgs, demo_root)
 
 
-def test_a_mixture_of_labelled_and_unlabelled_sets_is_one_unlabelled_set_with_two_sources(mixture, demo_root):
-    sizes = [
-        len(read_mixture([c], demo_root).examples)
-        for c in (DatasetConfig("folder", "unlabeled"), DatasetConfig("esc50", "esc50"))
+def test_a_mixture_of_labelled_and_unlabelled_sets_is_one_unlabelled_set_of_two_indexes(mixture, demo_root):
+    alone = [read_dataset(c, demo_root) for c in (source("folder", path="unlabeled"), source("esc50", path="esc50"))]
+    assert (mixture.names, mixture.weights) == (["unlabeled", "esc50"], [3.0, 1.0])
+    # Each source keeps its own compiled index: the mixture is the list of them, nothing concatenated.
+    assert [p.examples.path_offsets.filename for p in mixture.parts] == [
+        d.examples.path_offsets.filename for d in alone
     ]
-    assert [(s.name, s.stop, s.weight) for s in mixture.sources] == [
-        ("unlabeled", sizes[0], 3.0),
-        ("esc50", sizes[0] + sizes[1], 1.0),
-    ]
-    assert len(mixture.examples) == sum(sizes) and mixture.classes == [] and mixture.examples[-1].labels == ()
-    assert "/esc50/audio/" in mixture.examples[-1].path and "/unlabeled/" in mixture.examples[0].path
+    assert len(mixture) == sum(map(len, alone)) and mixture.classes == [] and not mixture.multi_label
+    assert mixture.example(1, len(alone[1]) - 1).labels == () and alone[1].examples[-1].labels != ()
+    assert mixture.locate(len(alone[0])) == (1, 0) and mixture.locate(len(alone[0]) - 1) == (0, len(alone[0]) - 1)
+
+
+def test_a_mixture_holds_out_the_clips_its_concatenation_would(mixture):
+    rest, held = holdout(mixture, 9)
+    n = len(mixture)
+    expected = [mixture.example(*mixture.locate(int(i))).path for i in np.arange(9) * n // 9]
+    assert [e.path for e in held.examples] == expected and held.classes == []
+    from_each = [sum("/esc50/" not in e for e in expected), sum("/esc50/" in e for e in expected)]
+    assert [len(p) for p in rest.parts] == [len(p) - k for p, k in zip(mixture.parts, from_each, strict=True)]
+    assert sum(map(len, rest.parts)) == n - 9 and not {e.path for p in rest.parts for e in p.examples} & set(expected)
 
 
 def test_a_mixture_loader_resumes_exactly_and_counts_each_source(mixture):

@@ -7,8 +7,10 @@ import soundfile as sf
 import torch
 
 from ssast.config import ConfigError
-from ssast.data.pipeline import AudioLoader, DataConfig, DataError, class_balanced_weights
-from ssast.data.readers import Dataset, DatasetConfig, Example, read_dataset
+from ssast.data.index import Dataset, Example, read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import DataConfig, DataError, class_balanced_weights
+from ssast.data.sources import source
 from ssast.features import FeatureConfig
 
 ESC_FEATURES = FeatureConfig(target_length=512, freqm=24, timem=96, noise=True, mean=-6.6268077, std=5.358466)
@@ -16,7 +18,7 @@ ESC_FEATURES = FeatureConfig(target_length=512, freqm=24, timem=96, noise=True, 
 
 @pytest.fixture(scope="module")
 def esc(demo_root):
-    return read_dataset(DatasetConfig(kind="esc50", path="esc50", split="1,2,3,4"), demo_root)
+    return read_dataset(source(kind="esc50", path="esc50", split="1,2,3,4"), demo_root)
 
 
 def take(loader, n):

@@ -3,6 +3,7 @@ AudioSet's missing clips listed, FLAC conversion, statistics, and a resumed run 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +12,11 @@ import soundfile as sf
 import pretrain.__main__ as pretrain_stage
 from pretrain.config import PretrainConfig
 from ssast.config import load_config
-from ssast.data.pipeline import training_sampler
+from ssast.data.index import read_dataset
 from ssast.data.prepare import main as prepare
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.sampling import train_valid, training_sampler
+from ssast.data.sources import source
 from ssast.runlog import read_metrics
-from ssast.runs import train_valid
 
 RNG = np.random.default_rng(0)
 
@@ -64,15 +65,13 @@ def test_audioset_keeps_good_clips_counts_the_rest_and_lists_the_missing(audiose
     assert (out / "missing_balanced_train_segments.txt").read_text() == "ggggggggggg\n"
     assert "audioset: 3 clips kept (0.00 h), 3 dropped" in printed
     labels = str(out / "class_labels_indices.csv")
-    train = read_dataset(
-        DatasetConfig(kind="json", path=str(out / "audioset_balanced_train_segments.json"), labels=labels)
-    )
+    train = read_dataset(source(kind="json", path=str(out / "audioset_balanced_train_segments.json"), labels=labels))
     assert [(e.path.rsplit("/", 1)[1], e.labels) for e in train.examples] == [
         ("Yaaaaaaaaaaa.wav", (0, 1)),
         ("bbbbbbbbbbb_10.000.flac", (2,)),
     ]
     assert train.classes == ["Speech", "Dog", "Music"]
-    evaluation = read_dataset(DatasetConfig(kind="json", path=str(out / "audioset_eval_segments.json"), labels=labels))
+    evaluation = read_dataset(source(kind="json", path=str(out / "audioset_eval_segments.json"), labels=labels))
     assert [e.labels for e in evaluation.examples] == [(2,)]
 
 
@@ -93,6 +92,113 @@ def test_an_interrupted_preparation_resumes_without_checking_a_clip_twice(audios
     assert (out / "audioset_balanced_train_segments.json").read_text() == manifest
 
 
+# One download as the common downloaders name it: (file, the segment it is of, or why it is left out).
+AUDIOSET_NAMES = [
+    ("aaaaaaaaaaa.wav", "aaaaaaaaaaa 0"),  # <ytid>
+    ("Ybbbbbbbbbbb.flac", "bbbbbbbbbbb 10"),  # Y<ytid> (the AudioSet release's naming)
+    ("Yccccccccc-.wav", "Yccccccccc- 0"),  # a YTID that itself starts with Y
+    ("YYdddddddddd.wav", "Ydddddddddd 0"),  # ... and Y<that YTID>
+    ("-_e_e-ee_ee_30.000.wav", "-_e_e-ee_ee 30"),  # <ytid>_<start>, decimal seconds, a YTID of - and _
+    ("fffffffffff_20.flac", "fffffffffff 20"),  # <ytid>_<start>, integer seconds
+    ("ggggggggggg_12.5.wav", "ggggggggggg 12.5"),
+    ("hhhhhhhhhhh_30000.flac", "hhhhhhhhhhh 30"),  # <ytid>_<start_ms>
+    ("iiiiiiiiiii_0_10000.flac", "iiiiiiiiiii 0"),  # <ytid>_<start_ms>_<end_ms> (audiosetdl) ...
+    ("iiiiiiiiiii_30000_40000.flac", "iiiiiiiiiii 30"),  # ... picking one of the YTID's two segments
+    ("iiiiiiiiiii.wav", "matches several segments (0 s, 30 s)"),
+    ("aaaaaaaaaaa_0.wav", "a second file of segment aaaaaaaaaaa at 0 s (aaaaaaaaaaa.wav)"),
+    ("fffffffffff_99.wav", "matches no segment (no segment of its YTID starts at the time in its name)"),
+    ("kkkkkkkkkkk.wav", "matches no segment (its name holds no YTID of the csv)"),
+]
+AUDIOSET_CSV = [  # YTID, start, end; jjjjjjjjjjj has no file
+    ("aaaaaaaaaaa", 0, 10),
+    ("bbbbbbbbbbb", 10, 20),
+    ("Yccccccccc-", 0, 10),
+    ("Ydddddddddd", 0, 10),
+    ("-_e_e-ee_ee", 30, 40),
+    ("fffffffffff", 20, 30),
+    ("ggggggggggg", 12.5, 22.5),
+    ("hhhhhhhhhhh", 30, 40),
+    ("iiiiiiiiiii", 0, 10),
+    ("iiiiiiiiiii", 30, 40),
+    ("jjjjjjjjjjj", 0, 10),
+]
+
+
+@pytest.fixture
+def downloaded(tmp_path):
+    root = tmp_path / "downloaded"
+    root.mkdir()
+    (root / "class_labels_indices.csv").write_text('index,mid,display_name\n0,/m/a,"Speech"\n')
+    rows = [f'{y}, {a:.3f}, {b:.3f}, "/m/a"' for y, a, b in AUDIOSET_CSV]
+    (root / "balanced_train_segments.csv").write_text(
+        "# YTID, start_seconds, end_seconds, positive_labels\n" + "\n".join(rows)
+    )
+    for name, _ in AUDIOSET_NAMES:
+        tone(root / ("audio/nested" if name[0] in "h-" else "audio") / name, seconds=0.5)
+    return root
+
+
+def left_out(why: str) -> bool:
+    return why.startswith(("matches", "a second"))
+
+
+def test_audioset_clips_are_found_under_every_downloader_s_naming(downloaded, tmp_path):
+    out = tmp_path / "prepared"
+    prepare(["audioset", "--root", str(downloaded), "--out", str(out), "--workers", "1", "--stats-clips", "0"])
+    kept = json.loads((out / "audioset_balanced_train_segments.json").read_text())["data"]
+    found = {Path(e["wav"]).name for e in kept}
+    segment_of = {name: what for name, what in AUDIOSET_NAMES if not left_out(what)}
+    assert found == set(segment_of) and len(kept) == len(AUDIOSET_CSV) - 1
+    # in the csv's order: each file in the place of its segment
+    segments = [f"{y} {a:g}" for y, a, _ in AUDIOSET_CSV if y != "jjjjjjjjjjj"]
+    assert [segment_of[Path(e["wav"]).name] for e in kept] == segments
+    assert (out / "missing_balanced_train_segments.txt").read_text() == "jjjjjjjjjjj\n"
+    listed = dict(line.split(": ", 1) for line in (out / "unmatched_audioset.txt").read_text().splitlines())
+    expected = {name: why for name, why in AUDIOSET_NAMES if left_out(why)}
+    assert {Path(p).name: why.split(";")[0] for p, why in listed.items()} == expected
+    assert json.loads((out / "report_audioset.json").read_text())["unmatched"] == 4
+    # the audioset source kind reads the same download the same way
+    listing = source(
+        "audioset", path="balanced_train_segments.csv", labels="class_labels_indices.csv", audio_dir="audio"
+    ).read(downloaded)
+    assert [Path(p).name for p in listing.paths] == [Path(e["wav"]).name for e in kept]
+    assert listing.missing == ["jjjjjjjjjjj"] and len(listing.skipped) == 4
+
+
+def test_librispeech_is_one_manifest_per_subset_and_train960_holds_only_the_training_ones(tmp_path, capsys):
+    root = tmp_path / "LibriSpeech"
+    for subset in ("train-clean-100", "train-other-500", "dev-clean", "test-clean", "test-other"):
+        tone(root / f"{subset}/19/198/19-198-0000.flac")
+    tone(root / "README/1-1-0000.flac")
+    out = tmp_path / "prepared"
+    prepare(["librispeech", "--root", str(root), "--out", str(out), "--stats-clips", "1"])
+    report = json.loads((out / "report_librispeech.json").read_text())
+    assert report["manifests"] == {
+        "librispeech_dev-clean.json": 1,
+        "librispeech_test-clean.json": 1,
+        "librispeech_test-other.json": 1,
+        "librispeech_train-clean-100.json": 1,
+        "librispeech_train-other-500.json": 1,
+        "librispeech_train960.json": 2,
+    }
+    assert report["selections"] == {"librispeech_train960.json": ["train-clean-100", "train-other-500"]}
+    for name in report["manifests"]:  # no manifest mixes training and evaluation subsets
+        subsets = {Path(e["wav"]).relative_to(root).parts[0] for e in json.loads((out / name).read_text())["data"]}
+        assert all(s.startswith("train") for s in subsets) or len(subsets) == 1, name
+    assert json.loads((out / "stats.json").read_text())["manifest"] == "librispeech_train960.json"
+    assert (
+        report["unmatched"] == 1
+        and "README/1-1-0000.flac: not in a LibriSpeech subset folder"
+        in (out / "unmatched_librispeech.txt").read_text()
+    )
+    # a subset's own folder as the root
+    prepare(["librispeech", "--root", str(root / "dev-clean"), "--out", str(tmp_path / "dev"), "--stats-clips", "0"])
+    assert sorted(p.name for p in (tmp_path / "dev").glob("*.json")) == [
+        "librispeech_dev-clean.json",
+        "report_librispeech.json",
+    ]
+
+
 def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_path, capsys):
     root = tmp_path / "LibriSpeech"
     for name in ("train-clean-100/19/198/19-198-0000.flac", "train-clean-100/19/198/19-198-0001.flac"):
@@ -100,14 +206,14 @@ def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_pa
     tone(root / "train-other-500/20/1/20-1-0000.wav", rate=22050, channels=2)
     out, flac = tmp_path / "prepared", tmp_path / "flac"
     prepare(["librispeech", "--root", str(root), "--out", str(out), "--flac", str(flac), "--stats-clips", "3"])
-    data = read_dataset(DatasetConfig(kind="json", path=str(out / "librispeech_all.json")))
+    data = read_dataset(source(kind="json", path=str(out / "librispeech_train960.json")))
     assert len(data.examples) == 3 and data.classes == []
     for e in data.examples:
         info = sf.info(e.path)
         assert e.path.startswith(str(flac)) and (info.samplerate, info.channels, info.format) == (16000, 1, "FLAC")
     assert sf.info(str(flac / "train-other-500/20/1/20-1-0000.flac")).duration == pytest.approx(1.0, abs=1e-3)
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["clips"] == 3 and stats["manifest"] == "librispeech_all.json"
+    assert stats["clips"] == 3 and stats["manifest"] == "librispeech_train960.json"
     assert -20 < stats["features.mean"] < 5 and 0 < stats["features.std"] < 10
     assert f"features.mean={stats['features.mean']:.7g}" in capsys.readouterr().out
 
@@ -117,8 +223,8 @@ def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_p
     prepare(["esc50", "--root", str(demo_root / "esc50"), "--out", str(out), "--stats-clips", "0"])
     labels = str(out / "class_labels_indices.csv")
     for fold in (1, 5):
-        ours = read_dataset(DatasetConfig(kind="json", path=str(out / f"esc50_fold{fold}.json"), labels=labels))
-        theirs = read_dataset(DatasetConfig(kind="esc50", path="esc50", split=str(fold)), demo_root)
+        ours = read_dataset(source(kind="json", path=str(out / f"esc50_fold{fold}.json"), labels=labels))
+        theirs = read_dataset(source(kind="esc50", path="esc50", split=str(fold)), demo_root)
         assert [(e.path, e.labels) for e in ours.examples] == [(e.path, e.labels) for e in theirs.examples]
         assert ours.classes == theirs.classes
     out = tmp_path / "sc"
@@ -150,14 +256,15 @@ def test_the_released_recipe_pretrains_on_prepared_audioset_and_librispeech(audi
         ["--config", "configs/pretrain/ssast_tiny_patch400.yaml", f"data.root={tmp_path}", f"run_dir={tmp_path}/run"]
         + ["features.target_length=128", "model.input_tdim=128", "model.depth=1", "ssl.mask_size=32"]
         + ["ssl.valid_mask_size=32", "data.batch_size=8", "data.num_parallel_calls=1", "train.max_steps=2"]
-        + ["train.log_every=1", "train.eval_every=2", "train.tensorboard=false"]
+        + ["train.log_every=1", "train.eval_every=2", "train.tensorboard=false", "data.valid_holdout=2"]
     )
     last = read_metrics(tmp_path / "run")[-1]
     drawn = {k.split("/")[1]: v for k, v in last.items() if k.startswith("clips_seen/")}
-    names = ["audioset_unbalanced_train_segments", "audioset_balanced_train_segments", "librispeech_all"]
+    names = ["audioset_unbalanced_train_segments", "audioset_balanced_train_segments", "librispeech_train960"]
     assert list(drawn) == names and sum(drawn.values()) == 16 and min(drawn.values()) > 0
     # their shares are their sizes (2, 2 and 4 clips), exactly per block of 10,000 draws
-    cfg = load_config(PretrainConfig, "configs/pretrain/ssast_tiny_patch400.yaml", [f"data.root={tmp_path}"])
+    overrides = [f"data.root={tmp_path}", "data.valid_holdout=0"]
+    cfg = load_config(PretrainConfig, "configs/pretrain/ssast_tiny_patch400.yaml", overrides)
     train, _ = train_valid(cfg.data, cfg.data.root)
     assert training_sampler(train, cfg.data, 0, 0, 1).k.tolist() == [2500, 2500, 5000]
     assert "valid_loss" in read_metrics(tmp_path / "run", None)[-1]

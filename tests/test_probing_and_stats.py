@@ -10,8 +10,9 @@ import torch
 from probes.commands import linear
 from probes.config import ProbeConfig
 from ssast.config import load_config
-from ssast.data.pipeline import AudioLoader
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sources import source
 from ssast.data.stats import StatsConfig, dataset_stats
 from ssast.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
@@ -23,7 +24,7 @@ from ssast.tables import table
 
 def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_root):
     cfg = StatsConfig(batch_size=10, features=FeatureConfig(target_length=300))
-    cfg.data.root, cfg.data.train = str(demo_root), DatasetConfig(kind="folder", path="unlabeled")
+    cfg.data.root, cfg.data.train = str(demo_root), source(kind="folder", path="unlabeled")
     mean, std = dataset_stats(cfg)
     paths = sorted((demo_root / "unlabeled").glob("*.wav"))
     fbanks = []
@@ -124,7 +125,7 @@ def test_torch_and_sklearn_probes_agree(demo_root, tmp_path):
     stores = {
         p: extract(
             None,
-            read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root),
+            read_dataset(source(kind="speechcommands", path="speechcommands", split=s), demo_root),
             cfg.features,
             cfg.data,
             cfg.embed,
@@ -208,7 +209,7 @@ def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
     clips = sorted(str(p) for p in (demo_root / "speechcommands").glob("*/*.wav") if "_background" not in str(p))
     script = (
         "import sys, torch\n"
-        "from ssast.data.pipeline import DataConfig\nfrom ssast.data.readers import Dataset, Example\n"
+        "from ssast.data.sampling import DataConfig\nfrom ssast.data.index import Dataset, Example\n"
         "from ssast.embeddings import EmbedConfig, extract\nfrom ssast.features import FeatureConfig\n"
         "from ssast.models import ASTEncoder, ModelConfig\n"
         "paths = open(sys.argv[1]).read().split()\nn = int(sys.argv[2])\n"
@@ -270,7 +271,7 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     features = FeatureConfig(**{**cfg.features.__dict__, "target_length": 512})
     x, y, fold = [], [], []
     for k in range(1, 6):
-        data = read_dataset(DatasetConfig(kind="esc50", path="esc50", split=str(k)), demo_root)
+        data = read_dataset(source(kind="esc50", path="esc50", split=str(k)), demo_root)
         for batch in AudioLoader(data, features, cfg.data, train=False, batch_size=64):
             x.append(torch.cat([batch["fbank"].mean(1), batch["fbank"].std(1)], 1).numpy())
             y.append(batch["target"].argmax(1).numpy())

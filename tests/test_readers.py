@@ -1,10 +1,12 @@
 import json
+import os
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from ssast.data.readers import DatasetConfig, ManifestError, read_dataset, split_holdout
+from ssast.data.index import read_dataset, split_holdout
+from ssast.data.sources import ManifestError, source
 from ssast.demo import builtin as demo
 
 
@@ -25,7 +27,7 @@ def test_json_manifest_with_label_csv(tmp_path):
             {"data": [{"wav": str(a), "labels": "/m/09x0r,/m/05zppz"}, {"wav": "sub/b.wav", "labels": "/m/0ytgt"}]}
         )
     )
-    ds = read_dataset(DatasetConfig(kind="json", path="data.json", labels="labels.csv"), tmp_path)
+    ds = read_dataset(source(kind="json", path="data.json", labels="labels.csv"), tmp_path)
     assert ds.classes == ["Speech", "Male speech, man speaking", "Child"] and ds.multi_label
     assert [(e.path, e.labels) for e in ds.examples] == [(str(a), (0, 1)), (str(b), (2,))]
 
@@ -48,7 +50,7 @@ def test_json_manifest_errors_name_file_and_place(tmp_path, text, message):
     (tmp_path / "labels.csv").write_text(LABELS)
     (tmp_path / "data.json").write_text(text)
     with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("(", r"\(")):
-        read_dataset(DatasetConfig(kind="json", path=str(tmp_path / "data.json"), labels=str(tmp_path / "labels.csv")))
+        read_dataset(source(kind="json", path=str(tmp_path / "data.json"), labels=str(tmp_path / "labels.csv")))
 
 
 def test_audioset_segment_csv_quirks_and_missing_clips(tmp_path):
@@ -64,9 +66,7 @@ def test_audioset_segment_csv_quirks_and_missing_clips(tmp_path):
     )
     _wav(tmp_path / "clips" / "Y--PJHxphWEs.wav")
     _wav(tmp_path / "clips" / "nested" / "-0BIyqJj9ZU_30000.flac")
-    ds = read_dataset(
-        DatasetConfig(kind="audioset", path="segments.csv", labels="labels.csv", audio_dir="clips"), tmp_path
-    )
+    ds = read_dataset(source(kind="audioset", path="segments.csv", labels="labels.csv", audio_dir="clips"), tmp_path)
     assert [(e.path.split("clips/")[1], e.labels) for e in ds.examples] == [
         ("Y--PJHxphWEs.wav", (0, 2)),
         ("nested/-0BIyqJj9ZU_30000.flac", (0,)),
@@ -79,12 +79,12 @@ def test_audioset_bad_row_names_the_line(tmp_path):
     (tmp_path / "clips").mkdir()
     (tmp_path / "s.csv").write_text('# header\nabc, 1.0, "/m/09x0r"\n')
     with pytest.raises(ManifestError, match=r"s\.csv: line 2: expected YTID"):
-        read_dataset(DatasetConfig(kind="audioset", path="s.csv", labels="labels.csv", audio_dir="clips"), tmp_path)
+        read_dataset(source(kind="audioset", path="s.csv", labels="labels.csv", audio_dir="clips"), tmp_path)
 
 
 def test_esc50_folds_on_demo_data(demo_root):
-    train = read_dataset(DatasetConfig(kind="esc50", path="esc50", split="1,2,3,4"), demo_root)
-    test = read_dataset(DatasetConfig(kind="esc50", path="esc50", split="5"), demo_root)
+    train = read_dataset(source(kind="esc50", path="esc50", split="1,2,3,4"), demo_root)
+    test = read_dataset(source(kind="esc50", path="esc50", split="5"), demo_root)
     assert len(train.examples) == 100 and len(test.examples) == 25
     assert train.classes == demo.EVENT_NAMES and not train.multi_label
     assert {e.path for e in train.examples}.isdisjoint(e.path for e in test.examples)
@@ -94,7 +94,7 @@ def test_esc50_folds_on_demo_data(demo_root):
 
 def test_speechcommands_splits_on_demo_data(demo_root):
     splits = {
-        s: read_dataset(DatasetConfig(kind="speechcommands", path="speechcommands", split=s), demo_root)
+        s: read_dataset(source(kind="speechcommands", path="speechcommands", split=s), demo_root)
         for s in ("training", "validation", "testing")
     }
     assert {s: len(d.examples) for s, d in splits.items()} == {"training": 280, "validation": 35, "testing": 35}
@@ -108,11 +108,11 @@ def test_speechcommands_splits_on_demo_data(demo_root):
 
 def test_audioset_json_and_unlabelled_folder_on_demo_data(demo_root):
     ds = read_dataset(
-        DatasetConfig(kind="json", path="audioset/train.json", labels="audioset/class_labels_indices.csv"), demo_root
+        source(kind="json", path="audioset/train.json", labels="audioset/class_labels_indices.csv"), demo_root
     )
     assert len(ds.examples) == 24 and len(ds.classes) == 26
     assert all(1 <= len(e.labels) <= 4 for e in ds.examples)
-    unlabeled = read_dataset(DatasetConfig(kind="folder", path="unlabeled"), demo_root)
+    unlabeled = read_dataset(source(kind="folder", path="unlabeled"), demo_root)
     assert len(unlabeled.examples) == 40 and unlabeled.classes == []
     train, held = split_holdout(unlabeled, 8)
     assert len(held.examples) == 8 and len(train.examples) == 32
@@ -122,9 +122,50 @@ def test_audioset_json_and_unlabelled_folder_on_demo_data(demo_root):
 def test_file_list_and_empty_folder(tmp_path):
     _wav(tmp_path / "x" / "a.wav")
     (tmp_path / "list.txt").write_text("x/a.wav\n\n")
-    assert [e.path for e in read_dataset(DatasetConfig(kind="list", path=str(tmp_path / "list.txt"))).examples] == [
+    assert [e.path for e in read_dataset(source(kind="list", path=str(tmp_path / "list.txt"))).examples] == [
         str(tmp_path / "x" / "a.wav")
     ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ManifestError, match="has no examples"):
-        read_dataset(DatasetConfig(kind="folder", path=str(tmp_path / "empty")))
+        read_dataset(source(kind="folder", path=str(tmp_path / "empty")))
+
+
+def test_a_folder_is_listed_once_and_anew_when_a_file_comes_or_goes(tmp_path, monkeypatch):
+    from ssast.data import sources
+
+    audio = tmp_path / "audio"
+    for name in ("a/1.wav", "a/b/2.flac", "c/3.ogg", "c/notes.txt"):
+        (audio / name).parent.mkdir(parents=True, exist_ok=True)
+        (audio / name).write_bytes(b"")
+    folder = source("folder", path=str(audio))
+    walks, walk = [], os.walk
+    monkeypatch.setattr(sources.os, "walk", lambda *a, **k: walks.append(a) or walk(*a, **k))
+    assert [e.path for e in read_dataset(folder).examples] == [
+        str(audio / n) for n in ("a/1.wav", "a/b/2.flac", "c/3.ogg")
+    ]
+    assert len(walks) == 1
+    assert len(read_dataset(folder).examples) == 3 and len(walks) == 1  # a warm start stats, walks nothing
+    (audio / "a/b/4.wav").write_bytes(b"")  # a file added deep down changes its folder's mtime
+    assert str(audio / "a/b/4.wav") in [e.path for e in read_dataset(folder).examples] and len(walks) == 2
+    (audio / "c/3.ogg").unlink()
+    assert len(read_dataset(folder).examples) == 3 and len(walks) == 3
+
+
+def test_a_csv_manifest_names_its_classes_or_takes_a_label_csv(tmp_path):
+    (tmp_path / "clips.csv").write_text('path,labels\na.wav,"dog,bark"\nsub/b.wav,cat\nc.wav,\n')
+    ds = read_dataset(source("csv", path="clips.csv"), tmp_path)
+    assert [(e.path, e.labels) for e in ds.examples] == [
+        (str(tmp_path / "a.wav"), (0, 2)),
+        (str(tmp_path / "sub/b.wav"), (1,)),
+        (str(tmp_path / "c.wav"), ()),
+    ]
+    assert ds.classes == ["bark", "cat", "dog"] and ds.multi_label
+    (tmp_path / "labels.csv").write_text(LABELS)
+    (tmp_path / "mids.csv").write_text("path,labels\na.wav,/m/0ytgt\n")
+    ds = read_dataset(source("csv", path="mids.csv", labels="labels.csv"), tmp_path)
+    assert ds.examples[0].labels == (2,) and ds.classes[2] == "Child" and not ds.multi_label
+    (tmp_path / "bad.csv").write_text("wav,labels\na.wav,cat\n")
+    with pytest.raises(ManifestError, match=r"bad\.csv: line 1: expected a header with a 'path' column"):
+        read_dataset(source("csv", path="bad.csv"), tmp_path)
+    with pytest.raises(ManifestError, match="a csv source takes path, weight, labels, not audio_dir"):
+        source("csv", path="x.csv", audio_dir="clips")

@@ -13,7 +13,8 @@ import torch
 from conftest import DEMO_PRETRAIN, QUIET, timeless
 
 import pretrain.__main__ as stage
-from ssast.data.readers import Dataset, Example, ManifestError, split_holdout
+from ssast.data.index import Dataset, Example, split_holdout
+from ssast.data.sources import ManifestError
 from ssast.models import CheckpointError
 from ssast.models.loading import load_model
 from ssast.pretraining import PretrainTask
@@ -280,3 +281,18 @@ def test_bf16_autocast_trains_close_to_fp32(demo_root, finished, tmp_path):
         assert a["loss"] != b["loss"]  # autocast is on (its dtypes are checked in test_models)
         for k in ("loss", "mpc_loss", "mpg_loss"):
             assert b[k] == pytest.approx(a[k], rel=0.05)
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_whole_and_no_temporary(tmp_path):
+    from ssast.files import atomic_write, atomic_write_text
+
+    target = tmp_path / "manifest.json"
+    atomic_write_text(target, "old")
+
+    def torn(f):
+        f.write(b"half of the new")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, torn)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]

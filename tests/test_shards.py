@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ import torch
 from conftest import DEMO_PRETRAIN, QUIET, timeless
 from test_engine import wait_for_step
 
-from ssast.data.pipeline import AudioLoader, ClipReader, DataConfig, ShardSampler, training_sampler
-from ssast.data.readers import DatasetConfig, read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader, ClipReader
+from ssast.data.sampling import DataConfig, MixtureSampler, ShardSampler, part_sampler, read_mixture, training_sampler
 from ssast.data.shards import main as shards_main
+from ssast.data.sources import source
 from ssast.features import FeatureConfig
 
 FEATURES = FeatureConfig(target_length=128, crop="random")
@@ -32,11 +35,11 @@ def esc_shards(demo_root, tmp_path_factory):
 
 
 def test_shards_hold_every_clip_with_its_labels_at_the_indexed_offsets(demo_root, esc_shards):
-    source = read_dataset(DatasetConfig(kind="esc50", path="esc50"), demo_root)
-    sharded = read_dataset(DatasetConfig(kind="shards", path=str(esc_shards)))
+    original = read_dataset(source(kind="esc50", path="esc50"), demo_root)
+    sharded = read_dataset(source(kind="shards", path=str(esc_shards)))
     index = json.loads((esc_shards / "index.json").read_text())
-    assert sharded.classes == source.classes and len(index["shards"]) >= 4
-    assert sharded.shard_stops[-1] == len(sharded.examples) == len(source.examples)
+    assert sharded.classes == original.classes and len(index["shards"]) >= 4
+    assert sharded.shard_stops[-1] == len(sharded.examples) == len(original.examples)
     members = {}
     for name in index["shards"]:
         with tarfile.open(esc_shards / name) as tar:
@@ -50,16 +53,16 @@ def test_shards_hold_every_clip_with_its_labels_at_the_indexed_offsets(demo_root
             meta = json.loads(tar.extractfile(members[key + ".json"][1]).read())
         assert tuple(meta["labels"]) == example.labels
         by_source[meta["source"]] = example
-    assert sorted(by_source) == sorted(e.path for e in source.examples)
-    for e in list(source.examples)[:5]:  # a member decodes to the very samples of its source file
+    assert sorted(by_source) == sorted(e.path for e in original.examples)
+    for e in list(original.examples)[:5]:  # a member decodes to the very samples of its source file
         assert torch.equal(read(by_source[e.path].path), read(e.path))
-    assert sorted(e.labels for e in sharded.examples) == sorted(e.labels for e in source.examples)
+    assert sorted(e.labels for e in sharded.examples) == sorted(e.labels for e in original.examples)
 
 
 def test_two_ranks_read_disjoint_whole_shards_each_epoch_in_a_new_order(esc_shards):
-    dataset = read_dataset(DatasetConfig(kind="shards", path=str(esc_shards)))
+    dataset = read_dataset(source(kind="shards", path=str(esc_shards)))
     data, n = DataConfig(shard_window=2), len(dataset.examples)
-    samplers = [training_sampler(dataset, data, 5, rank, 2) for rank in (0, 1)]
+    samplers = [part_sampler(dataset, data, (5,), rank, 2) for rank in (0, 1)]
     assert all(isinstance(s, ShardSampler) for s in samplers)
     shard_of = np.searchsorted(dataset.shard_stops, np.arange(n), side="right")
     sizes = [len(s.items) for s in samplers]
@@ -76,6 +79,46 @@ def test_two_ranks_read_disjoint_whole_shards_each_epoch_in_a_new_order(esc_shar
         assert len(window) <= 2
 
 
+def test_a_mixture_of_shard_sources_reads_each_source_shard_by_shard(esc_shards, tmp_path):
+    """Two shard sources mixed 1:1: each is drawn through its own `ShardSampler`, so a source's draws still walk
+    its shards window by window."""
+    mixture = read_mixture([source("shards", path=str(esc_shards), weight=1.0)] * 2)
+    sampler = training_sampler(mixture, DataConfig(shard_window=2), 3, 0, 1)
+    assert isinstance(sampler, MixtureSampler) and all(isinstance(p, ShardSampler) for p in sampler.parts)
+    draws = [sampler(n) for n in range(400)]
+    shard_of = np.searchsorted(mixture.parts[0].shard_stops, np.arange(len(mixture)), side="right")
+    for part in (0, 1):
+        mine = [position for s, position in draws if s == part]
+        assert 150 < len(mine) < 250
+        first_window = sum(shard_of[mine] == shard_of[mine[0]])  # at least the first shard's clips come first
+        assert len(set(shard_of[mine[: max(first_window, 1)]])) <= 2
+
+
+def test_an_interrupted_write_goes_on_to_the_same_shards(demo_root, esc_shards, tmp_path, monkeypatch):
+    args = ["write", "--kind", "esc50", "--path", "esc50", "--root", str(demo_root), "--shard-mb", "0.5"]
+    out = tmp_path / "again"
+    real_read, reads = Path.read_bytes, []
+
+    def killed_at_the_40th_clip(path):
+        reads.append(path)
+        if len(reads) == 40:
+            raise KeyboardInterrupt
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", killed_at_the_40th_clip)
+    with pytest.raises(KeyboardInterrupt):
+        shards_main([*args, "--out", str(out)])
+    monkeypatch.setattr(Path, "read_bytes", real_read)
+    done = [n for n in sorted(p.name for p in out.iterdir()) if n.endswith(".tar")]
+    assert not (out / "index.json").exists() and len(done) >= 10 and [p.name for p in out.glob("*.tmp")]
+    with pytest.raises(SystemExit, match="holds an interrupted write with other settings"):
+        shards_main([*args[:-1], "0.25", "--out", str(out)])
+    shards_main([*args, "--out", str(out)])
+    for name in ["index.json", "index.tsv", *json.loads((esc_shards / "index.json").read_text())["shards"]]:
+        assert (out / name).read_bytes() == (esc_shards / name).read_bytes(), name
+    assert not list(out.glob("*.tmp"))
+
+
 def test_a_corrupt_member_is_skipped_and_counted(esc_shards, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -85,7 +128,7 @@ def test_a_corrupt_member_is_skipped_and_counted(esc_shards, tmp_path):
     with open(broken / "shard-000000.tar", "r+b") as shard:  # the first member's RIFF header: garbage
         shard.seek(int(first[2]))
         shard.write(b"\0" * 64)
-    dataset = read_dataset(DatasetConfig(kind="shards", path=str(broken)))
+    dataset = read_dataset(source(kind="shards", path=str(broken)))
     data = DataConfig(batch_size=len(dataset.examples), max_bad_fraction=0.5)
     loader = AudioLoader(dataset, FEATURES, data, train=True, seed=0)
     batch = next(iter(loader))

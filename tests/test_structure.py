@@ -61,9 +61,28 @@ def test_no_function_longer_than_60_lines():
 
 def test_moved_entry_points_keep_working_as_aliases():
     from ssast import engine, models, optim
-    from ssast.data import demo as old_demo
-    from ssast.demo import builtin
     from ssast.models import loading
 
     assert engine.OptimConfig is optim.OptimConfig and models.load_encoder is loading.load_encoder
-    assert old_demo.build is builtin.build and old_demo.main is builtin.main
+
+
+# The data package's layers, bottom first: each module imports only those before it (the tools at the end sit on
+# the four layers), and only the loader imports fairseq2.
+DATA_LAYERS = ("sources", "index", "sampling", "loader", "stats", "shards", "prepare")
+
+
+def test_the_data_layers_import_only_downward():
+    known = modules()
+    data = {n for n in known if n.startswith("ssast.data.")}
+    assert data == {f"ssast.data.{m}" for m in DATA_LAYERS}
+    for i, layer in enumerate(DATA_LAYERS):
+        name = f"ssast.data.{layer}"
+        below = {f"ssast.data.{m}" for m in DATA_LAYERS[:i]}
+        assert imports(name, known[name], set(known)) & data <= below, name
+        tree = ast.parse(known[name].read_text())
+        third_party = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        third_party |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert any(m.startswith("fairseq2") for m in third_party) == (layer == "loader"), name
+    # the project modules the layers build on do not reach back into the data package
+    for name in ("ssast.config", "ssast.features", "ssast.files"):
+        assert not imports(name, known[name], set(known)) & (data | {"ssast.data"}), name

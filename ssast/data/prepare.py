@@ -6,18 +6,22 @@
     python -m ssast.data.prepare speechcommands --root speech_commands_v0.02 --out data/prepared
     python -m ssast.data.prepare folder --root my_audio --out data/prepared [--name my_audio]
 
-Each clip is decoded and checked (readable, at least ``--min-seconds`` long, not silent, no NaN or inf samples;
-its sample rate and channels are counted), in parallel over ``--workers`` processes. Kept clips go into AST
-data jsons (``kind: json``) named ``<layout>_<split>.json`` in ``--out``, with ``class_labels_indices.csv`` where
-the corpus has labels; ``--flac DIR`` also converts every kept clip to 16-kHz mono FLAC under DIR and points
-the manifests there. Formats libsndfile cannot read (m4a, webm, opus, aac: the usual YouTube downloads) go
-through ffmpeg when it is installed, and are otherwise dropped with that reason. AudioSet clips listed in a
-segment csv but not on disk are normal: they are counted and listed in ``missing_<csv>.txt``. The fbank
-statistics of the first manifest (``--stats-clips`` clips evenly spaced) go into ``stats.json`` as the
+Each clip is decoded and checked (readable, at least ``--min-seconds`` long, not silent, no NaN or inf samples; its
+sample rate and channels are counted), in parallel over ``--workers`` processes. Kept clips go into AST data jsons
+(``kind: json``) named ``<layout>_<split>.json`` in ``--out``, with ``class_labels_indices.csv`` where the corpus
+has labels. AudioSet: one manifest per segment csv, its clips found under every common downloader's naming
+(``<ytid>``, ``Y<ytid>``, ``<ytid>_<start>``, ``<ytid>_<start_ms>_<end_ms>``: `ssast.data.sources.match_audioset`),
+the files matching no segment or several listed in ``unmatched_audioset.txt``. LibriSpeech: one manifest per
+released subset (``train-clean-100``, ..., ``dev-clean``, ``test-other``), and ``librispeech_train960.json``, its
+training subsets only, for pretraining. ``--flac DIR`` also converts every kept clip to 16-kHz mono FLAC under DIR
+and points the manifests there. Formats libsndfile cannot read (m4a, webm, opus, aac: the usual YouTube downloads)
+go through ffmpeg when it is installed, and are otherwise dropped with that reason. AudioSet clips listed in a
+segment csv but not on disk are normal: they are counted and listed in ``missing_<csv>.txt``. The fbank statistics
+of the first training manifest (``--stats-clips`` clips evenly spaced) go into ``stats.json`` as the
 ``features.mean`` / ``features.std`` of a recipe. A report (clips kept, dropped by reason, hours) is printed and
-written to ``report_<layout>.json``. Every checked clip is appended to ``.prepare/<layout>.jsonl`` in ``--out``:
-a second run skips them, so an interrupted preparation resumes where it stopped.
-"""
+written to ``report_<layout>.json``. Every output appears whole or not at all (written, then renamed). Every checked
+clip is appended to ``.prepare/<layout>.jsonl`` in ``--out``: a second run skips them, so an interrupted preparation
+resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import argparse
 import collections
 import csv
 import dataclasses
+import io
 import json
 import multiprocessing
 import os
@@ -37,21 +42,26 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ssast.data.readers import (
+from ssast.data.sources import (
     AUDIO_SUFFIXES,
-    DatasetConfig,
+    Esc50Source,
+    JsonSource,
     ManifestError,
-    audioset_files,
-    audioset_segments,
-    esc50_folds,
-    read_esc50,
-    read_speechcommands,
+    SpeechCommandsSource,
+    audio_files,
+    match_audioset,
+    read_segments,
 )
 from ssast.features import FeatureConfig, resample, to_mono
+from ssast.files import atomic_write, atomic_write_text
 
 FFMPEG_SUFFIXES = (".m4a", ".webm", ".opus", ".aac", ".mp4")
 LAYOUTS = ("audioset", "librispeech", "esc50", "speechcommands", "folder")
 AUDIOSET_CSVS = ("balanced_train_segments.csv", "unbalanced_train_segments.csv", "eval_segments.csv")
+LIBRISPEECH_TRAIN = ("train-clean-100", "train-clean-360", "train-other-500")  # the paper's 960 h
+LIBRISPEECH = (*LIBRISPEECH_TRAIN, "dev-clean", "dev-other", "test-clean", "test-other")
+# Manifests that join others, by layout: {name: the splits they hold}; the first is the one for statistics.
+SELECTIONS = {"librispeech": {"train960": LIBRISPEECH_TRAIN}}
 
 
 @dataclasses.dataclass
@@ -63,49 +73,78 @@ class Clip:
     labels: tuple[str, ...] = ()
 
 
-def audioset_clips(root: Path, csvs: list[str] | None) -> tuple[list[Clip], dict[str, list[str]], list[list[str]]]:
+@dataclasses.dataclass
+class Corpus:
+    """What a layout lists: candidate clips, missing clips by split, label csv rows, files left out (with why)."""
+
+    clips: list[Clip]
+    missing: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    label_rows: list[list[str]] = dataclasses.field(default_factory=list)
+    left_out: list[str] = dataclasses.field(default_factory=list)
+
+
+def audioset_corpus(root: Path, csvs: list[str] | None) -> Corpus:
     """Clips of AudioSet segment csvs under ``root`` (default: whichever of the three releases are there), the
-    missing YTIDs of each, and the rows of ``root/class_labels_indices.csv``."""
+    missing YTIDs of each, the rows of ``root/class_labels_indices.csv``, and the files matching no segment or
+    several."""
     labels = root / "class_labels_indices.csv"
     if not labels.is_file():
         raise ManifestError(f"AudioSet label csv not found: {labels}")
     csvs = csvs or [c for c in AUDIOSET_CSVS if (root / c).is_file()] or list(AUDIOSET_CSVS)
-    files = audioset_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
-    clips, missing = [], {}
-    for name in csvs:
-        split = Path(name).stem
-        missing[split] = []
-        for _, ytid, mids in audioset_segments(root / name):
-            if ytid in files:
-                clips.append(Clip(split, str(files[ytid]), tuple(m.strip() for m in mids.split(",") if m.strip())))
-            else:
-                missing[split].append(ytid)
-    return clips, missing, list(csv.reader(open(labels, newline="")))
+    segments = {Path(name).stem: read_segments(root / name) for name in csvs}
+    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    found, left_out = match_audioset(files, [s for split in segments.values() for s in split])
+    corpus = Corpus([], {}, list(csv.reader(open(labels, newline=""))), left_out)
+    for split, rows in segments.items():
+        corpus.missing[split] = [s.ytid for s in rows if s.key not in found]
+        corpus.clips += [
+            Clip(split, str(found[s.key]), tuple(m.strip() for m in s.labels.split(",") if m.strip()))
+            for s in rows
+            if s.key in found
+        ]
+    return corpus
 
 
-def layout_clips(layout: str, root: Path, args) -> tuple[list[Clip], dict[str, list[str]], list[list[str]]]:
-    """(clips, missing clips by split, label csv rows) of a corpus layout."""
+def librispeech_corpus(root: Path) -> Corpus:
+    """LibriSpeech's clips by released subset (``root`` is the LibriSpeech folder or one subset's)."""
+    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    corpus = Corpus([])
+    for f in files:
+        subset = next((p for p in (root.name, *f.relative_to(root).parts) if p in LIBRISPEECH), None)
+        if subset:
+            corpus.clips.append(Clip(subset, str(f)))
+        else:
+            corpus.left_out.append(f"{f}: not in a LibriSpeech subset folder ({', '.join(LIBRISPEECH)})")
+    return corpus
+
+
+def layout_corpus(layout: str, root: Path, args) -> Corpus:
+    """The candidate clips of a corpus layout."""
     if not root.is_dir():
         raise ManifestError(f"{layout} root is not a folder: {root}")
     if layout == "audioset":
-        return audioset_clips(root, args.csv)
-    if layout in ("esc50", "speechcommands"):  # their readers know the splits; names become the label csv's mids
-        reader = read_esc50 if layout == "esc50" else read_speechcommands
+        return audioset_corpus(root, args.csv)
+    if layout == "librispeech":
+        return librispeech_corpus(root)
+    if layout in ("esc50", "speechcommands"):  # their sources know the splits; names become the label csv's mids
+        whole = Esc50Source(path=str(root)) if layout == "esc50" else SpeechCommandsSource(path=str(root))
         parts = (
-            {f"fold{k}": str(k) for k in esc50_folds(DatasetConfig(kind="esc50", path=str(root)))}
+            {f"fold{k}": str(k) for k in whole.folds()}
             if layout == "esc50"
             else {s: s for s in ("training", "validation", "testing")}
         )
         clips, classes = [], []
         for split, value in parts.items():
-            dataset = reader(DatasetConfig(kind=layout, path=str(root), split=value))
-            classes = dataset.classes
-            clips += [Clip(split, e.path, tuple(classes[i] for i in e.labels)) for e in dataset.examples]
+            listing = whole.with_split(value).read()
+            classes = listing.classes
+            clips += [
+                Clip(split, p, tuple(classes[i] for i in ls))
+                for p, ls in zip(listing.paths, listing.labels, strict=True)
+            ]
         rows = [["index", "mid", "display_name"]] + [[str(i), c, c] for i, c in enumerate(classes)]
-        return clips, {}, rows
-    split = "all" if layout == "librispeech" else args.name or root.name
-    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
-    return [Clip(split, str(f)) for f in files], {}, []
+        return Corpus(clips, label_rows=rows)
+    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    return Corpus([Clip(args.name or root.name, str(f)) for f in files])
 
 
 def check_clip(task: tuple[str, float, str, str, str]) -> dict:
@@ -119,10 +158,13 @@ def check_clip(task: tuple[str, float, str, str, str]) -> dict:
                 return {**record, "dropped": f"{Path(path).suffix.lower()[1:]}: needs ffmpeg, not installed"}
             target = Path(converted) / Path(path).relative_to(root).with_suffix(".flac")
             target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")  # renamed when whole
             cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", path, "-ac", "1", "-ar", "16000"]
-            done = subprocess.run([*cmd, str(target)], capture_output=True, text=True)
+            done = subprocess.run([*cmd, "-f", "flac", str(tmp)], capture_output=True, text=True)
             if done.returncode:
+                tmp.unlink(missing_ok=True)
                 return {**record, "dropped": "ffmpeg: " + (done.stderr.strip().splitlines() or ["failed"])[-1]}
+            os.replace(tmp, target)
             source = record["kept"] = str(target)
         audio, rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -138,7 +180,7 @@ def check_clip(task: tuple[str, float, str, str, str]) -> dict:
         target = Path(flac) / Path(path).relative_to(root).with_suffix(".flac")
         target.parent.mkdir(parents=True, exist_ok=True)
         mono = resample(to_mono(torch.from_numpy(audio), None), rate, 16000).numpy()
-        sf.write(target, np.clip(mono, -1, 1), 16000, subtype="PCM_16")
+        atomic_write(target, lambda f: sf.write(f, np.clip(mono, -1, 1), 16000, "PCM_16", format="FLAC"))
         record["kept"] = str(target)
     return record
 
@@ -146,8 +188,8 @@ def check_clip(task: tuple[str, float, str, str, str]) -> dict:
 def prepare(layout: str, args) -> dict:
     """Check the corpus, write its manifests, label csv, statistics and report; returns the report."""
     root, out = Path(args.root).resolve(), Path(args.out)
-    clips, missing, label_rows = layout_clips(layout, root, args)
-    if not clips:
+    corpus = layout_corpus(layout, root, args)
+    if not corpus.clips:
         raise ManifestError(f"no audio found for {layout} under {root}")
     state = out / ".prepare" / f"{layout}.jsonl"
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +206,8 @@ def prepare(layout: str, args) -> dict:
                 continue  # a line torn by a kill: that clip is checked again
     flac = str(Path(args.flac).resolve()) if args.flac else ""
     converted = flac or str((out / "converted").resolve())  # what ffmpeg decodes is kept as FLAC
-    tasks = [(p, args.min_seconds, str(root), converted, flac) for p in sorted({c.path for c in clips} - done.keys())]
+    paths = sorted({c.path for c in corpus.clips} - done.keys())
+    tasks = [(p, args.min_seconds, str(root), converted, flac) for p in paths]
     # spawn: a forked worker of a process whose OpenMP threads already ran (torch) hangs in its first parallel op
     with open(state, "a") as log, multiprocessing.get_context("spawn").Pool(args.workers) as pool:
         if torn:
@@ -173,55 +216,71 @@ def prepare(layout: str, args) -> dict:
             log.write(json.dumps(record) + "\n")
             log.flush()
             done[record["path"]] = record
-    return write_outputs(layout, out, clips, done, missing, label_rows, args)
+    return write_outputs(layout, out, corpus, done, args)
 
 
-def write_outputs(layout, out: Path, clips, records, missing, label_rows, args) -> dict:
-    """Manifests, label csv, missing lists, statistics and the report of checked clips."""
+def write_outputs(layout: str, out: Path, corpus: Corpus, records: dict, args) -> dict:
+    """Manifests (and the selections joining them), label csv, missing and left-out lists, statistics and the
+    report of checked clips, each written whole or not at all."""
     manifests = collections.defaultdict(list)
-    for clip in clips:
+    for clip in corpus.clips:
         record = records[clip.path]
         if "dropped" not in record:
             manifests[clip.split].append({"wav": record["kept"], "labels": ",".join(clip.labels)})
-    for split, data in manifests.items():
-        (out / f"{layout}_{split}.json").write_text(json.dumps({"data": data}, indent=0))
-    if label_rows:
-        with open(out / "class_labels_indices.csv", "w", newline="") as f:
-            csv.writer(f).writerows(label_rows)
-    for split, ids in missing.items():
-        (out / f"missing_{split}.txt").write_text("".join(f"{i}\n" for i in ids))
-    checked = [records[p] for p in dict.fromkeys(c.path for c in clips)]
+    selections = {
+        name: [entry for split in splits for entry in manifests.get(split, [])]
+        for name, splits in SELECTIONS.get(layout, {}).items()
+    }
+    written = {**manifests, **{name: data for name, data in selections.items() if data}}
+    for split, data in written.items():
+        atomic_write_text(out / f"{layout}_{split}.json", json.dumps({"data": data}, indent=0))
+    if corpus.label_rows:
+        text = io.StringIO()
+        csv.writer(text).writerows(corpus.label_rows)
+        atomic_write_text(out / "class_labels_indices.csv", text.getvalue())
+    for split, ids in corpus.missing.items():
+        atomic_write_text(out / f"missing_{split}.txt", "".join(f"{i}\n" for i in ids))
+    if corpus.left_out:
+        atomic_write_text(out / f"unmatched_{layout}.txt", "".join(f"{line}\n" for line in corpus.left_out))
+    checked = [records[p] for p in dict.fromkeys(c.path for c in corpus.clips)]
     kept = [r for r in checked if "dropped" not in r]
     report = {
         "layout": layout,
         "clips_kept": len(kept),
         "hours_kept": round(sum(r["seconds"] for r in kept) / 3600, 3),
         "dropped": dict(collections.Counter(r["dropped"] for r in checked if "dropped" in r).most_common()),
-        "missing": {split: len(ids) for split, ids in missing.items()},
+        "missing": {split: len(ids) for split, ids in corpus.missing.items()},
+        "unmatched": len(corpus.left_out),
         "sample_rates": dict(collections.Counter(r["sample_rate"] for r in kept)),
         "channels": dict(collections.Counter(r["channels"] for r in kept)),
-        "manifests": {f"{layout}_{s}.json": len(d) for s, d in manifests.items()},
+        "manifests": {f"{layout}_{s}.json": len(d) for s, d in written.items()},
     }
-    if manifests and args.stats_clips:
-        first = out / f"{layout}_{next(iter(manifests))}.json"
-        report["stats"] = write_stats(first, out, args)
-    (out / f"report_{layout}.json").write_text(json.dumps(report, indent=1))
+    report["selections"] = {
+        f"{layout}_{name}.json": [s for s in splits if s in manifests]
+        for name, splits in SELECTIONS.get(layout, {}).items()
+    }  # the splits each holds
+    if written and args.stats_clips:
+        first = next((n for n, data in selections.items() if data), next(iter(manifests)))
+        report["stats"] = write_stats(out / f"{layout}_{first}.json", out, args)
+    atomic_write_text(out / f"report_{layout}.json", json.dumps(report, indent=1))
     return report
 
 
 def write_stats(manifest: Path, out: Path, args) -> dict:
     """``features.mean`` / ``features.std`` of the reference's fbank over clips evenly spaced in `manifest`."""
+    # Imported here: the spawned check workers import this module, and the loader below stats (fairseq2) would add
+    # 2 s and 180 MB to each of them.
     from ssast.data.stats import StatsConfig, dataset_stats
 
     data = json.loads(manifest.read_text())["data"]
     picked = data[:: max(1, len(data) // args.stats_clips)][: args.stats_clips]
     sample = out / ".prepare" / f"stats_{manifest.name}"
-    sample.write_text(json.dumps({"data": picked}))
+    atomic_write_text(sample, json.dumps({"data": picked}))
     cfg = StatsConfig(batch_size=100, features=FeatureConfig(target_length=args.target_length))
-    cfg.data.train = DatasetConfig(kind="json", path=str(sample))
+    cfg.data.train = JsonSource(path=str(sample))
     mean, std = dataset_stats(cfg)
     stats = {"manifest": manifest.name, "clips": len(picked), "features.mean": mean, "features.std": std}
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
     return stats
 
 
@@ -252,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  dropped {n}: {reason}")
     for split, n in report["missing"].items():
         print(f"  missing {n} of {split} (listed in {Path(args.out) / f'missing_{split}.txt'})")
+    if report["unmatched"]:
+        where = Path(args.out) / f"unmatched_{args.layout}.txt"
+        print(f"  left out {report['unmatched']} files matching no segment or several (listed in {where})")
     for name, n in report["manifests"].items():
         print(f"  {Path(args.out) / name}: {n} clips")
     if "stats" in report:

@@ -2,87 +2,152 @@
 
     python -m ssast.data.shards write --kind json --path data.json --labels labels.csv --out shards/ [--shard-mb 1024]
 
-Any data set the readers take becomes numbered tar shards in the WebDataset convention (``<key>.<audio suffix>``,
+Any data set the sources take becomes numbered tar shards in the WebDataset convention (``<key>.<audio suffix>``,
 the clip's bytes as they are, and ``<key>.json`` with its labels and source path), written in an order shuffled
 by ``--seed``, with ``index.json`` (classes, shard names) and ``index.tsv`` (per clip: shard, key, byte offset and
-size of the audio member, label indices). Read them with the ``shards`` data set kind: each member is decoded in
+size of the audio member, label indices). Read them with the ``shards`` source kind: each member is decoded in
 place (fairseq2 maps ``shard.tar:offset:size``), and training walks the shards in a new order each epoch and
-shuffles clips within windows of ``data.shard_window`` shards (`ssast.data.pipeline.ShardSampler`). Unreadable
+shuffles clips within windows of ``data.shard_window`` shards (`ssast.data.sampling.ShardSampler`). Unreadable
 source files are skipped, counted and listed.
+
+Every file appears whole or not at all: a shard is written under a temporary name and renamed when complete, and
+each complete shard is recorded in ``.shards/progress.jsonl``; ``index.json``, written last, marks a finished
+write (and the journal goes). An interrupted write run again with the same settings goes on after its last
+complete shard.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
+import os
+import shutil
 import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from ssast.data.readers import READERS, DatasetConfig, ManifestError, read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.sources import KINDS, ManifestError, Source, source
+from ssast.files import atomic_write_text
 
 
-def write_shards(dataset_cfg: DatasetConfig, root: str, out: Path, shard_mb: float, seed: int) -> dict:
-    """Write the shards of a data set into `out`; returns a report (clips, shards, bytes, skipped)."""
-    dataset = read_dataset(dataset_cfg, root)
+def write_shards(data: Source, root: str, out: Path, shard_mb: float, seed: int) -> dict:
+    """Write the shards of a data set into `out` (going on from an interrupted write of the same settings);
+    returns a report (clips, shards, bytes, skipped)."""
+    dataset = read_dataset(data, root)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "index.json").exists():
         raise ManifestError(f"{out} already holds shards (index.json): choose an empty folder")
+    settings = {"source": dataclasses.asdict(data), "root": str(root), "shard_mb": shard_mb, "seed": seed}
+    journal = out / ".shards" / "progress.jsonl"
+    shards = _completed(journal, settings)
     order = np.random.default_rng(seed).permutation(len(dataset.examples))
-    names, rows, skipped, tar, written = [], [], [], None, 0
-    for key, position in enumerate(order.tolist()):
-        example = dataset.examples[position]
+    shard, tar = _shard(), None
+    for key in range(shards[-1]["next"] if shards else 0, len(order)):
+        example = dataset.examples[int(order[key])]
         try:
             audio = Path(example.path).read_bytes()
         except OSError as e:
-            skipped.append(f"{example.path}: {e.strerror or e}")
+            shard["skipped"].append(f"{example.path}: {e.strerror or e}")
             continue
-        if tar is None or tar.offset >= shard_mb * 2**20:
-            if tar is not None:
-                tar.close()
-            names.append(f"shard-{len(names):06d}.tar")
-            tar = tarfile.open(out / names[-1], "w", format=tarfile.USTAR_FORMAT)
+        if tar is None:
+            shard["shard"] = f"shard-{len(shards):06d}.tar"
+            tar = tarfile.open(out / f"{shard['shard']}.tmp", "w", format=tarfile.USTAR_FORMAT)
         info = tarfile.TarInfo(f"{key:09d}{Path(example.path).suffix.lower()}")
         info.size = len(audio)
         offset = tar.offset + tarfile.BLOCKSIZE  # a USTAR header of a short name is one block
         tar.addfile(info, io.BytesIO(audio))
-        rows.append(f"{len(names) - 1}\t{key:09d}\t{offset}\t{len(audio)}\t{','.join(map(str, example.labels))}")
+        shard["rows"].append(f"{len(shards)}\t{key:09d}\t{offset}\t{len(audio)}\t{','.join(map(str, example.labels))}")
         meta = json.dumps({"labels": list(example.labels), "source": example.path}).encode()
         info = tarfile.TarInfo(f"{key:09d}.json")
         info.size = len(meta)
         tar.addfile(info, io.BytesIO(meta))
-        written += len(audio)
+        shard["bytes"] += len(audio)
+        if tar.offset >= shard_mb * 2**20:
+            _complete(tar, out, shard, key + 1, journal)
+            shards.append(shard)
+            shard, tar = _shard(), None
     if tar is not None:
-        tar.close()
+        _complete(tar, out, shard, len(order), journal)
+        shards.append(shard)
+        shard = _shard()
+    rows = [r for s in shards for r in s["rows"]]
+    skipped = [line for s in [*shards, shard] for line in s["skipped"]]
     if not rows:
         raise ManifestError(f"no readable clip in the data set: {skipped[:3]}")
-    (out / "index.tsv").write_text("\n".join(rows) + "\n")
-    index = {"classes": dataset.classes, "multi_label": dataset.multi_label, "shards": names}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return {"clips": len(rows), "shards": len(names), "audio_mb": written / 2**20, "skipped": skipped}
+    atomic_write_text(out / "index.tsv", "\n".join(rows) + "\n")
+    index = {"classes": dataset.classes, "multi_label": dataset.multi_label, "shards": [s["shard"] for s in shards]}
+    atomic_write_text(out / "index.json", json.dumps(index, indent=1))
+    shutil.rmtree(journal.parent)  # the write is complete: nothing left to resume
+    written = sum(s["bytes"] for s in shards)
+    return {"clips": len(rows), "shards": len(shards), "audio_mb": written / 2**20, "skipped": skipped}
+
+
+def _shard() -> dict:
+    """A shard's record: its name, index rows, skipped clips, audio bytes, and the key its successor starts at."""
+    return {"shard": "", "rows": [], "skipped": [], "bytes": 0, "next": 0}
+
+
+def _complete(tar: tarfile.TarFile, out: Path, shard: dict, next_key: int, journal: Path) -> None:
+    """Close the shard's tar, fsync, rename it into place, then record it in the journal."""
+    tar.close()
+    tmp = out / f"{shard['shard']}.tmp"
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out / shard["shard"])
+    shard["next"] = next_key
+    with open(journal, "a") as f:
+        f.write(json.dumps(shard) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _completed(journal: Path, settings: dict) -> list[dict]:
+    """The shards an interrupted write of the same `settings` completed (none for a new write, whose settings
+    start the journal); a journal of other settings is refused."""
+    if not journal.is_file():
+        journal.parent.mkdir(exist_ok=True)
+        atomic_write_text(journal, json.dumps(settings) + "\n")
+        return []
+    header, *lines = journal.read_text().splitlines()
+    if json.loads(header) != settings:
+        raise ManifestError(
+            f"{journal.parent.parent} holds an interrupted write with other settings ({header}): "
+            "run it again with those, or choose an empty folder"
+        )
+    shards = []
+    for line in lines:
+        try:
+            shards.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a record torn by a kill: its shard is written again
+    atomic_write_text(journal, "".join(json.dumps(r) + "\n" for r in [settings, *shards]))  # drop a torn record
+    return shards
 
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: ``write``."""
     parser = argparse.ArgumentParser(prog="python -m ssast.data.shards", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser("write", help="write a data set as tar shards")
-    write.add_argument("--kind", choices=sorted(k for k in READERS if k != "shards"), required=True)
+    write = commands.add_parser("write", help="write a data set as tar shards (an interrupted write goes on)")
+    write.add_argument("--kind", choices=sorted(k for k in KINDS if k != "shards"), required=True)
     write.add_argument("--path", required=True, help="as data.train.path")
-    write.add_argument("--labels", default="", help="as data.train.labels")
-    write.add_argument("--audio-dir", default="", help="as data.train.audio_dir")
-    write.add_argument("--split", default="", help="as data.train.split")
+    write.add_argument("--labels", default="", help="as data.train.labels (json, csv, audioset)")
+    write.add_argument("--audio-dir", default="", help="as data.train.audio_dir (audioset)")
+    write.add_argument("--split", default="", help="as data.train.split (esc50, speechcommands)")
     write.add_argument("--root", default="", help="prefix of relative paths, as data.root")
     write.add_argument("--out", type=Path, required=True, help="an empty folder for the shards")
     write.add_argument("--shard-mb", type=float, default=1024.0, help="start a new shard past this size")
     write.add_argument("--seed", type=int, default=0, help="of the order the clips are written in")
     args = parser.parse_args(argv)
-    cfg = DatasetConfig(args.kind, args.path, args.labels, args.audio_dir, args.split)
+    given = {"labels": args.labels, "audio_dir": args.audio_dir, "split": args.split}
     try:
-        report = write_shards(cfg, args.root, args.out, args.shard_mb, args.seed)
+        data = source(args.kind, path=args.path, **{k: v for k, v in given.items() if v})
+        report = write_shards(data, args.root, args.out, args.shard_mb, args.seed)
     except ManifestError as e:
         sys.exit(f"{parser.prog}: error: {e}")
     print(

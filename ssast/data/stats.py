@@ -17,8 +17,9 @@ import torch
 
 from ssast.cli import run_cli
 from ssast.config import Positive, cli_config
-from ssast.data.pipeline import AudioLoader, DataConfig
-from ssast.data.readers import read_dataset
+from ssast.data.index import read_dataset
+from ssast.data.loader import AudioLoader
+from ssast.data.sampling import DataConfig
 from ssast.features import FeatureConfig
 from ssast.runlog import progress, setup_logging
 

@@ -1,16 +1,19 @@
-"""Compiled manifests: a data set's paths and labels as flat arrays that every process on a node memory-maps.
+"""The index of a data set: its clips' paths and labels compiled into flat arrays that every process on a node
+memory-maps, and the held-out split.
 
 Parsing a 2M-clip text manifest costs tens of seconds and hundreds of MB in every process, and a list of Python
 objects per clip costs as much again. The compiled form is four arrays (the paths' UTF-8 bytes end to end and
 their offsets; the label indices end to end and their offsets, i.e. CSR) and a small json. It is built once per
-node and source: the first reader takes a lock, parses the source, writes a temporary folder and renames it into
-place; the others wait on the lock and map the result, so the pages are shared through the page cache. The
-cache key covers the reader options and the size and mtime of every file and folder the reader looks at, so an
-edited source compiles anew.
+node and source: the first reader takes a lock, lists the source (`ssast.data.sources`), writes a temporary folder
+and renames it into place; the others wait on the lock and map the result, so the pages are shared through the
+page cache. A source's folder in the cache is keyed by its options; within it, each compiled version is keyed by
+the size and mtime of the files and folders its listing read (recorded in ``inputs.json``), so an edited source,
+or a folder where a file was added, is listed anew, and nothing is walked to find out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -19,19 +22,18 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
+from ssast.data.sources import ManifestError, Source
+
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the files below change
+FORMAT = 2  # bump when the files below change
 ARRAYS = ("paths", "path_offsets", "labels", "label_offsets")
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read; the message names the file (and line)."""
 
 
 class Example(NamedTuple):
@@ -59,7 +61,7 @@ class Examples(Sequence):
     @classmethod
     def pack(cls, examples: Sequence[Example]) -> "Examples":
         """The arrays of a list of examples."""
-        if isinstance(examples, Examples):
+        if isinstance(examples, Examples) and examples.rows is None:
             return examples
         return cls.from_lists([e.path for e in examples], [e.labels for e in examples])
 
@@ -75,15 +77,6 @@ class Examples(Sequence):
             np.fromiter((i for clip in labels for i in clip), np.int32, int(label_counts.sum())),
             _offsets(label_counts),
         )
-
-    @classmethod
-    def concat(cls, parts: Sequence["Examples"], labels: bool = True) -> "Examples":
-        """All the rows of `parts`, one part after the other (without labels unless `labels`)."""
-        path_lengths = np.concatenate([np.diff(p.path_offsets) for p in parts])
-        label_lengths = np.concatenate([np.diff(p.label_offsets) * labels for p in parts])
-        values = np.concatenate([p.labels for p in parts]) if labels else np.zeros(0, np.int32)
-        paths = np.concatenate([np.asarray(p.paths) for p in parts])
-        return cls(paths, _offsets(path_lengths), values.astype(np.int32), _offsets(label_lengths))
 
     def __len__(self) -> int:
         return len(self.path_offsets) - 1 if self.rows is None else len(self.rows)
@@ -169,43 +162,104 @@ def cache_root() -> Path:
     return Path(base) / "manifests"
 
 
-def source_key(options: dict, sources: list[Path]) -> str:
-    """The cache key of a data set: its reader options and the size and mtime of each source file or folder
-    (a folder's mtime changes when an entry is added or removed)."""
-    stamps = []
-    for p in sources:
-        try:
-            st = p.stat()
-            stamps.append([str(p), st.st_size, st.st_mtime_ns])
-        except FileNotFoundError:
-            stamps.append([str(p), None, None])  # the reader reports it
-    blob = json.dumps([FORMAT, options, stamps], sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:20]
+@dataclass
+class Dataset:
+    """The clips of a data set (packed into arrays), its class names, and whether a clip may carry several
+    labels."""
+
+    examples: Sequence[Example]
+    classes: list[str] = field(default_factory=list)  # empty for unlabelled data
+    multi_label: bool = False
+    missing: list[str] = field(default_factory=list)  # listed clips not found on disk (AudioSet csvs)
+    shard_stops: list[int] = field(default_factory=list)  # tar shards: where each shard's rows end
+
+    def __post_init__(self):
+        self.examples = Examples.pack(self.examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def take(self, positions: np.ndarray) -> "Dataset":
+        """The examples at `positions` (sharing the arrays), with the same classes and shards."""
+        return dataclasses.replace(self, examples=self.examples.take(positions), missing=[])
 
 
-def compiled(key: str, build: Callable[[], tuple[Examples, dict]]) -> tuple[Examples, dict]:
-    """The compiled data set of `key`: mapped from the cache, or built by `build` (examples, json-able meta)
-    by the first process to ask, while the others wait for it."""
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    folder = root / key
-    if not (folder / "meta.json").is_file():
-        with open(root / f"{key}.lock", "w") as lock:
+def read_dataset(source: Source, root: str | Path = "") -> Dataset:
+    """The data set of `source` (paths resolved against `root`), compiled once per node and version of its inputs
+    and memory-mapped; ManifestError names what is wrong."""
+    options = {**dataclasses.asdict(source), "root": str(root), "cwd": os.getcwd()}
+    options.pop("weight")  # not in the arrays
+    folder = cache_root() / _hash([FORMAT, options])
+    version = _version(folder)
+    if version is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-            if not (folder / "meta.json").is_file():
-                start = time.perf_counter()
-                examples, meta = build()
-                tmp = root / f"{key}.tmp{os.getpid()}"
-                for stale in (tmp, folder):  # a build killed half-way, a folder whose meta.json was deleted
-                    shutil.rmtree(stale, ignore_errors=True)
-                tmp.mkdir()
-                examples.save(tmp)
-                (tmp / "meta.json").write_text(json.dumps(meta))
-                os.replace(tmp, folder)
-                log.info("compiled %d clips in %.1f s: %s", len(examples), time.perf_counter() - start, folder)
+            version = _version(folder) or _compile(source, root, folder)
     try:
-        return Examples.load(folder), json.loads((folder / "meta.json").read_text())
+        return Dataset(Examples.load(version), **json.loads((version / "meta.json").read_text()))
     except (OSError, ValueError) as e:  # a cache damaged outside this code: its writes are atomic
         raise ManifestError(
-            f"compiled manifest {folder} cannot be read ({e}): delete that folder to compile it anew"
+            f"compiled manifest {version} cannot be read ({e}): delete that folder to compile it anew"
         ) from None
+
+
+def _hash(blob) -> str:
+    return hashlib.sha1(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _stamps(inputs: list[str]) -> str:
+    """The key of the inputs' size and mtime (a folder's mtime changes when an entry is added or removed)."""
+    stamps = []
+    for p in inputs:
+        try:
+            st = os.stat(p)
+            stamps.append([p, st.st_size, st.st_mtime_ns])
+        except FileNotFoundError:
+            stamps.append([p, None, None])
+    return _hash(stamps)
+
+
+def _version(folder: Path) -> Path | None:
+    """The compiled version of the source in `folder` that matches its inputs as they are now, if there is one."""
+    try:
+        inputs = json.loads((folder / "inputs.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version = folder / _stamps(inputs)
+    return version if (version / "meta.json").is_file() else None
+
+
+def _compile(source: Source, root: str | Path, folder: Path) -> Path:
+    """List `source`, write its arrays as the version of its inputs, and record the inputs (under the lock)."""
+    start = time.perf_counter()
+    listing = source.read(root)
+    if not listing.paths:
+        raise ManifestError(f"{source.kind} data set at {source.base(root)} has no examples")
+    if listing.skipped:
+        log.warning("%s: %d files left out, e.g. %s", source.base(root), len(listing.skipped), listing.skipped[0])
+    inputs = [str(p) for p in listing.inputs]
+    version = folder / _stamps(inputs)
+    tmp = folder / f"{version.name}.tmp{os.getpid()}"
+    for stale in (tmp, version):  # a build killed half-way, a folder whose meta.json was deleted
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir()
+    Examples.from_lists(listing.paths, listing.labels).save(tmp)
+    meta = {k: getattr(listing, k) for k in ("classes", "multi_label", "missing", "shard_stops")}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    os.replace(tmp, version)
+    (folder / "inputs.tmp").write_text(json.dumps(inputs))
+    os.replace(folder / "inputs.tmp", folder / "inputs.json")
+    log.info("compiled %d clips in %.1f s: %s", len(listing.paths), time.perf_counter() - start, version)
+    return version
+
+
+def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
+    """(rest, held out): exactly ``count`` examples, evenly spaced through the list, held out (deterministic)."""
+    n = len(dataset.examples)
+    if not 0 <= count < n:
+        raise ManifestError(
+            f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
+        )
+    held = np.arange(count) * n // count  # distinct, as n / count > 1
+    return dataset.take(np.setdiff1d(np.arange(n), held)), dataclasses.replace(dataset.take(held), shard_stops=[])
