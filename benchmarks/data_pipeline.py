@@ -29,7 +29,7 @@ from fairseq2.data.data_pipeline import Collater, read_sequence
 
 from ssast.data.index import Dataset, Example
 from ssast.data.loader import AudioLoader, ClipLoader
-from ssast.data.sampling import DataConfig
+from ssast.data.sampling import DataConfig, Mixture
 from ssast.features import FeatureConfig, kaldi_fbank
 
 FEATURES = FeatureConfig()  # AudioSet front end: 1024 frames, 128 mel bins, hanning
@@ -130,7 +130,7 @@ def main() -> None:
 
         # The same work with the clip rather than the batch as the unit of the parallel map: read, decode and
         # front end per call, then batch and collate in the pipeline thread.
-        clip_loader = ClipLoader(dataset, FEATURES, False, 0, 0, 0.0)
+        clip_loader = ClipLoader(Mixture([dataset]), FEATURES, False, 0, 0, 0.0)
         per_clip = (
             read_sequence(list(range(len(paths))))
             .map(lambda i: clip_loader((0, i), None)[0], num_parallel_calls=args.workers)

@@ -6,7 +6,8 @@ batch by batch, so memory stays flat whatever the data set size (readers memory-
 pooling, ``L<layer>_<pooling>``, or ``fbank`` (the fbank's mean and std over time, no encoder). Rows are stored
 with their clip's index in the data set; `Store.features` returns them in data-set order, so any number of
 processes gives the same store. Extraction with the same inputs (weights, recipe, clip list) finds the store
-complete and reuses it.
+complete and reuses it; two jobs that want the same store (the runs of a sweep) take turns on a lock on its folder,
+held by the main process of each, and the second finds it complete.
 
 Layers count from 1 to the encoder's depth (negative: from the end); layer ``depth`` is the final normed output
 (what fine-tuning pools), earlier layers the raw block outputs; ``layer_mix`` adds the mean or the concatenation of
@@ -18,6 +19,8 @@ are cut into windows of its input length and the window embeddings averaged.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import time
@@ -198,15 +201,43 @@ def extract(
     dist = dist or Dist()
     key = store_key(encoder, dataset, features, cfg)
     folder = Path(store_dir) / key
-    meta_file = folder / "store.json"
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("key") == key:
+    if _complete(folder, key):
         return Store(folder)
+    with _writing(folder, dist.main):
+        barrier(dist)
+        if _complete(folder, key):  # written by a job that held the lock before this one
+            return Store(folder)
+        _write_store(encoder, dataset, features, data, cfg, key, folder, dist, torch.device(device), recipe, desc)
+    return Store(folder)
+
+
+def _complete(folder: Path, key: str) -> bool:
+    """Whether the store of `key` in `folder` is whole (``store.json`` comes last)."""
+    meta = folder / "store.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("key") == key
+
+
+@contextlib.contextmanager
+def _writing(folder: Path, main: bool):
+    """One writer per store: the main process holds an advisory lock on the folder (released by the kernel if it
+    dies); the other processes of its job wait for it at a barrier."""
+    if not main:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _write_store(encoder, dataset, features, data, cfg, key, folder, dist, device, recipe, desc) -> None:
+    """Embed this process's share into its shard, then (main process) write ``store.json``."""
     dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in feature_names(encoder, cfg)}
     loader = AudioLoader(
         dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size
     )
     n = len(range(dist.rank, len(dataset.examples), dist.world))
-    _embed_shard(encoder, loader, n, cfg, dims, folder / f"shard{dist.rank}", torch.device(device), desc, dist.main)
+    _embed_shard(encoder, loader, n, cfg, dims, folder / f"shard{dist.rank}", device, desc, dist.main)
     barrier(dist)
     if dist.main:
         shards = [json.loads((folder / f"shard{r}" / "rows.json").read_text()) for r in range(dist.world)]
@@ -225,9 +256,8 @@ def extract(
             "multi_label": dataset.multi_label,
             "recipe": recipe or {},
         }
-        atomic_write_text(meta_file, json.dumps(meta))
+        atomic_write_text(folder / "store.json", json.dumps(meta))
     barrier(dist)
-    return Store(folder)
 
 
 def _embed_shard(
@@ -265,4 +295,4 @@ def _embed_shard(
         array.close()
     np.save(shard / "index.npy", np.array(indices, dtype=np.int64))
     stats = {"rows": rows, "bad": loader.counts()["bad_clips"], "seconds": time.perf_counter() - start}
-    (shard / "rows.json").write_text(json.dumps(stats))
+    atomic_write_text(shard / "rows.json", json.dumps(stats))

@@ -61,8 +61,10 @@ def test_a_manifest_compiles_once_maps_afterwards_and_recompiles_when_edited(tmp
     cfg = write_manifest(tmp_path, 7)
     assert len(read_dataset(cfg).examples) == 7 and len(set(manifest_cache.glob("*/*/meta.json")) - before) == 2
     # A split of a compiled set indexes the same arrays.
-    rest, held = split_holdout(read_dataset(cfg), 2)
-    assert [e.path[-5:] for e in held.examples] == ["0.wav", "3.wav"] and rest.examples.paths is not None
+    whole = read_dataset(cfg)
+    rest, held = split_holdout(whole, 2)
+    assert [e.path[-5:] for e in held.examples] == ["0.wav", "3.wav"]
+    assert rest.examples.path_offsets is whole.examples.path_offsets and rest.examples.rows.tolist() == [1, 2, 4, 5, 6]
     assert len(rest.examples) == 5 and {e.path for e in rest.examples}.isdisjoint(e.path for e in held.examples)
 
 

@@ -61,7 +61,7 @@ class Examples(Sequence):
     @classmethod
     def pack(cls, examples: Sequence[Example]) -> "Examples":
         """The arrays of a list of examples."""
-        if isinstance(examples, Examples) and examples.rows is None:
+        if isinstance(examples, Examples):
             return examples
         return cls.from_lists([e.path for e in examples], [e.labels for e in examples])
 
@@ -254,12 +254,17 @@ def _compile(source: Source, root: str | Path, folder: Path) -> Path:
     return version
 
 
-def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
-    """(rest, held out): exactly ``count`` examples, evenly spaced through the list, held out (deterministic)."""
-    n = len(dataset.examples)
+def holdout_positions(n: int, count: int) -> np.ndarray:
+    """Exactly ``count`` of ``n`` positions, evenly spaced (deterministic)."""
     if not 0 <= count < n:
         raise ManifestError(
             f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
         )
-    held = np.arange(count) * n // count  # distinct, as n / count > 1
+    return np.arange(count) * n // count  # distinct, as n / count > 1
+
+
+def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
+    """(rest, held out): `holdout_positions` of the examples held out."""
+    n = len(dataset.examples)
+    held = holdout_positions(n, count)
     return dataset.take(np.setdiff1d(np.arange(n), held)), dataclasses.replace(dataset.take(held), shard_stops=[])

@@ -208,8 +208,10 @@ def prepare(layout: str, args) -> dict:
     converted = flac or str((out / "converted").resolve())  # what ffmpeg decodes is kept as FLAC
     paths = sorted({c.path for c in corpus.clips} - done.keys())
     tasks = [(p, args.min_seconds, str(root), converted, flac) for p in paths]
-    # spawn: a forked worker of a process whose OpenMP threads already ran (torch) hangs in its first parallel op
-    with open(state, "a") as log, multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+    # spawn: a forked worker of a process whose OpenMP threads already ran (torch) hangs in its first parallel op;
+    # one torch thread per worker: the workers are the parallelism (a thread per core each would oversubscribe)
+    pool = multiprocessing.get_context("spawn").Pool(args.workers, torch.set_num_threads, (1,))
+    with open(state, "a") as log, pool:
         if torn:
             log.write("\n")  # end the line a kill tore, so that the next record starts its own
         for record in pool.imap_unordered(check_clip, tasks, 16):

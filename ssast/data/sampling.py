@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ssast.config import Fraction, NonNegative, Positive, invalid
-from ssast.data.index import Dataset, Examples, read_dataset, split_holdout
-from ssast.data.sources import FolderSource, ManifestError, Source, SourceConfig
+from ssast.data.index import Dataset, Examples, holdout_positions, read_dataset, split_holdout
+from ssast.data.sources import FolderSource, Source, SourceConfig
 
 
 @dataclass
@@ -191,12 +191,7 @@ def holdout(mixture: Mixture, count: int) -> tuple[Mixture, Dataset]:
     if len(mixture.parts) == 1:
         rest, held = split_holdout(mixture.parts[0], count)
         return Mixture([rest], mixture.names, mixture.weights), held
-    n, starts = len(mixture), mixture.starts
-    if not 0 <= count < n:
-        raise ManifestError(
-            f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
-        )
-    held = np.arange(count) * n // count
+    held, starts = holdout_positions(len(mixture), count), mixture.starts
     rest, chosen = [], []
     for part, a, b in zip(mixture.parts, starts[:-1], starts[1:], strict=True):
         mine = held[(held >= a) & (held < b)] - a

@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import re
+import typing
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,11 +218,26 @@ class AudioSetSource(JsonSource):
 
 
 @dataclass(kw_only=True)
-class Esc50Source(Source):
-    """ESC-50 (``audio/``, ``meta/esc50.csv``); the classes are the csv's targets, however many."""
+class SplitSource(Source):
+    """A corpus whose layout holds its splits: ``path`` its root, ``split`` the part to read."""
+
+    split: str = ""
+
+    def named(self) -> bool:
+        """A path or a split."""
+        return bool(self.path or self.split)
+
+    def with_split(self, split: str) -> "Source":
+        """The source of `split`."""
+        return dataclasses.replace(self, split=split)
+
+
+@dataclass(kw_only=True)
+class Esc50Source(SplitSource):
+    """ESC-50 (``audio/``, ``meta/esc50.csv``); ``split`` lists the folds to keep, e.g. "1,2,3,4" (all when
+    empty); the classes are the csv's targets, however many."""
 
     kind: Literal["esc50"] = "esc50"
-    split: str = ""  # the folds to keep, e.g. "1,2,3,4" (all when empty)
 
     def read(self, root: str | Path = "") -> Listing:
         """The rows of the folds."""
@@ -242,21 +258,14 @@ class Esc50Source(Source):
         """Every fold of the data set."""
         return sorted({r["fold"] for r in esc50_rows(self.base(root))})
 
-    def named(self) -> bool:
-        """A path or a split."""
-        return bool(self.path or self.split)
-
-    def with_split(self, split: str) -> "Source":
-        """The source of `split`."""
-        return dataclasses.replace(self, split=split)
-
 
 @dataclass(kw_only=True)
-class SpeechCommandsSource(Source):
-    """Speech Commands V2: one folder per word; ``_background_noise_`` is not an example."""
+class SpeechCommandsSource(SplitSource):
+    """Speech Commands V2: one folder per word; ``split`` training (every clip not listed; the default),
+    validation or testing (``validation_list.txt`` / ``testing_list.txt``); ``_background_noise_`` is not an
+    example."""
 
     kind: Literal["speechcommands"] = "speechcommands"
-    split: str = ""  # training (every clip not listed; the default) | validation | testing (*_list.txt)
 
     def read(self, root: str | Path = "") -> Listing:
         """The clips of the split."""
@@ -281,14 +290,6 @@ class SpeechCommandsSource(Source):
                     paths.append(str(f))
                     labels.append((label,))
         return Listing(paths, labels, words, inputs=[base, *(base / w for w in words), *lists])
-
-    def named(self) -> bool:
-        """A path or a split."""
-        return bool(self.path or self.split)
-
-    def with_split(self, split: str) -> "Source":
-        """The source of `split`."""
-        return dataclasses.replace(self, split=split)
 
 
 @dataclass(kw_only=True)
@@ -320,23 +321,12 @@ class ShardSource(Source):
         return Listing(paths, labels, index["classes"], index["multi_label"], shard_stops=stops, inputs=inputs)
 
 
-# The kinds a recipe may name (the first one is the kind of a mapping that names none).
+# The kinds a recipe may name (the first one is the kind of a mapping that names none): a new kind is a class above
+# and its name here.
 SourceConfig = Union[
     FolderSource, ListSource, JsonSource, CsvSource, AudioSetSource, Esc50Source, SpeechCommandsSource, ShardSource
 ]
-KINDS: dict[str, type[Source]] = {
-    c.kind: c
-    for c in (
-        FolderSource,
-        ListSource,
-        JsonSource,
-        CsvSource,
-        AudioSetSource,
-        Esc50Source,
-        SpeechCommandsSource,
-        ShardSource,
-    )
-}
+KINDS: dict[str, type[Source]] = {c.kind: c for c in typing.get_args(SourceConfig)}
 
 
 def source(kind: str, **options) -> Source:
