@@ -215,7 +215,14 @@ def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_pa
     stats = json.loads((out / "stats.json").read_text())
     assert stats["clips"] == 3 and stats["manifest"] == "librispeech_train960.json"
     assert -20 < stats["features.mean"] < 5 and 0 < stats["features.std"] < 10
-    assert f"features.mean={stats['features.mean']:.7g}" in capsys.readouterr().out
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == (
+        f"to train on it: data.train.kind=json data.train.path={out.resolve() / 'librispeech_train960.json'} "
+        f"features.mean={stats['features.mean']:.7g} features.std={stats['features.std']:.7g}"
+    )
+    cfg = load_config(PretrainConfig, "configs/pretrain/demo.yaml", last.split()[4:])  # the overrides as printed
+    assert cfg.data.train == source("json", path=str(out.resolve() / "librispeech_train960.json"))
+    assert cfg.features.mean == pytest.approx(stats["features.mean"], rel=1e-6)
 
 
 def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_path):

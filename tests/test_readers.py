@@ -169,3 +169,11 @@ def test_a_csv_manifest_names_its_classes_or_takes_a_label_csv(tmp_path):
         read_dataset(source("csv", path="bad.csv"), tmp_path)
     with pytest.raises(ManifestError, match="a csv source takes path, weight, labels, not audio_dir"):
         source("csv", path="x.csv", audio_dir="clips")
+
+
+def test_a_folder_source_given_a_file_says_which_kind_reads_it(tmp_path):
+    (tmp_path / "data.json").write_text('{"data": []}')
+    with pytest.raises(ManifestError) as e:
+        read_dataset(source("folder", path="data.json"), tmp_path)
+    hint = "(it is a file: set kind=json, csv or list to read a manifest)"
+    assert str(e.value) == f"audio folder not found: {tmp_path / 'data.json'} {hint}"

@@ -318,9 +318,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  left out {report['unmatched']} files matching no segment or several (listed in {where})")
     for name, n in report["manifests"].items():
         print(f"  {Path(args.out) / name}: {n} clips")
-    if "stats" in report:
-        s = report["stats"]
-        print(f"  stats.json: features.mean={s['features.mean']:.7g} features.std={s['features.std']:.7g}")
+    stats = report.get("stats", {})
+    if stats:
+        print(f"  stats.json: features.mean={stats['features.mean']:.7g} features.std={stats['features.std']:.7g}")
+    if report["manifests"]:  # the overrides that read the first training manifest
+        out = Path(args.out).resolve()
+        use = f"data.train.kind=json data.train.path={out / (stats.get('manifest') or next(iter(report['manifests'])))}"
+        if (out / "class_labels_indices.csv").is_file():
+            use += f" data.train.labels={out / 'class_labels_indices.csv'}"
+        if stats:
+            use += f" features.mean={stats['features.mean']:.7g} features.std={stats['features.std']:.7g}"
+        print(f"to train on it: {use}")
 
 
 if __name__ == "__main__":
