@@ -94,7 +94,8 @@ def audioset_corpus(root: Path, csvs: list[str] | None) -> Corpus:
     segments = {Path(name).stem: read_segments(root / name) for name in csvs}
     files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
     found, left_out = match_audioset(files, [s for split in segments.values() for s in split])
-    corpus = Corpus([], {}, list(csv.reader(open(labels, newline=""))), left_out)
+    with open(labels, newline="") as f:
+        corpus = Corpus([], {}, list(csv.reader(f)), left_out)
     for split, rows in segments.items():
         corpus.missing[split] = [s.ytid for s in rows if s.key not in found]
         corpus.clips += [

@@ -168,7 +168,7 @@ class CsvSource(JsonSource):
         """Parse the rows."""
         path = self.base(root)
         try:
-            rows = list(csv.DictReader(open(path, newline="")))
+            rows = _csv_rows(path)
         except FileNotFoundError:
             raise ManifestError(f"manifest not found: {path}") from None
         if not rows or "path" not in rows[0]:
@@ -349,10 +349,15 @@ def audio_files(top: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> tuple[
     return sorted(files), folders
 
 
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_label_csv(path: Path) -> tuple[list[str], dict[str, int]]:
     """class_labels_indices.csv -> (display names, mid -> index)."""
     try:
-        rows = list(csv.DictReader(open(path, newline="")))
+        rows = _csv_rows(path)
     except FileNotFoundError:
         raise ManifestError(f"label csv not found: {path}") from None
     if not rows or not {"index", "mid", "display_name"} <= rows[0].keys():
@@ -379,7 +384,7 @@ def esc50_rows(base: Path) -> list[dict]:
     """Rows of ESC-50's ``meta/esc50.csv`` with ``fold`` and ``target`` as ints."""
     meta = base / "meta" / "esc50.csv"
     try:
-        rows = list(csv.DictReader(open(meta, newline="")))
+        rows = _csv_rows(meta)
         return [
             {"fold": int(r["fold"]), "target": int(r["target"]), "category": r["category"], "filename": r["filename"]}
             for r in rows
