@@ -3,7 +3,6 @@ rebuilt when the source changes, shared by concurrent processes."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -77,25 +76,37 @@ def test_a_broken_manifest_leaves_nothing_in_the_cache(tmp_path, manifest_cache)
     assert [p.name for p in folder.iterdir()] == ["lock"]
 
 
-def test_a_damaged_compiled_manifest_is_one_error_line_naming_its_folder(tmp_path, manifest_cache):
+@pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "no meta"])
+def test_a_damaged_compiled_manifest_heals_with_one_warning(tmp_path, manifest_cache, damage):
     cfg = write_manifest(tmp_path, 3)
     before = set(manifest_cache.glob("*/*/meta.json"))
-    read_dataset(cfg)
+    expected = [(e.path, e.labels) for e in read_dataset(cfg).examples]
     (folder,) = {m.parent for m in set(manifest_cache.glob("*/*/meta.json")) - before}
-    (folder / "paths.npy").write_bytes(b"not an array")
+    paths = folder / "paths.npy"
+    if damage == "cut short":
+        paths.write_bytes(paths.read_bytes()[:-10])
+    elif damage == "a flipped byte":
+        data = bytearray(paths.read_bytes())
+        data[-1] ^= 0xFF
+        paths.write_bytes(bytes(data))
+    else:
+        (folder / "meta.json").unlink()
     code = (
-        "from ssast.data.index import read_dataset\nfrom ssast.data.sources import ManifestError, source\n"
-        "try:\n"
-        f"    read_dataset(source(kind='json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
-        "except ManifestError as e:\n"
-        "    print(e)\n"
+        "from ssast.data.index import read_dataset\nfrom ssast.data.sources import source\n"
+        f"d = read_dataset(source('json', path={cfg.path!r}, labels={cfg.labels!r}))\n"
+        "print([(e.path, e.labels) for e in d.examples])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.startswith(f"compiled manifest {folder} cannot be read (")
-    assert out.stdout.rstrip().endswith("): delete that folder to compile it anew") and out.stdout.count("\n") == 1
-    assert out.stderr == ""  # no traceback from a half-built reader
-    shutil.rmtree(folder)
-    assert len(read_dataset(cfg).examples) == 3
+    assert out.stdout.strip() == str(expected)
+    why = {"cut short": "paths.npy is not", "a flipped byte": "paths.npy fails its checksum", "no meta": ""}[damage]
+    if damage == "no meta":  # a version without meta.json is not there: compiled anew, no warning needed
+        assert out.stderr == ""
+    else:
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"compiled manifest {folder} is damaged ({why}")
+        assert out.stderr.rstrip().endswith("): compiling it anew")
+    healed = read_dataset(cfg)  # the version in place again, whole: read here without a warning or a compile
+    assert [(e.path, e.labels) for e in healed.examples] == expected and (folder / "meta.json").is_file()
+    assert not list(folder.parent.glob("*.tmp*"))
 
 
 def test_concurrent_processes_build_one_compiled_manifest(tmp_path, manifest_cache):

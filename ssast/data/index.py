@@ -8,7 +8,8 @@ node and source: the first reader takes a lock, lists the source (`ssast.data.so
 and renames it into place; the others wait on the lock and map the result, so the pages are shared through the
 page cache. A source's folder in the cache is keyed by its options; within it, each compiled version is keyed by
 the size and mtime of the files and folders its listing read (recorded in ``inputs.json``), so an edited source,
-or a folder where a file was added, is listed anew, and nothing is walked to find out.
+or a folder where a file was added, is listed anew, and nothing is walked to find out. The arrays' sizes and CRC-32s
+are recorded at build time and checked at every read: a version damaged outside this code is compiled anew.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from ssast.data.sources import ManifestError, Source
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the files below change
+FORMAT = 3  # bump when the files below change
 ARRAYS = ("paths", "path_offsets", "labels", "label_offsets")
 
 
@@ -186,22 +188,25 @@ class Dataset:
 
 def read_dataset(source: Source, root: str | Path = "") -> Dataset:
     """The data set of `source` (paths resolved against `root`), compiled once per node and version of its inputs
-    and memory-mapped; ManifestError names what is wrong."""
+    and memory-mapped; a compiled version that fails its integrity check is compiled anew (one warning line);
+    ManifestError names what is wrong with the source."""
     options = {**dataclasses.asdict(source), "root": str(root), "cwd": os.getcwd()}
     options.pop("weight")  # not in the arrays
     folder = cache_root() / _hash([FORMAT, options])
     version = _version(folder)
-    if version is None:
+    if version is None or _damage(version):
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-            version = _version(folder) or _compile(source, root, folder)
-    try:
-        return Dataset(Examples.load(version), **json.loads((version / "meta.json").read_text()))
-    except (OSError, ValueError) as e:  # a cache damaged outside this code: its writes are atomic
-        raise ManifestError(
-            f"compiled manifest {version} cannot be read ({e}): delete that folder to compile it anew"
-        ) from None
+            version = _version(folder)
+            if version is not None and (damage := _damage(version)):  # not healed by another process meanwhile
+                log.warning("compiled manifest %s is damaged (%s): compiling it anew", version, damage)
+                shutil.rmtree(version)
+                version = None
+            version = version or _compile(source, root, folder)
+    meta = json.loads((version / "meta.json").read_text())
+    meta.pop("files")
+    return Dataset(Examples.load(version), **meta)
 
 
 def _hash(blob) -> str:
@@ -246,6 +251,7 @@ def _compile(source: Source, root: str | Path, folder: Path) -> Path:
     tmp.mkdir()
     Examples.from_lists(listing.paths, listing.labels).save(tmp)
     meta = {k: getattr(listing, k) for k in ("classes", "multi_label", "missing", "shard_stops")}
+    meta["files"] = {name: _checksum(tmp / f"{name}.npy") for name in ARRAYS}  # what the integrity check compares
     (tmp / "meta.json").write_text(json.dumps(meta))
     os.replace(tmp, version)
     (folder / "inputs.tmp").write_text(json.dumps(inputs))
@@ -261,6 +267,30 @@ def holdout_positions(n: int, count: int) -> np.ndarray:
             f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
         )
     return np.arange(count) * n // count  # distinct, as n / count > 1
+
+
+def _checksum(path: Path) -> list[int]:
+    """[size, CRC-32] of a file, read in chunks (not mapped: a check adds nothing to a process's memory)."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return [size, crc]
+
+
+def _damage(version: Path) -> str:
+    """What is wrong with a compiled version's files (empty when they are as built): a cache damaged outside this
+    code (its writes are atomic), say a file cut short."""
+    try:
+        files = json.loads((version / "meta.json").read_text())["files"]
+        for name, expected in files.items():
+            if (version / f"{name}.npy").stat().st_size != expected[0]:
+                return f"{name}.npy is not {expected[0]} bytes"
+            if _checksum(version / f"{name}.npy") != expected:
+                return f"{name}.npy fails its checksum"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{type(e).__name__}: {e}"
+    return ""
 
 
 def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:
