@@ -81,7 +81,8 @@ def _keys(schema: type, prefix: str = "") -> list[str]:
         key = prefix + f.name
         keys.append(key)
         tp = hints[f.name]
-        for member in (_kinds(tp) or {}).values() if not dataclasses.is_dataclass(tp) else [tp]:
+        members = [tp] if dataclasses.is_dataclass(tp) else list((_kinds(tp) or {}).values())
+        for member in members:
             keys.extend(k for k in _keys(member, key + ".") if k not in keys)
     return keys
 
@@ -231,8 +232,8 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
         value, tp = getattr(cfg, f.name), hints[f.name]
         if dataclasses.is_dataclass(value):  # a section, or the chosen kind of a tagged union
             section = describe(type(value), value, prefix + f.name + ".")
-            if _kinds(tp):  # its first line, the kind, lists the kinds to choose from
-                section[0] = f"{section[0].rsplit('  # ', 1)[0]}  # {' | '.join(_kinds(tp))}"
+            if kinds := _kinds(tp):  # its first line, the kind, lists the kinds to choose from
+                section[0] = f"{section[0].rsplit('  # ', 1)[0]}  # {' | '.join(kinds)}"
             lines += section
         else:
             plain = (
@@ -247,8 +248,8 @@ def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
 
 def _type_name(tp: Any) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if _kinds(tp):
-        return f"mapping of kind {' | '.join(_kinds(tp))}"
+    if kinds := _kinds(tp):
+        return f"mapping of kind {' | '.join(kinds)}"
     if origin is Annotated:
         return f"{_type_name(args[0])}, {' '.join(str(a) for a in args[1:] if isinstance(a, Range))}"
     if origin is typing.Literal:

@@ -185,7 +185,14 @@ def test_librispeech_is_one_manifest_per_subset_and_train960_holds_only_the_trai
     for name in report["manifests"]:  # no manifest mixes training and evaluation subsets
         subsets = {Path(e["wav"]).relative_to(root).parts[0] for e in json.loads((out / name).read_text())["data"]}
         assert all(s.startswith("train") for s in subsets) or len(subsets) == 1, name
-    assert json.loads((out / "stats.json").read_text())["manifest"] == "librispeech_train960.json"
+    assert json.loads((out / "stats.json").read_text())["manifest"] == report["train_manifest"]
+    assert report["train_manifest"] == "librispeech_train960.json"
+    capsys.readouterr()
+    prepare(["librispeech", "--root", str(root), "--out", str(tmp_path / "nostats"), "--stats-clips", "0"])
+    last = capsys.readouterr().out.splitlines()[-1]  # without statistics too, the training subsets to train on
+    assert (
+        last == f"to train on it: data.train.kind=json data.train.path={tmp_path / 'nostats/librispeech_train960.json'}"
+    )
     assert (
         report["unmatched"] == 1
         and "README/1-1-0000.flac: not in a LibriSpeech subset folder"

@@ -260,15 +260,6 @@ def _compile(source: Source, root: str | Path, folder: Path) -> Path:
     return version
 
 
-def holdout_positions(n: int, count: int) -> np.ndarray:
-    """Exactly ``count`` of ``n`` positions, evenly spaced (deterministic)."""
-    if not 0 <= count < n:
-        raise ManifestError(
-            f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
-        )
-    return np.arange(count) * n // count  # distinct, as n / count > 1
-
-
 def _checksum(path: Path) -> list[int]:
     """[size, CRC-32] of a file, read in chunks (not mapped: a check adds nothing to a process's memory)."""
     crc, size = 0, 0
@@ -291,6 +282,15 @@ def _damage(version: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{type(e).__name__}: {e}"
     return ""
+
+
+def holdout_positions(n: int, count: int) -> np.ndarray:
+    """Exactly ``count`` of ``n`` positions, evenly spaced (deterministic)."""
+    if not 0 <= count < n:
+        raise ManifestError(
+            f"cannot hold out {count} of the {n} examples for validation: set data.valid_holdout below {n}"
+        )
+    return np.arange(count) * n // count  # distinct, as n / count > 1
 
 
 def split_holdout(dataset: Dataset, count: int) -> tuple[Dataset, Dataset]:

@@ -56,6 +56,7 @@ from ssast.features import FeatureConfig, resample, to_mono
 from ssast.files import atomic_write, atomic_write_text
 
 FFMPEG_SUFFIXES = (".m4a", ".webm", ".opus", ".aac", ".mp4")
+READABLE = AUDIO_SUFFIXES + FFMPEG_SUFFIXES  # what a corpus folder is searched for
 LAYOUTS = ("audioset", "librispeech", "esc50", "speechcommands", "folder")
 AUDIOSET_CSVS = ("balanced_train_segments.csv", "unbalanced_train_segments.csv", "eval_segments.csv")
 LIBRISPEECH_TRAIN = ("train-clean-100", "train-clean-360", "train-other-500")  # the paper's 960 h
@@ -92,7 +93,7 @@ def audioset_corpus(root: Path, csvs: list[str] | None) -> Corpus:
         raise ManifestError(f"AudioSet label csv not found: {labels}")
     csvs = csvs or [c for c in AUDIOSET_CSVS if (root / c).is_file()] or list(AUDIOSET_CSVS)
     segments = {Path(name).stem: read_segments(root / name) for name in csvs}
-    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    files, _ = audio_files(root, READABLE)
     found, left_out = match_audioset(files, [s for split in segments.values() for s in split])
     with open(labels, newline="") as f:
         corpus = Corpus([], {}, list(csv.reader(f)), left_out)
@@ -108,7 +109,7 @@ def audioset_corpus(root: Path, csvs: list[str] | None) -> Corpus:
 
 def librispeech_corpus(root: Path) -> Corpus:
     """LibriSpeech's clips by released subset (``root`` is the LibriSpeech folder or one subset's)."""
-    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    files, _ = audio_files(root, READABLE)
     corpus = Corpus([])
     for f in files:
         subset = next((p for p in (root.name, *f.relative_to(root).parts) if p in LIBRISPEECH), None)
@@ -144,7 +145,7 @@ def layout_corpus(layout: str, root: Path, args) -> Corpus:
             ]
         rows = [["index", "mid", "display_name"]] + [[str(i), c, c] for i, c in enumerate(classes)]
         return Corpus(clips, label_rows=rows)
-    files, _ = audio_files(root, AUDIO_SUFFIXES + FFMPEG_SUFFIXES)
+    files, _ = audio_files(root, READABLE)
     return Corpus([Clip(args.name or root.name, str(f)) for f in files])
 
 
@@ -262,9 +263,11 @@ def write_outputs(layout: str, out: Path, corpus: Corpus, records: dict, args) -
         f"{layout}_{name}.json": [s for s in splits if s in manifests]
         for name, splits in SELECTIONS.get(layout, {}).items()
     }  # the splits each holds
-    if written and args.stats_clips:
+    if written:  # the manifest to train on: the first selection, else the first split
         first = next((n for n, data in selections.items() if data), next(iter(manifests)))
-        report["stats"] = write_stats(out / f"{layout}_{first}.json", out, args)
+        report["train_manifest"] = f"{layout}_{first}.json"
+        if args.stats_clips:
+            report["stats"] = write_stats(out / report["train_manifest"], out, args)
     atomic_write_text(out / f"report_{layout}.json", json.dumps(report, indent=1))
     return report
 
@@ -322,9 +325,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = report.get("stats", {})
     if stats:
         print(f"  stats.json: features.mean={stats['features.mean']:.7g} features.std={stats['features.std']:.7g}")
-    if report["manifests"]:  # the overrides that read the first training manifest
+    if "train_manifest" in report:  # the overrides that read it
         out = Path(args.out).resolve()
-        use = f"data.train.kind=json data.train.path={out / (stats.get('manifest') or next(iter(report['manifests'])))}"
+        use = f"data.train.kind=json data.train.path={out / report['train_manifest']}"
         if (out / "class_labels_indices.csv").is_file():
             use += f" data.train.labels={out / 'class_labels_indices.csv'}"
         if stats:
