@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 DEMO_DATA ?= data/demo
 PYTEST_ARGS ?=
+# The checkout goes on sys.path as a plain folder: a folder named like a package in the working directory (the
+# clone itself, seen from its parent) then cannot shadow the installed one, as it can an import hook's.
+EDITABLE := --config-settings editable_mode=compat
 
 .PHONY: install demo test test-fast lint clean
 
@@ -14,12 +17,12 @@ $(DEPS):
 	@ldconfig -p | grep -q libsndfile.so.1 || (apt-get update -qq && apt-get install -y -qq libsndfile1)
 	test -x $(PY) || python3.11 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' $(EDITABLE)
 	touch $@
 
 # Re-point the (possibly shared) environment at this checkout; dependencies are already in place.
 install: $(DEPS)
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . $(EDITABLE)
 
 DEMO_RUNS ?= runs/demo
 DEMO_SEEDS := 0 1 2
@@ -37,7 +40,7 @@ DEMO_CURVE ?= probe.every=$(DEMO_CURVE_EVERY) probe.recipe=configs/probes/demo.y
 DEMO_CURVE_EVERY ?= 400
 DEMO_FOLDS ?= [1]
 demo: install
-	$(PY) -m ssast.demo --root $(DEMO_DATA) --scale full
+	$(PY) -m ssast.demo root=$(DEMO_DATA) scale=full
 	for s in $(DEMO_SEEDS); do \
 	  $(PY) -m pretrain --config $(DEMO_RECIPE) data.root=$(DEMO_DATA) run_dir=$(DEMO_RUNS)/seed$$s \
 	    train.seed=$$s resume=auto $$(test $$s = 0 && echo "$(DEMO_CURVE)") || exit 1; done
@@ -49,9 +52,8 @@ demo: install
 	  $(PY) -m finetune --config configs/finetune/demo_esc50.yaml data.root=$(DEMO_DATA)/esc50 init=$$init \
 	    folds=$(DEMO_FOLDS) run_dir=$(DEMO_RUNS)/finetune_$$(test $$init = scratch && echo scratch || echo pretrained) \
 	    resume=auto || exit 1; done
-	$(PY) -m ssast.demo.report --probes $(DEMO_RUNS)/probes.json $(if $(DEMO_CURVE),--curve $(DEMO_RUNS)/seed0) --finetune \
-	  "fine-tuned from random init"=$(DEMO_RUNS)/finetune_scratch \
-	  "fine-tuned from SSL pretrained (seed 0)"=$(DEMO_RUNS)/finetune_pretrained
+	$(PY) -m ssast.demo.report probes=$(DEMO_RUNS)/probes.json $(if $(DEMO_CURVE),curve=$(DEMO_RUNS)/seed0) \
+	  'finetune={"fine-tuned from random init": $(DEMO_RUNS)/finetune_scratch, "fine-tuned from SSL pretrained (seed 0)": $(DEMO_RUNS)/finetune_pretrained}'
 
 # The whole suite, slow integration tests included (real SLURM, fault injection): what CI runs.
 test: install
@@ -62,7 +64,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Without the tests marked slow, for quick iterations.
+# Unit and integration tests without the slow ones (under 4 minutes on 2 cores), for quick iterations.
 test-fast: PYTEST_ARGS = -m "not slow"
 test-fast: test
 

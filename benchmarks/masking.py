@@ -1,4 +1,4 @@
-"""Cluster masking: the reference's per-clip Python loop against `ssast.masking.cluster_patch_mask`.
+"""Cluster masking: the reference's per-clip Python loop against `ssast.models.masking.cluster_patch_mask`.
 
     python benchmarks/masking.py [--batch 120] [--repeats 5]
 
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from reference_step import reference_mask  # the same folder
 
-from ssast.masking import cluster_patch_mask
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # the reference, as tests use it
+from reference_step import reference_mask  # noqa: E402
+
+from ssast.models.masking import cluster_patch_mask  # noqa: E402
 
 
 def main() -> None:

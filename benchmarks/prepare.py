@@ -44,8 +44,8 @@ def write_clips(folder: Path, clips: int) -> None:
 def one_pass(corpus: Path, workers: int, flac: bool) -> float:
     """Seconds of one preparation into a fresh folder."""
     with tempfile.TemporaryDirectory() as out:
-        args = ["folder", "--root", str(corpus), "--out", out, "--workers", str(workers), "--stats-clips", "0"]
-        args += ["--flac", str(Path(out) / "flac")] * flac
+        args = ["folder", f"root={corpus}", f"out={out}", f"workers={workers}", "stats_clips=0"]
+        args += [f"flac={Path(out) / 'flac'}"] * flac
         start = time.perf_counter()
         with open(os.devnull, "w") as quiet, redirect_stdout(quiet):
             prepare(args)

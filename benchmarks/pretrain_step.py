@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # the reference, as tests use it
 from reference_step import ReferenceStep  # noqa: E402
 
 from ssast.models import ModelConfig, SSASTModel  # noqa: E402

@@ -5,7 +5,7 @@
 Data: `--n` random 768-d vectors drawn around 2,000 random centres (a mixture of Gaussians, so that neighbours
 mean something), and the real embeddings in the stores under `--stores` (`make demo` writes them: the demo
 encoders' features of the keyword and sound-event sets). Queries are `--queries` vectors of the data set, held
-out of the index. Every index kind of `ssast.retrieval` at its default sizes; exact search (`flat`) is the
+out of the index. Every index kind of `ssast.eval.retrieval` at its default sizes; exact search (`flat`) is the
 baseline of the queries/s ratio and defines recall@10. Medians of 3 timed searches.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ssast.embeddings import Store
-from ssast.retrieval import IndexConfig, build_index, search
+from ssast.eval.embeddings import Store
+from ssast.eval.retrieval import IndexConfig, build_index, search
 
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 

@@ -1,7 +1,7 @@
 """Time to quality: pretrain by a recipe for a budget of pretraining minutes, probe the encoder at fixed steps
 (step 0, its random initialisation, included) with a probe recipe, and write the learning curve as JSON and PNG.
 
-    python benchmarks/time_to_quality.py --config configs/pretrain/demo_fast.yaml --budget-min 5 \
+    python benchmarks/time_to_quality.py --config configs/pretrain/demo_fast.yaml --budget-min 5 \\
         --out runs/ttq/fast [key=value ...]                      # overrides of the pretraining recipe
     python benchmarks/time_to_quality.py plot runs/ttq/a/curve.json "demo seed 0"=runs/demo/seed0 --out curves.png
 
@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pretrain.config import PretrainConfig  # noqa: E402
 from ssast.config import load_config  # noqa: E402
-from ssast.curves import learning_curve, plot_curves  # noqa: E402
-from ssast.protocols import ProbeConfig, probe_tasks  # noqa: E402
-from ssast.runlog import read_metrics  # noqa: E402
+from ssast.eval.probe_suite import ProbeConfig, probe_tasks  # noqa: E402
+from ssast.train.curves import learning_curve, plot_curves  # noqa: E402
+from ssast.train.logs import read_metrics  # noqa: E402
+from ssast.train.pretraining import PretrainConfig  # noqa: E402
 
 LOG_EVERY = 10
 
@@ -37,6 +37,8 @@ LOG_EVERY = 10
 def pretrain(config: str, run_dir: Path, overrides: list[str]) -> None:
     """One pretraining run in its own process (its thread settings its own); its log goes to run_dir/log."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    steps = next((o.split("=")[1] for o in reversed(overrides) if o.startswith("train.max_steps=")), "the recipe's")
+    print(f"pretraining {config} for {steps} steps in {run_dir} (its log: {run_dir / 'log'})", flush=True)
     with open(run_dir / "log", "w") as log:
         cmd = [sys.executable, "-m", "pretrain", "--config", config, f"run_dir={run_dir}", "overwrite=true"]
         if subprocess.run(cmd + overrides, stderr=log, stdout=log).returncode:
@@ -98,6 +100,7 @@ def measure(args: argparse.Namespace) -> dict:
         "config": args.config,
         "overrides": args.overrides,
         "probe_recipe": args.probe_recipe,
+        "retrieval_k": probe.retrieval_k,
         "probe_overrides": args.probe,
         "steps": steps,
         "batch_size": cfg.data.batch_size,
@@ -112,7 +115,7 @@ def measure(args: argparse.Namespace) -> dict:
 def plot(paths: list[str], out: str) -> None:
     """Several curves in one PNG: curve.json files or pretraining run folders with periodic probes (labelled by
     `LABEL=PATH`, or by their name); the fbank level is the first curve.json's."""
-    curves, fbank = {}, None
+    curves, fbank, k = {}, None, None
     for item in paths:
         label, _, path = item.rpartition("=")
         if Path(path).is_dir():
@@ -120,8 +123,8 @@ def plot(paths: list[str], out: str) -> None:
             continue
         curve = json.loads(Path(path).read_text())
         curves[label or curve["label"]] = curve["points"]
-        fbank = fbank or curve["fbank"]
-    plot_curves(curves, out, fbank)
+        fbank, k = fbank or curve["fbank"], k or curve["retrieval_k"]
+    plot_curves(curves, out, fbank, k)
     print(out)
 
 
@@ -134,7 +137,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--out", required=True)
         args = parser.parse_args(argv[1:])
         return plot(args.curves, args.out)
-    parser = argparse.ArgumentParser(prog="time_to_quality.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="time_to_quality.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="time_to_quality.py plot CURVE [LABEL=CURVE ...] --out PNG draws curve.json files or run folders with "
+        "periodic probes in one figure.",
+    )
     parser.add_argument("--config", required=True, help="pretraining recipe")
     parser.add_argument("--budget-min", type=float, default=5.0, help="pretraining minutes (probes excluded)")
     parser.add_argument("--steps", type=int, default=0, help="steps instead of a budget (no calibration)")
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     curve = measure(args)
     out = Path(args.out)
     (out / "curve.json").write_text(json.dumps(curve, indent=1))
-    plot_curves({curve["label"]: curve["points"]}, out / "curve.png", curve["fbank"])
+    plot_curves({curve["label"]: curve["points"]}, out / "curve.png", curve["fbank"], curve["retrieval_k"])
     last = curve["points"][-1]
     tasks = [k for k in curve["fbank"] if not k.endswith(("_held_out", "_map"))]
     print(

@@ -1,11 +1,12 @@
 """Tag audio files with a fine-tuned classifier.
 
-    python -m finetune.predict --checkpoint runs/ft/checkpoints/best.pt a.wav b.flac [--top-k 5] [--windows]
+    python -m finetune.predict checkpoint=runs/ft/checkpoints/best.pt a.wav b.flac [top_k=5] [windows=true]
 
 The checkpoint is one of this project's fine-tuning checkpoints (it stores the class names and the front end)
 or a Hugging Face AST directory. A file longer than the model's input is cut into consecutive windows of the
-input length (the last one zero-padded) and the window scores averaged; --windows also prints each window's.
-Scores are sigmoids (multi-label recipes) or a softmax (single-label, CE recipes).
+input length (the last one zero-padded) and the window scores averaged; windows=true also prints each window's.
+Scores are sigmoids (multi-label recipes) or a softmax (single-label, CE recipes). A file that cannot be read is
+reported in one line and the others are tagged; the exit code is 1 when any could not be read.
 
 Python: ``from finetune.predict import Predictor``; ``Predictor(path).scores(waveform, sample_rate)`` -> [windows,
 classes] and ``.top_k(scores, k)``.
@@ -13,14 +14,15 @@ classes] and ``.top_k(scores, k)``.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ssast.cli import run_cli
+from ssast.config import Positive, cli_args
 from ssast.data.loader import ClipReader
 from ssast.data.sampling import DataError
 from ssast.features import check_waveform, kaldi_fbank, pad_or_crop, prepare_waveform
@@ -74,12 +76,14 @@ class Predictor:
         logits = self.model(((windows - f.mean) / (2 * f.std)).to(self.device)).float().cpu()
         return logits.sigmoid() if self.sigmoid else logits.softmax(-1)
 
-    def file_scores(self, path: str) -> torch.Tensor:
-        """`scores` of an audio file, decoded as the training pipeline decodes; DataError names what is wrong."""
+    def file_scores(self, path: str) -> tuple[torch.Tensor, float]:
+        """(`scores`, seconds) of an audio file, decoded as the training pipeline decodes; DataError names what is
+        wrong."""
         try:
-            return self._scores(self._reader(path))
+            wave = self._reader(path)
         except ValueError as e:
             raise DataError(f"cannot read audio {path}: {e}") from None
+        return self._scores(wave), len(wave) / self.features.sample_rate
 
     def top_k(self, scores: torch.Tensor, k: int = 5) -> list[tuple[str, float]]:
         """The `k` best (class name, score) of scores [classes], or of [windows, classes] averaged over windows."""
@@ -88,43 +92,47 @@ class Predictor:
         return [(self.classes[i], float(v)) for v, i in zip(values, index, strict=True)]
 
 
-def predict(args: argparse.Namespace) -> dict:
-    """Print (and return) the top-k labels of each file, and with ``--windows`` each window's."""
-    predictor = Predictor(args.checkpoint, args.device)
-    out = {}
-    for path in args.files:
-        scores = predictor.file_scores(path)
-        best = predictor.top_k(scores, args.top_k)
-        out[path] = best
+@dataclass
+class PredictConfig:
+    """What to tag with what."""
+
+    checkpoint: str  # a fine-tuning checkpoint of this project or a Hugging Face AST directory
+    files: list[str]  # audio files (wav, flac, ogg, mp3)
+    top_k: Positive = 5  # labels printed per file
+    windows: bool = False  # also print the scores of each window
+    device: str = "cpu"
+
+
+def predict(cfg: PredictConfig) -> dict:
+    """Print (and return) the top-k labels of each file, and with ``windows`` each window's; a file that cannot be
+    read is one line on stderr, and DataError once every other file is tagged."""
+    predictor = Predictor(cfg.checkpoint, cfg.device)
+    out, bad = {}, []
+    for path in cfg.files:
+        try:
+            scores, seconds = predictor.file_scores(path)
+        except DataError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            bad.append(path)
+            continue
+        out[path] = best = predictor.top_k(scores, cfg.top_k)
         print(f"{path}: " + ", ".join(f"{name} {score:.3f}" for name, score in best))
-        if args.windows:
+        if cfg.windows:
             for i, window in enumerate(scores):
                 start = i * predictor.window_seconds
                 print(
-                    f"  {start:7.2f}-{start + predictor.window_seconds:.2f} s: "
-                    + ", ".join(f"{n} {s:.3f}" for n, s in predictor.top_k(window, args.top_k))
+                    f"  {start:7.2f}-{min(start + predictor.window_seconds, seconds):.2f} s: "
+                    + ", ".join(f"{n} {s:.3f}" for n, s in predictor.top_k(window, cfg.top_k))
                 )
+    if bad:
+        raise DataError(f"{len(bad)} of {len(cfg.files)} files could not be read")
     return out
 
 
-def _positive(text: str) -> int:
-    if not text.lstrip("-").isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    """The command line: ``--checkpoint PATH files... [--top-k K] [--windows] [--device D]``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", required=True, help="fine-tuning checkpoint or Hugging Face AST directory")
-    parser.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, ...)")
-    parser.add_argument("--top-k", type=_positive, default=5, help="labels printed per file (>= 1)")
-    parser.add_argument("--windows", action="store_true", help="also print the scores of each window")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run_cli(PROG, lambda: predict(args))
+    """The command line: ``checkpoint=PATH files... [top_k=K] [windows=true] [device=D]``."""
+    cfg = cli_args(PredictConfig, argv, prog=PROG, doc=__doc__, positional="files")
+    return run_cli(PROG, lambda: predict(cfg))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 from probes.commands import RETRIEVAL, extract_store, linear
 from probes.config import ExtractConfig, ProbeConfig, RetrievalConfig
 from ssast.cli import run_cli
-from ssast.config import cli_config, usage
+from ssast.config import cli_config, fail, usage
 
 PROG = "python -m probes"
 
@@ -69,8 +69,7 @@ def _retrieval(args: list[str]):
         print(usage(f"{PROG} retrieval build|query|eval|report", RETRIEVAL_DOC, "probes"))
         raise SystemExit(0)
     if action not in RETRIEVAL:
-        print(f"{PROG}: error: retrieval takes build, query, eval or report, got {action!r}", file=sys.stderr)
-        raise SystemExit(2)
+        fail(PROG, f"retrieval takes build, query, eval or report, got {action!r}")
     cfg = cli_config(RetrievalConfig, args[1:], prog=f"{PROG} retrieval {action}", doc=RETRIEVAL_DOC, recipes="probes")
     return run_cli(PROG, lambda: RETRIEVAL[action](cfg))
 

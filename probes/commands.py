@@ -1,6 +1,6 @@
 """The probe stage's commands: ``linear`` (probes of a recipe, printed as tables), ``extract`` (one store) and
-``retrieval build|query|eval|report``. The work is the library's: `ssast.protocols`, `ssast.embeddings`,
-`ssast.retrieval`; the report page is `probes.report`'s."""
+``retrieval build|query|eval|report``. The work is the library's: `ssast.eval.probe_suite`, `ssast.eval.embeddings`,
+`ssast.eval.retrieval`; the report page is `probes.report`'s."""
 
 from __future__ import annotations
 
@@ -19,16 +19,15 @@ from ssast.config import ConfigError, load_config, save_config
 from ssast.data.index import read_dataset
 from ssast.data.loader import ClipReader
 from ssast.data.sampling import DataError
-from ssast.distributed import init_distributed, resolve_device
-from ssast.embeddings import Store, embed_batch, extract
+from ssast.distributed import set_up
+from ssast.eval.embeddings import Store, embed_batch, extract
+from ssast.eval.probe_suite import run_probes
+from ssast.eval.retrieval import build_index, query_by_example, search, to_cpu
+from ssast.eval.tables import choices, plot_sweep, sweep, table
 from ssast.features import fbank_features
 from ssast.files import atomic_write_text
 from ssast.models import ASTEncoder, CheckpointError, load_encoder
-from ssast.protocols import run_probes
-from ssast.retrieval import build_index, query_by_example, search, to_cpu
-from ssast.runlog import setup_logging
-from ssast.runs import claim_output
-from ssast.tables import choices, plot_sweep, sweep, table
+from ssast.train.run_folder import claim_output
 
 INDEX_FILES = ("index.faiss", "index.json", "config.yaml")
 
@@ -70,9 +69,8 @@ def source_encoder(cfg: ExtractConfig) -> Optional[ASTEncoder]:
 def extract_store(cfg: ExtractConfig) -> Store:
     """The store of `cfg.dataset` through `cfg.checkpoint` (sharded over the processes of a torchrun / SLURM
     launch), written or found complete."""
-    device = str(resolve_device(cfg.device))
-    dist = init_distributed(torch.device(device))
-    setup_logging(dist.main)
+    world = set_up(cfg.device)
+    device, dist = str(world.device), world.dist
     encoder = source_encoder(cfg)
     dataset = read_dataset(cfg.dataset, cfg.data.root)
     store = extract(
@@ -103,6 +101,8 @@ def build(cfg: RetrievalConfig) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     faiss.write_index(to_cpu(index), str(folder / "index.faiss"))
     info = {
+        "checkpoint": cfg.checkpoint,
+        "data": f"{cfg.dataset.kind} {Path(cfg.data.root) / cfg.dataset.path}",
         "feature": feature,
         "store": str(store.folder),
         "sizes": sizes,
@@ -159,8 +159,8 @@ def evaluate_index(cfg: RetrievalConfig) -> dict:
     x = store.features(info["feature"])
     result = {**query_by_example(index, x, store.label_array(), cfg.k), "index": info["sizes"]}
     print(
-        f"{info['sizes']['kind']} index, {len(x)} clips, k={cfg.k}: precision@k {result['precision_at_k']:.4f}, "
-        f"recall@k {result['recall_at_k']:.4f}, mAP@k {result['map_at_k']:.4f}, "
+        f"{info['sizes']['kind']} index, {len(x)} clips: precision@{cfg.k} {result['precision_at_k']:.4f}, "
+        f"recall@{cfg.k} {result['recall_at_k']:.4f}, mAP@{cfg.k} {result['map_at_k']:.4f}, "
         f"{result['queries_per_s']:.0f} queries/s"
     )
     return result
@@ -177,8 +177,8 @@ def report(cfg: RetrievalConfig) -> dict:
     x = store.features(info["feature"])
     metrics = write_report(index, info, x, store.label_array(), cfg.k, out, cfg.queries_per_class, cfg.max_queries)
     o = metrics["overall"]
-    summary = f"precision@k {o['precision_at_k']:.4f}, mAP@k {o['map_at_k']:.4f}"
-    print(f"{out / 'index.html'}: {len(x)} clips, k={cfg.k}: {summary}")
+    summary = f"precision@{cfg.k} {o['precision_at_k']:.4f}, mAP@{cfg.k} {o['map_at_k']:.4f}"
+    print(f"{out / 'index.html'}: {len(x)} clips: {summary}")
     return metrics
 
 

@@ -1,5 +1,5 @@
-"""The probe stage's configuration schemas: `ProbeConfig` (linear probes and kNN, from `ssast.protocols`), extraction
-and retrieval."""
+"""The probe stage's configuration schemas: `ProbeConfig` (linear probes and kNN, from `ssast.eval.probe_suite`),
+extraction and retrieval."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Optional
 from ssast.config import Positive
 from ssast.data.sampling import DataConfig
 from ssast.data.sources import FolderSource, SourceConfig
-from ssast.embeddings import EmbedConfig
+from ssast.eval.embeddings import EmbedConfig
+from ssast.eval.probe_suite import KnnConfig, ProbeConfig, ProbeTaskConfig
+from ssast.eval.retrieval import IndexConfig
 from ssast.features import FeatureConfig
-from ssast.protocols import KnnConfig, ProbeConfig, ProbeTaskConfig
-from ssast.retrieval import IndexConfig
 
 __all__ = ["ExtractConfig", "KnnConfig", "ProbeConfig", "ProbeTaskConfig", "RetrievalConfig"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import soundfile as sf
 
 from ssast.data.loader import ClipReader
+from ssast.eval.retrieval import neighbours_excluding_self, relevance, relevant_counts, retrieval_metrics
 from ssast.features import FeatureConfig, kaldi_fbank
-from ssast.retrieval import neighbours_excluding_self, relevance, relevant_counts, retrieval_metrics
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -28,6 +28,7 @@ table.metrics td, table.metrics th { border: 1px solid #ccc; padding: 0.2em 0.6e
 .clip { width: 180px; font-size: 0.8em; }
 .clip img { width: 176px; height: 64px; display: block; }
 .clip audio { width: 176px; height: 28px; }
+.clip .file { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; color: #666; }
 .hit { border: 2px solid #ccc; padding: 2px; }
 .hit.correct { border-color: #2a2; } .hit.wrong { border-color: #c22; }
 """
@@ -80,7 +81,7 @@ def write_report(
         wave = reader(info["paths"][i]).numpy()
         sf.write(out / "audio" / f"{i}.wav", np.clip(wave, -1, 1), 16000, subtype="PCM_16")
         thumbnail(wave, out / "img" / f"{i}.png")
-    rows = [_query_html(q, ids[q], scores[q], rel[q], labels) for q in queries]
+    rows = [_query_html(q, ids[q], scores[q], rel[q], labels, info["paths"]) for q in queries]
     (out / "index.html").write_text(_page(info, metrics, rows))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
@@ -90,20 +91,24 @@ def _members(labels: list[list[str]], name: str) -> np.ndarray:
     return np.array([name in clip for clip in labels])
 
 
-def _clip_html(i: int, labels: list[list[str]], extra: str = "", css: str = "") -> str:
+def _clip_html(i: int, labels: list[list[str]], path: str, extra: str = "", css: str = "") -> str:
     name = html.escape(", ".join(labels[i]) or "-")
+    file = f'<span class="file" title="{html.escape(path)}">{html.escape(Path(path).name)}</span>'
     return (
-        f'<div class="clip {css}"><b>{name}</b>{extra}<br><img src="img/{i}.png" alt="spectrogram of clip {i}">'
+        f'<div class="clip {css}"><b>{name}</b>{extra}<br>{file}<img src="img/{i}.png" alt="spectrogram of clip {i}">'
         f'<audio controls preload="metadata" src="audio/{i}.wav"></audio></div>'
     )
 
 
-def _query_html(q: int, hits: np.ndarray, scores: np.ndarray, rel: np.ndarray, labels: list[list[str]]) -> str:
-    cells = [_clip_html(q, labels, " (query)")]
+def _query_html(
+    q: int, hits: np.ndarray, scores: np.ndarray, rel: np.ndarray, labels: list[list[str]], paths: list[str]
+) -> str:
+    cells = [_clip_html(q, labels, paths[q], " (query)")]
     for rank, (i, s, ok) in enumerate(zip(hits.tolist(), scores.tolist(), rel.tolist(), strict=True), 1):
         if i >= 0:
             mark = "&#10003;" if ok else "&#10007;"
-            cells.append(_clip_html(i, labels, f" {mark} #{rank} {s:.3f}", f"hit {'correct' if ok else 'wrong'}"))
+            css = f"hit {'correct' if ok else 'wrong'}"
+            cells.append(_clip_html(i, labels, paths[i], f" {mark} #{rank} {s:.3f}", css))
     return f'<div class="query">{"".join(cells)}</div>'
 
 
@@ -117,7 +122,9 @@ def _page(info: dict, metrics: dict, rows: list[str]) -> str:
     ]
     return (
         f'<!doctype html><html><head><meta charset="utf-8"><title>retrieval report</title><style>{STYLE}</style>'
-        f"</head><body><h1>Query by example, k = {k}</h1><p>{len(info['paths'])} indexed clips, feature "
+        f"</head><body><h1>Query by example, k = {k}</h1>"
+        f"<p>encoder: {html.escape(info.get('checkpoint') or 'not recorded')}; clips: "
+        f"{html.escape(info.get('data', 'not recorded'))}</p><p>{len(info['paths'])} indexed clips, feature "
         f"{html.escape(info['feature'])}, {html.escape(info['sizes']['kind'])} index; every clip queries the others "
         f"(itself excluded); a hit is correct when it shares a label with its query.</p>"
         f'<table class="metrics">{head}{"".join(lines)}</table><h2>{len(rows)} queries</h2>{"".join(rows)}'

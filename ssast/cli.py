@@ -1,24 +1,50 @@
-"""Entry-point helper: errors a user can cause end with one line on stderr, not a traceback."""
+"""The command line's side of every entry point: errors a user can cause end with one line on stderr, not a
+traceback; logging on the main process; progress counts."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
-from typing import Callable, TypeVar
+import time
+from typing import Callable, Iterator, TypeVar
 
-from ssast.config import ConfigError
-from ssast.data.sampling import DataError
-from ssast.data.sources import ManifestError
-from ssast.models.checkpoint import CheckpointError
-from ssast.runs import RunError
+from tqdm import tqdm
+
+from ssast.config import UserError
 
 T = TypeVar("T")
-USER_ERRORS = (ConfigError, ManifestError, CheckpointError, DataError, RunError)
+log = logging.getLogger("ssast")
 
 
 def run_cli(prog: str, fn: Callable[[], T]) -> T:
     """Run an entry point's work; an error a user can cause ends with one line and exit code 1."""
     try:
         return fn()
-    except USER_ERRORS as e:
+    except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def setup_logging(main: bool) -> None:
+    """INFO on the main process, warnings only elsewhere."""
+    logging.basicConfig(
+        level=logging.INFO if main else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """Counts clips done: a progress bar on a terminal; in a log file, one line at the end with the rate."""
+    if sys.stderr.isatty():
+        with tqdm(total=total, desc=desc, unit="clip", mininterval=1, disable=not show) as bar:
+            yield bar.update
+        return
+    done, start = [0], time.perf_counter()
+    yield lambda n: done.__setitem__(0, done[0] + n)
+    seconds = time.perf_counter() - start
+    if show:
+        log.info("%s: %d clips in %.1f s (%.1f clips/s)", desc, done[0], seconds, done[0] / max(seconds, 1e-9))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import sys
 import types
@@ -24,7 +25,12 @@ import yaml
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+    """An error the user can fix (a config, a manifest, a checkpoint, the data, an output in the way): entry points
+    print its one-line message instead of a traceback (`ssast.cli.run_cli`)."""
+
+
+class ConfigError(UserError, ValueError):
     """A configuration the schema rejects; the message names the offending key."""
 
 
@@ -130,6 +136,11 @@ def _coerce(value: Any, tp: Any, key: str, root: type) -> Any:
             raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         (inner,) = typing.get_args(tp)
         return [_coerce(v, inner, f"{key}[{i}]", root) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(v, inner, f"{key}.{k}", root) for k, v in value.items()}
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"config key '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
@@ -207,6 +218,11 @@ def load_config(
             tree = {k: v for k, v in tree.items() if k in sections}
     for item in overrides:
         key, sep, raw = item.partition("=")
+        if item.startswith("-"):  # an argparse habit
+            name, sep, value = item.lstrip("-").partition("=")
+            raise ConfigError(
+                f"'{item}' is not an option: keys go without dashes, as {name.replace('-', '_')}={value or 'VALUE'}"
+            )
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         _set(tree, key, yaml.safe_load(raw) if raw else "")
@@ -223,14 +239,24 @@ def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg if isinstance(cfg, dict) else to_dict(cfg), sort_keys=False))
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else REQUIRED
+
+
+REQUIRED = "(required)"  # `describe`'s value of a key without a default
+
+
 def describe(schema: type, cfg: Any = None, prefix: str = "") -> list[str]:
     """One line per config key: ``key: value  # type`` (values of `cfg`, or the schema's defaults)."""
-    cfg = cfg if cfg is not None else schema()
     lines = []
     hints = typing.get_type_hints(schema, include_extras=True)
     for f in dataclasses.fields(schema):
-        value, tp = getattr(cfg, f.name), hints[f.name]
-        if dataclasses.is_dataclass(value):  # a section, or the chosen kind of a tagged union
+        value, tp = _default(f) if cfg is None else getattr(cfg, f.name), hints[f.name]
+        if value is REQUIRED:
+            lines.append(f"{prefix}{f.name}: {REQUIRED}  # {_type_name(tp)}")
+        elif dataclasses.is_dataclass(value):  # a section, or the chosen kind of a tagged union
             section = describe(type(value), value, prefix + f.name + ".")
             if kinds := _kinds(tp):  # its first line, the kind, lists the kinds to choose from
                 section[0] = f"{section[0].rsplit('  # ', 1)[0]}  # {' | '.join(kinds)}"
@@ -268,11 +294,20 @@ def usage(prog: str, doc: str, recipes: str = "") -> str:
         f"       {prog} --config FILE [key=value ...] --print-config   (every key, its type and value)\n\n"
         f"{doc.strip()}\n"
     )
-    folder = Path(__file__).resolve().parents[1] / "configs" / recipes
-    if recipes and folder.is_dir():
-        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        text += f"\nrecipes in configs/{recipes}/: {names}\n"
+    if names := recipe_names(recipes):
+        text += f"\nrecipes in configs/{recipes}/: {', '.join(names)}\n"
     return text
+
+
+def recipe_names(stage: str) -> list[str]:
+    """The recipes of a stage: ``configs/<stage>/*.yaml`` of the current folder (recipes are paths relative to it),
+    else of the checkout this package runs from; none when neither has that folder."""
+    if not stage:
+        return []
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "configs" / stage).is_dir():
+            return sorted(p.stem for p in (root / "configs" / stage).glob("*.yaml"))
+    return []
 
 
 def cli_config(
@@ -292,10 +327,10 @@ def cli_config(
         raise SystemExit(0)
     if "--config" not in args:
         print(usage(prog, doc, recipes), file=sys.stderr)
-        _fail(prog, "--config FILE is required (a recipe from the list above, or your own)")
+        fail(prog, "--config FILE is required (a recipe from the list above, or your own)")
     i = args.index("--config")
     if i + 1 >= len(args):
-        _fail(prog, "--config needs a file")
+        fail(prog, "--config needs a file")
     path = args[i + 1]
     del args[i : i + 2]
     show = "--print-config" in args
@@ -303,18 +338,49 @@ def cli_config(
     try:
         cfg = load_config(schema, path, args, sections)
     except ConfigError as e:
-        folder = Path(__file__).resolve().parents[1] / "configs" / recipes
-        if recipes and not Path(path).exists() and folder.is_dir():
-            e = ConfigError(
-                f"{e} (recipes in configs/{recipes}/: {', '.join(sorted(p.stem for p in folder.glob('*.yaml')))})"
-            )
-        _fail(prog, str(e))
+        if not Path(path).exists() and (names := recipe_names(recipes)):
+            e = ConfigError(f"{e} (recipes in configs/{recipes}/: {', '.join(names)})")
+        fail(prog, str(e))
     if show:
         print("\n".join(describe(schema, cfg)))
         raise SystemExit(0)
     return cfg
 
 
-def _fail(prog: str, message: str) -> typing.NoReturn:
+def cli_args(
+    schema: type[T], argv: typing.Sequence[str] | None = None, prog: str = "", doc: str = "", positional: str = ""
+) -> T:
+    """A tool's command line: ``[value ...] key=value ... [--print-config]`` (values parsed as YAML) into `schema`,
+    with no recipe; the bare values fill the field `positional` (one value, or all of them for a list). ``--help``
+    prints the usage with every key, its default and type; a bad configuration prints one line and exits with 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        bare = f"{positional.upper()} " if positional else ""
+        keys = "\n".join("  " + line for line in describe(schema))
+        print(f"usage: {prog} {bare}[key=value ...] [--print-config]\n\n{doc.strip()}\n\nkeys:\n{keys}")
+        raise SystemExit(0)
+    show = "--print-config" in args
+    args = [a for a in args if a != "--print-config"]
+    bare = [a for a in args if "=" not in a and not a.startswith("-")]
+    overrides = [a for a in args if a not in bare]
+    try:
+        if bare and not positional:
+            raise ConfigError(f"'{bare[0]}' is not of the form key=value")
+        if bare:
+            many = typing.get_origin(typing.get_type_hints(schema)[positional]) is list
+            if len(bare) > 1 and not many:
+                raise ConfigError(f"one {positional} expected, got {' '.join(bare)}")
+            overrides.append(f"{positional}={json.dumps(bare if many else bare[0])}")
+        cfg = load_config(schema, None, overrides)
+    except ConfigError as e:
+        fail(prog, str(e))
+    if show:
+        print("\n".join(describe(schema, cfg)))
+        raise SystemExit(0)
+    return cfg
+
+
+def fail(prog: str, message: str) -> typing.NoReturn:
+    """One error line on stderr for a command line used wrongly, and exit code 2."""
     print(f"{prog + ': ' if prog else ''}error: {message}", file=sys.stderr)
     raise SystemExit(2)

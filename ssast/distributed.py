@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ssast.cli import setup_logging
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -100,3 +102,25 @@ def barrier(d: Dist) -> None:
     """Wait for every process (nothing alone)."""
     if d.world > 1:
         dist.barrier()
+
+
+@dataclass
+class World:
+    """Where this process runs: its device and its place in the process group."""
+
+    device: torch.device
+    dist: Dist
+
+
+def set_up(device: str = "auto", threads: int = 0) -> World:
+    """Once per process, before a stage's work: torch's threads (0: torch's default), the device (``auto``, ``cpu``,
+    ``cuda``: this process's GPU of its node; ``cuda:N``), the process group and logging."""
+    chosen = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    d = init_distributed(chosen)
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", d.local_rank if device in ("auto", "cuda") else chosen.index)
+        torch.cuda.set_device(chosen)
+    setup_logging(d.main)
+    return World(chosen, d)

@@ -1,21 +1,11 @@
-"""Fixtures and presets shared by the test files."""
+"""Fixtures shared by the test modules: the session's manifest cache, the built-in data and one finished small
+pretraining run. Helpers live in `support` (tests/support/)."""
 
 import os
 from pathlib import Path
 
 import pytest
-
-from ssast.runlog import TIMINGS, read_metrics
-
-# A small pretraining run of the demo recipe on the small built-in data (1-s crops, 8 clips held out); each file
-# adds what it varies. QUIET: no TensorBoard, one thread (tests run side by side on two cores).
-DEMO_PRETRAIN = ["--config", "configs/pretrain/demo.yaml", "data.valid_holdout=8", "train.log_every=1"]
-QUIET = ["train.tensorboard=false", "train.threads=1"]
-
-
-def timeless(run_dir: Path) -> list[dict]:
-    """Every metrics.jsonl line of a run but its timings: what two runs of the same steps share bit for bit."""
-    return [{k: v for k, v in line.items() if k not in TIMINGS} for line in read_metrics(run_dir, None)]
+from support.stages import SMALL_PRETRAIN, run_stage
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,3 +23,12 @@ def demo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     demo.build(root, "small", seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(demo_root, tmp_path_factory) -> Path:
+    """One finished run of `support.stages.SMALL_PRETRAIN` (6 steps, checkpoints at 2, 4 and 6, validation at 4 and
+    6, TensorBoard on), for every test that needs a run or a checkpoint. Tests copy it before they change it."""
+    run_dir = tmp_path_factory.mktemp("pretrained") / "run"
+    run_stage("pretrain", *SMALL_PRETRAIN, f"data.root={demo_root}", f"run_dir={run_dir}")
+    return run_dir

@@ -1,11 +1,12 @@
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import pytest
+from support.stages import run_stage
 
 from ssast.config import ConfigError, load_config, save_config
+
+pytestmark = pytest.mark.unit
 
 
 @dataclass
@@ -61,11 +62,7 @@ def test_errors_name_the_key(overrides, message):
 
 
 def test_cli_exits_2_with_one_line_naming_the_key():
-    out = subprocess.run(
-        [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "bogus.key=1"],
-        capture_output=True,
-        text=True,
-    )
+    out = run_stage("pretrain", "--config", "configs/pretrain/demo.yaml", "bogus.key=1", check=False)
     assert out.returncode == 2
     assert out.stdout == ""
     lines = out.stderr.strip().splitlines()
@@ -73,11 +70,7 @@ def test_cli_exits_2_with_one_line_naming_the_key():
 
 
 def test_cli_suggests_the_closest_key():
-    out = subprocess.run(
-        [sys.executable, "-m", "pretrain", "--config", "configs/pretrain/demo.yaml", "train.max_stepz=3"],
-        capture_output=True,
-        text=True,
-    )
+    out = run_stage("pretrain", "--config", "configs/pretrain/demo.yaml", "train.max_stepz=3", check=False)
     assert out.returncode == 2
     assert "did you mean 'train.max_steps'?" in out.stderr
 
@@ -85,7 +78,7 @@ def test_cli_suggests_the_closest_key():
 def test_every_recipe_parses():
     from pathlib import Path
 
-    from pretrain.config import PretrainConfig
+    from ssast.train.pretraining import PretrainConfig
 
     recipes = sorted(Path("configs/pretrain").glob("*.yaml"))
     assert recipes
@@ -94,19 +87,8 @@ def test_every_recipe_parses():
 
 
 def test_missing_data_ends_with_one_line_and_exit_1(tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pretrain",
-            "--config",
-            "configs/pretrain/demo.yaml",
-            f"data.root={tmp_path}/nowhere",
-            f"run_dir={tmp_path}/run",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    args = ["--config", "configs/pretrain/demo.yaml", f"data.root={tmp_path}/nowhere", f"run_dir={tmp_path}/run"]
+    out = run_stage("pretrain", *args, check=False)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [
         (f"python -m pretrain: error: audio folder not found: {tmp_path}/nowhere/unlabeled")
@@ -114,8 +96,8 @@ def test_missing_data_ends_with_one_line_and_exit_1(tmp_path):
 
 
 def test_a_data_source_takes_its_kind_s_options_only():
-    from pretrain.config import PretrainConfig
     from ssast.data.sources import AudioSetSource, FolderSource
+    from ssast.train.pretraining import PretrainConfig
 
     cfg = load_config(
         PretrainConfig,
@@ -138,7 +120,7 @@ def test_no_shipped_pretraining_recipe_reads_evaluation_data():
     import re
     from pathlib import Path
 
-    from pretrain.config import PretrainConfig
+    from ssast.train.pretraining import PretrainConfig
 
     evaluation = re.compile(r"(^|[_.-])(dev|test|testing|eval|evaluation|valid|validation)([_.-]|$)")
     recipes = sorted(Path("configs/pretrain").glob("*.yaml"))
@@ -154,3 +136,13 @@ def test_no_shipped_pretraining_recipe_reads_evaluation_data():
         assert "data/prepared/librispeech_train960.json" in paths, recipe.name
     assert evaluation.search("audioset_eval_segments.json") and evaluation.search("librispeech_dev-clean.json")
     assert evaluation.search("librispeech_test-other.json") and not evaluation.search("librispeech_train960.json")
+
+
+def test_probe_stores_go_beside_the_output_unless_placed():
+    from ssast.eval.probe_suite import ProbeConfig
+
+    recipe = "configs/probes/demo.yaml"
+    assert load_config(ProbeConfig, recipe, ["output=/elsewhere/probes.json"]).store_dir == "/elsewhere/embeddings"
+    assert load_config(ProbeConfig, recipe).store_dir == "runs/embeddings"
+    placed = ["output=/elsewhere/probes.json", "store_dir=/stores"]
+    assert load_config(ProbeConfig, recipe, placed).store_dir == "/stores"

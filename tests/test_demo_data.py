@@ -1,14 +1,16 @@
 import csv
 import hashlib
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import soundfile as sf
+from support.stages import run_stage
 
 from ssast.demo import builtin as demo
+
+pytestmark = pytest.mark.integration
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -92,14 +94,13 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
 
 
 def generate(root, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "ssast.demo", "--root", str(root), *extra], capture_output=True, text=True
-    )
+    return run_stage("ssast.demo", f"root={root}", *extra, check=False)
 
 
+@pytest.mark.slow
 def test_two_generations_in_separate_processes_are_byte_identical_and_movable(tmp_path):
     for name in "ab":
-        assert generate(tmp_path / name, "--scale", "small").returncode == 0
+        assert generate(tmp_path / name, "scale=small").returncode == 0
 
     def digest(root):
         return {
@@ -116,23 +117,24 @@ def test_two_generations_in_separate_processes_are_byte_identical_and_movable(tm
     assert all((tmp_path / "moved" / "audioset" / item["wav"]).is_file() for item in data)
 
 
+@pytest.mark.slow
 def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
     tiny = tmp_path / "d"
-    assert generate(tiny, "--scale", "small").returncode == 0
-    again = generate(tiny, "--scale", "small")
+    assert generate(tiny, "scale=small").returncode == 0
+    again = generate(tiny, "scale=small")
     assert again.returncode == 0 and again.stdout.strip() == f"demo data already in {tiny} (small, seed 0)"
-    other = generate(tiny, "--scale", "small", "--seed", "1")
+    other = generate(tiny, "scale=small", "seed=1")
     assert other.returncode == 2 and other.stderr.strip() == (
-        f"python -m ssast.demo: error: {tiny} holds built-in data of scale small, seed 0: pass --overwrite to "
-        f"replace it, or choose another --root"
+        f"python -m ssast.demo: error: {tiny} holds built-in data of scale small, seed 0: pass overwrite=true to "
+        f"replace it, or choose another root"
     )
     before = _digest(tiny)
-    assert generate(tiny, "--scale", "small", "--seed", "1", "--overwrite").returncode == 0
+    assert generate(tiny, "scale=small", "seed=1", "overwrite=true").returncode == 0
     after = _digest(tiny)
     assert len(after) == len(before) and not set(after.values()) & {v for k, v in before.items() if k.endswith(".wav")}
-    more = generate(tiny, "--scale", "small", "--seed", "1", "--unlabeled", "45")
-    assert more.returncode == 2 and "holds built-in data of scale small, seed 1: pass --overwrite" in more.stderr
-    assert generate(tmp_path / "more", "--scale", "small", "--seed", "1", "--unlabeled", "45").returncode == 0
+    more = generate(tiny, "scale=small", "seed=1", "unlabeled=45")
+    assert more.returncode == 2 and "holds built-in data of scale small, seed 1: pass overwrite=true" in more.stderr
+    assert generate(tmp_path / "more", "scale=small", "seed=1", "unlabeled=45").returncode == 0
     grown = _digest(tmp_path / "more")  # the default set's clips, then 5 more; the other sets unchanged
     assert {k: v for k, v in grown.items() if not k.startswith("unlabeled")} == {
         k: v for k, v in after.items() if not k.startswith("unlabeled")
@@ -147,7 +149,7 @@ def test_a_root_of_another_scale_or_seed_is_refused_or_replaced_whole(tmp_path):
         "unlabeled": 45,
         "complete": True,
     }
-    again = generate(tmp_path / "more", "--scale", "small", "--seed", "1", "--unlabeled", "45")
+    again = generate(tmp_path / "more", "scale=small", "seed=1", "unlabeled=45")
     assert again.stdout.strip() == f"demo data already in {tmp_path / 'more'} (small, seed 1, 45 unlabelled clips)"
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")

@@ -3,56 +3,28 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import DEMO_PRETRAIN, timeless
+from support.stages import SMALL_PRETRAIN, command, timeless, wait_for_step
 
-from ssast.models.checkpoint import weights_hash
+from ssast.models.formats import weights_hash
 from ssast.models.loading import load_model
-from ssast.optim import OptimConfig, Schedule
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+from ssast.train.optim import OptimConfig, Schedule
+
+pytestmark = pytest.mark.integration
 
 
 def pretrain_args(demo_root, run_dir, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "pretrain",
-        *DEMO_PRETRAIN,
-        f"data.root={demo_root}",
-        f"run_dir={run_dir}",
-        "train.eval_every=5",
-        "train.checkpoint_every=4",
-        "train.max_steps=12",
-        "ssl.shared_mask=false",
-        *extra,
-    ]
+    return command("pretrain", *SMALL_PRETRAIN, f"data.root={demo_root}", f"run_dir={run_dir}", *extra)
 
 
-def wait_for_step(run_dir, step, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (run_dir / "metrics.jsonl").exists() and any(m.get("step") == step for m in read_metrics(run_dir, None)):
-            return
-        assert proc.poll() is None, "training ended early"
-        time.sleep(0.05)
-    raise TimeoutError(step)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(demo_root, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("runs") / "a"
-    subprocess.run(pretrain_args(demo_root, run_dir), check=True, capture_output=True)
-    return run_dir
-
-
-def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
-    rows = read_metrics(uninterrupted, None)
+def test_metrics_checkpoints_and_tensorboard_of_a_run(pretrained_run):
+    rows = read_metrics(pretrained_run, None)
     train = [r for r in rows if "loss" in r]
     valid = [r for r in rows if "valid_mpc_acc" in r]
-    assert [r["step"] for r in train] == list(range(1, 13)) and [r["step"] for r in valid] == [5, 10, 12]
+    assert [r["step"] for r in train] == list(range(1, 7)) and [r["step"] for r in valid] == [4, 6]
     assert set(train[0]) == {
         "step",
         "loss",
@@ -71,32 +43,33 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(uninterrupted):
     assert all(0 < a["train_seconds"] < b["train_seconds"] for a, b in zip(train[:-1], train[1:], strict=True))
     for r in train:
         assert r["loss"] == pytest.approx(r["mpc_loss"] + 10 * r["mpg_loss"], rel=1e-5)
-    assert train[-1]["loss"] < train[0]["loss"]
-    ckpts = sorted(p.name for p in (uninterrupted / "checkpoints").iterdir())
-    assert ckpts == ["best.pt", "last.pt", "step_00000010.pt", "step_00000012.pt"]
-    assert torch.load(uninterrupted / "checkpoints" / "last.pt", weights_only=True)["step"] == 12
-    model = load_model(uninterrupted / "checkpoints" / "last.pt", "pretraining").model
-    assert model.cfg.depth == 4 and model.cfg.input_tdim == 128
-    assert list((uninterrupted / "tensorboard").glob("events.out.tfevents.*"))
-    assert (uninterrupted / "config.yaml").read_text().startswith("run_dir:")
+    assert [r["lr"] for r in train] == pytest.approx([1e-3 * s / 100 for s in range(1, 7)])  # cosine warm-up
+    ckpts = sorted(p.name for p in (pretrained_run / "checkpoints").iterdir())
+    assert ckpts == ["best.pt", "last.pt", "step_00000004.pt", "step_00000006.pt"]
+    assert torch.load(pretrained_run / "checkpoints" / "last.pt", weights_only=True)["step"] == 6
+    model = load_model(pretrained_run / "checkpoints" / "last.pt", "pretraining").model
+    assert model.cfg.depth == 1 and model.cfg.input_tdim == 128
+    assert list((pretrained_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (pretrained_run / "config.yaml").read_text().startswith("run_dir:")
 
 
 @pytest.mark.slow
-def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root, uninterrupted, tmp_path):
+def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root, pretrained_run, tmp_path):
     run_dir = tmp_path / "b"
-    args = pretrain_args(demo_root, run_dir, "train.checkpoint_every=3")
-    for i, kill_at in enumerate((4, 8, 11)):
+    args = pretrain_args(demo_root, run_dir)
+    for i, kill_at in enumerate((2, 3, 5)):
         proc = subprocess.Popen(
             args + (["resume=auto"] if i else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_for_step(run_dir, kill_at, proc)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait() == -signal.SIGKILL
-        assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] in range(kill_at - 3, 12)
+        assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"] in range(kill_at - 2, 6)
     subprocess.run(args + ["resume=auto"], check=True, capture_output=True)
-    assert timeless(run_dir) == timeless(uninterrupted)  # every loss bit for bit, step for step
+    assert timeless(run_dir) == timeless(pretrained_run)  # every loss bit for bit, step for step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_write_a_checkpoint_and_stop(demo_root, tmp_path, signum):
     run_dir = tmp_path / "c"
@@ -124,7 +97,7 @@ def ddp_run(demo_root, tmp_path, record_dir, *extra, nproc=2):
         [
             sys.executable,
             *launcher,
-            "tests/ddp_worker.py",
+            "tests/support/ddp_worker.py",
             "configs/pretrain/demo.yaml",
             f"data.root={demo_root}",
             "data.valid_holdout=8",
@@ -191,15 +164,29 @@ def test_reference_schedule_is_a_staircase_warmup_then_plateau_halving():
     assert optim.param_groups[0]["lr"] == pytest.approx(2.5e-4)
 
 
-def test_resuming_into_another_architecture_fails_with_one_line(demo_root, uninterrupted, tmp_path):
+def test_a_warm_up_longer_than_the_run_is_warned_with_the_peak_it_reaches(caplog):
+    optim = torch.optim.Adam(torch.nn.Linear(2, 2).parameters())
+    Schedule(OptimConfig(lr=5e-4, warmup_steps=1000), optim, 1000)
+    assert not caplog.records  # as long as the run: no warning
+    Schedule(OptimConfig(lr=5e-4, warmup_steps=300), optim, 120)  # staircase: 100 / 300 from step 100
+    Schedule(OptimConfig(lr=5e-4, warmup_steps=300, schedule="cosine"), optim, 120)
+    assert [r.getMessage() for r in caplog.records] == [
+        "optim.warmup_steps=300 is longer than the run's 120 steps: the learning rate never goes past 0.000167 "
+        "(33% of optim.lr=0.0005)",
+        "optim.warmup_steps=300 is longer than the run's 120 steps: the learning rate never goes past 0.0002 "
+        "(40% of optim.lr=0.0005)",
+    ]
+
+
+def test_resuming_into_another_architecture_fails_with_one_line(demo_root, pretrained_run, tmp_path):
     import shutil
 
-    shutil.copytree(uninterrupted / "checkpoints", tmp_path / "d" / "checkpoints")
+    shutil.copytree(pretrained_run / "checkpoints", tmp_path / "d" / "checkpoints")
     out = subprocess.run(
-        pretrain_args(demo_root, tmp_path / "d", "resume=auto", "model.depth=2", "train.max_steps=13"),
+        pretrain_args(demo_root, tmp_path / "d", "resume=auto", "model.depth=2", "train.max_steps=7"),
         capture_output=True,
         text=True,
     )
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("python -m pretrain: error: checkpoint ") and "unexpected: v.blocks.2." in last
+    assert last.startswith("python -m pretrain: error: checkpoint ") and "missing: v.blocks.1." in last

@@ -3,18 +3,16 @@ path against a straightforward implementation of the reference's step."""
 
 import dataclasses
 import random
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from support.reference_step import ReferenceStep, reference_mask
 
 from ssast.models import CheckpointError, ModelConfig, SSASTModel, export_official, load_encoder, model_state
 from ssast.models.loading import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_step import ReferenceStep, reference_mask  # noqa: E402
+pytestmark = pytest.mark.unit
 
 TINY = ModelConfig(size="tiny", depth=2, input_tdim=256)  # 8 x 16 patch grid
 

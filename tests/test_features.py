@@ -6,6 +6,8 @@ import torchaudio
 
 from ssast.features import FeatureConfig, fbank_features, kaldi_fbank, pad_or_crop, prepare_waveform, resample
 
+pytestmark = pytest.mark.unit
+
 
 def reference_fbank(wave: torch.Tensor, window: str) -> torch.Tensor:
     return torchaudio.compliance.kaldi.fbank(

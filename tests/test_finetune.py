@@ -5,19 +5,22 @@ import pytest
 import soundfile as sf
 import torch
 
-from finetune.__main__ import main, run
-from finetune.config import FinetuneRunConfig
+from finetune.__main__ import main
 from finetune.predict import Predictor
 from finetune.predict import main as predict_main
 from ssast.config import load_config
 from ssast.data.index import read_dataset
 from ssast.data.loader import AudioLoader
 from ssast.data.sources import source
-from ssast.finetuning import ClassifyTask, FinetuneConfig
-from ssast.metrics import accuracy, mean_average_precision
+from ssast.eval.metrics import accuracy, mean_average_precision
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, SSASTModel, model_state
-from ssast.models.checkpoint import load_classifier, read
-from ssast.optim import OptimConfig, Schedule
+from ssast.models.formats import load_classifier, read
+from ssast.train.classification import ClassifyUnit, ClassifyValidator, FinetuneConfig
+from ssast.train.finetuning import FinetuneRunConfig
+from ssast.train.finetuning import finetune as run
+from ssast.train.optim import OptimConfig, Schedule
+
+pytestmark = pytest.mark.integration
 
 TINY = ["model.size=tiny", "model.depth=1", "train.tensorboard=false", "data.num_parallel_calls=1"]
 
@@ -58,8 +61,8 @@ def test_multistep_schedule_is_torch_multisteplr_per_epoch_with_staircase_warmup
 
 def test_param_groups_decay_by_depth_and_freeze_the_encoder():
     model = ASTClassifier(ModelConfig(size="tiny", depth=3, input_tdim=64), 5)
-    task = ClassifyTask(model, FinetuneConfig(layer_decay=0.5, head_lr_multiplier=3.0, freeze_epochs=2), 7, None, "cpu")
-    groups = task.param_groups()
+    unit = ClassifyUnit(model, FinetuneConfig(layer_decay=0.5, head_lr_multiplier=3.0, freeze_epochs=2), 7)
+    groups = unit.param_groups()
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
     assert [g["lr_scale"] for g in groups] == [0.5**4, 0.5**3, 0.5**2, 0.5, 1.0, 3.0]
     assert [g.get("frozen_until", 0) for g in groups] == [14] * 5 + [0]
@@ -67,6 +70,7 @@ def test_param_groups_decay_by_depth_and_freeze_the_encoder():
     assert groups[4]["params"] == list(model.v.norm.parameters())
 
 
+@pytest.mark.slow
 def test_esc50_protocol_selects_the_epoch_on_the_fold_averaged_curve(demo_root, tmp_path):
     cfg = recipe(
         "demo_esc50",
@@ -84,6 +88,7 @@ def test_esc50_protocol_selects_the_epoch_on_the_fold_averaged_curve(demo_root, 
         lines = [json.loads(line) for line in (tmp_path / f"fold{k}/metrics.jsonl").read_text().splitlines()]
         curves.append([line["valid_accuracy"] for line in lines if "valid_accuracy" in line])
     assert np.array(curves).shape == (5, 3)
+    assert not (tmp_path / "fold1/images").exists()  # fine-tuning draws no images: no empty folder
     epoch = int(np.argmax(np.mean(curves, 0)))
     assert results["epoch"] == epoch + 1 and results["mean_curve"] == pytest.approx(np.mean(curves, 0).tolist())
     assert results["fold_accuracy"] == [c[epoch] for c in curves]
@@ -132,7 +137,7 @@ def test_speech_commands_selects_on_validation_and_reports_test(demo_root, tmp_p
     sf.write(long, np.concatenate([wave, wave, wave]), rate)
     windows = predictor.scores(torch.from_numpy(sf.read(long, dtype="float32")[0]), rate)
     assert windows.shape == (3, 35)
-    top = predict_main(["--checkpoint", str(tmp_path / "run/checkpoints/best.pt"), str(long), "--top-k", "3"])
+    top = predict_main([f"checkpoint={tmp_path / 'run/checkpoints/best.pt'}", str(long), "top_k=3"])
     expected = predictor.top_k(windows.mean(0), 3)
     assert [name for name, _ in top[str(long)]] == [name for name, _ in expected]
     assert all(name in predictor.classes for name, _ in expected)
@@ -164,11 +169,12 @@ def test_weight_average_and_ensemble_equal_their_definitions(demo_root, tmp_path
     assert results["ensemble_valid"]["mAP"] == pytest.approx(
         mean_average_precision(targets, np.mean(scores, 0)), abs=1e-6
     )
-    # The averages travel in the checkpoint: a task restored from last.pt rebuilds the same averaged weights.
-    task = ClassifyTask(load_classifier(steps[1]), cfg.finetune, 1, None, "cpu")
-    task.load_state_dict(read(tmp_path / "checkpoints/last.pt")["task"])
-    assert task.epoch == 2 and all(
-        torch.allclose(a, model.state_dict()[k], atol=1e-6) for k, a in task.averaged_model().state_dict().items()
+    # The averages travel in the checkpoint: a validator restored from last.pt rebuilds the same averaged weights.
+    validator = ClassifyValidator(cfg.finetune, None, 1, "cpu")
+    validator.load_state_dict(read(tmp_path / "checkpoints/last.pt")["validator"])
+    averaged = validator.averaged_model(load_classifier(steps[1]))
+    assert validator.epoch == 2 and all(
+        torch.allclose(a, model.state_dict()[k], atol=1e-6) for k, a in averaged.state_dict().items()
     )
 
 
@@ -201,6 +207,7 @@ def test_the_esc50_interface_on_any_esc50_folder(demo_root, tmp_path, capsys):
         ("data.root=NOWHERE", "ESC-50 metadata not found: NOWHERE/meta/esc50.csv"),
         ("folds=[9]", "config key 'folds' must be folds of the data set ([1, 2, 3, 4, 5]), got [9]"),
         ("train.max_steps=10", "config key 'train.max_steps' must be left unset: fine-tuning counts in epochs"),
+        ("train.eval_every=800", "config key 'train.eval_every' must be left unset"),  # the engine's default too
     ],
 )
 def test_bad_input_fails_at_start_with_one_line(demo_root, tmp_path, capsys, override, message):
@@ -254,8 +261,8 @@ def test_wrong_checkpoints_and_unknown_recipes_fail_with_one_line(demo_root, tmp
 
 
 def test_a_hugging_face_directory_initialises_fine_tuning(tmp_path):
-    from finetune.__main__ import build_model
     from ssast.models.hf import export_hf
+    from ssast.train.finetuning import build_model
 
     torch.manual_seed(0)
     source = ASTClassifier(ModelConfig("tiny", 1, 16, 16, 16, 16, 128, 128), 4, "cls")

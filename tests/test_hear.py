@@ -3,9 +3,11 @@
 import pytest
 import torch
 
-from ssast import hear
+from ssast.eval import hear
 from ssast.features import FeatureConfig, fbank_features
 from ssast.models import ModelConfig, SSASTModel, model_state
+
+pytestmark = pytest.mark.unit
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

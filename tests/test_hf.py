@@ -9,10 +9,12 @@ from transformers import ASTConfig, ASTForAudioClassification
 
 from finetune.__main__ import main as finetune_main
 from probes.__main__ import main as probes_main
-from ssast import hear
+from ssast.eval import hear
 from ssast.models import ASTClassifier, CheckpointError, ModelConfig, load_model
-from ssast.models.checkpoint import weights_hash
+from ssast.models.formats import weights_hash
 from ssast.models.hf import export_hf, load_hf
+
+pytestmark = pytest.mark.integration
 
 
 def logits(model, x):

@@ -6,11 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from finetune.__main__ import build_model
-from finetune.config import FinetuneRunConfig
 from finetune.predict import Predictor
-from ssast import hear
 from ssast.config import load_config
+from ssast.eval import hear
 from ssast.models import (
     ASTClassifier,
     CheckpointError,
@@ -20,9 +18,12 @@ from ssast.models import (
     model_state,
     resized,
 )
-from ssast.models.checkpoint import weights_hash
+from ssast.models.formats import weights_hash
 from ssast.models.hf import export_hf
 from ssast.models.loading import load_encoder, load_model
+from ssast.train.finetuning import FinetuneRunConfig, build_model
+
+pytestmark = pytest.mark.unit
 
 GEOMETRY = dict(fstride=16, tstride=16, input_tdim=128)  # what a released fine-tuned file does not store
 RECIPE = ["model.size=tiny", "model.depth=1"]

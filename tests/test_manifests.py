@@ -13,6 +13,8 @@ from ssast.data.index import Dataset, Example, Examples, read_dataset, split_hol
 from ssast.data.sampling import class_balanced_weights
 from ssast.data.sources import ManifestError, source
 
+pytestmark = pytest.mark.unit
+
 EXAMPLES = [Example("a.wav", (0, 2)), Example("ü/b.wav", ()), Example("c.wav", (1,)), Example("d.wav", (2, 1, 0))]
 
 

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from ssast.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
+from ssast.models.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
+
+pytestmark = pytest.mark.unit
 
 # Probability that a patch of frequency row r (0 = lowest) is masked, 8x64 grid, measured on the reference code.
 ROW_RATES = {

@@ -5,7 +5,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ssast.metrics import accuracy, d_prime, mean_auc, mean_average_precision, per_class_ap, per_class_auc
+from ssast.eval.metrics import accuracy, d_prime, mean_auc, mean_average_precision, per_class_ap, per_class_auc
+
+pytestmark = pytest.mark.unit
 
 
 def random_multilabel(seed=0, n=300, c=12):

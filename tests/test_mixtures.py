@@ -12,7 +12,9 @@ from ssast.data.loader import AudioLoader
 from ssast.data.sampling import DataConfig, DataError, EpochSampler, MixtureSampler, holdout, read_mixture
 from ssast.data.sources import source
 from ssast.features import FeatureConfig
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+
+pytestmark = pytest.mark.integration
 
 
 def test_a_3_to_1_mixture_draws_75_percent_and_each_source_in_epoch_order():

@@ -1,10 +1,10 @@
 import math
 
-import golden
 import pytest
-import spec_reference as spec
 import torch
-from golden import GOLDEN, VARIANTS
+from support import golden
+from support import spec_reference as spec
+from support.golden import GOLDEN, VARIANTS
 
 from ssast.models import (
     ASTClassifier,
@@ -17,6 +17,8 @@ from ssast.models import (
     model_state,
 )
 from ssast.models.ast import SSLConfig
+
+pytestmark = pytest.mark.unit
 
 
 def geometry(g):
@@ -226,7 +228,8 @@ def test_models_engine_and_masking_import_without_fairseq2():
     import sys
 
     code = (
-        "import sys; import ssast.models, ssast.masking, ssast.engine, ssast.pretraining, ssast.distributed; "
+        "import sys; import ssast.models, ssast.models.masking, ssast.train.engine, ssast.train.pretraining, "
+        "ssast.distributed; "
         "sys.exit('fairseq2' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -4,15 +4,18 @@ with the reason only where it cannot be installed)."""
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from browser import install, load
-from test_time_to_quality import write_run
+from support.browser import install, load
+from support.stages import write_metrics
 
 from probes.__main__ import main as probes
 from ssast.demo import report as demo_report
+
+pytestmark = pytest.mark.integration
 
 K = 5
 
@@ -29,7 +32,7 @@ def report(demo_root, tmp_path_factory):
     return base / "page", evaluated, metrics
 
 
-def test_the_report_holds_the_eval_numbers_and_k_neighbours_per_query(report):
+def test_the_report_holds_the_eval_numbers_and_k_neighbours_per_query(report, demo_root):
     page, evaluated, metrics = report
     for key in ("precision_at_k", "recall_at_k", "map_at_k", "queries"):
         assert metrics["overall"][key] == evaluated[key]
@@ -39,6 +42,9 @@ def test_the_report_holds_the_eval_numbers_and_k_neighbours_per_query(report):
     assert len(queries) == 8 and all(q.count('class="clip') == K + 1 for q in queries)
     assert text.count("&#10003;") + text.count("&#10007;") == 8 * K
     assert f"{metrics['overall']['map_at_k']:.3f}" in text
+    assert f"<p>encoder: fbank; clips: esc50 {demo_root / 'esc50'}</p>" in text  # what was searched, and with what
+    files = re.findall(r'<span class="file" title="([^"]+)">([^<]+)</span>', text)
+    assert len(files) == 8 * (K + 1) and all(Path(path).name == name and Path(path).is_file() for path, name in files)
     audio = sorted((page / "audio").glob("*.wav"))
     assert len(audio) == len(list((page / "img").glob("*.png"))) == len(set(re.findall(r"audio/(\d+)\.wav", text)))
     assert all((sf.info(a).samplerate, sf.info(a).channels) == (16000, 1) for a in audio)
@@ -63,12 +69,12 @@ def test_the_demo_report_page_loads_in_a_real_browser(report, tmp_path):
     reason = install()
     if reason:
         pytest.skip(reason)
-    write_run(tmp_path / "seed0", [0, 40, 80], [10, 20, 30, 40, 50, 60, 70, 80])
+    write_metrics(tmp_path / "seed0", [0, 40, 80], [10, 20, 30, 40, 50, 60, 70, 80])
     (tmp_path / "seed0/images").mkdir()
     (tmp_path / "seed0/images/valid_reconstruction.png").write_bytes((report[0] / "img/0.png").read_bytes())
     result = {"score": 0.5, "held_out": 0.5, "choice": ["fbank C=1", 1], "by_feature": {}, "retrieval": 0.2}
     (tmp_path / "probes.json").write_text(json.dumps({"fbank mean+std": {"kw": [result]}}))
-    demo_report.main(["--probes", str(tmp_path / "probes.json"), "--curve", str(tmp_path / "seed0")])
+    demo_report.main([f"probes={tmp_path / 'probes.json'}", f"curve={tmp_path / 'seed0'}"])
     media, errors, shot = load(tmp_path / "report.html")
     assert errors == [] and media["audio"] == []
     assert [i["src"].rsplit("/", 1)[1] for i in media["images"]] == ["learning_curve.png", "valid_reconstruction.png"]

@@ -13,6 +13,8 @@ from ssast.data.sampling import DataConfig, DataError, class_balanced_weights
 from ssast.data.sources import source
 from ssast.features import FeatureConfig
 
+pytestmark = pytest.mark.integration
+
 ESC_FEATURES = FeatureConfig(target_length=512, freqm=24, timem=96, noise=True, mean=-6.6268077, std=5.358466)
 
 

@@ -7,12 +7,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from finetune.config import FinetuneRunConfig
 from finetune.predict import Predictor
 from finetune.predict import main as predict_main
 from ssast.config import load_config
 from ssast.models import ASTClassifier, model_state
 from ssast.models.hf import export_hf
+from ssast.train.finetuning import FinetuneRunConfig
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +55,40 @@ def test_numpy_and_torch_waveforms_give_the_same_scores_and_top_k_takes_windows(
         predictor.scores(np.full(16000, np.nan, np.float32), 16000)
 
 
-def test_bad_files_and_options_end_with_one_line(checkpoint, tmp_path, capsys):
+def test_bad_files_are_one_line_each_and_the_others_are_tagged(checkpoint, tmp_path, capsys):
+    sf.write(tmp_path / "good.wav", np.zeros(16000, np.float32), 16000)
     sf.write(tmp_path / "short.wav", np.zeros(10, np.float32), 16000)
     sf.write(tmp_path / "nan.wav", np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
-    prog = "python -m finetune.predict: error:"
-    for name, reason in [
-        ("short.wav", "10 samples, shorter than one frame (25 ms)"),
-        ("nan.wav", "NaN or inf samples"),
-        ("missing.wav", f"'{tmp_path / 'missing.wav'}' does not exist."),
-    ]:
-        code, err = run(capsys, "--checkpoint", checkpoint, tmp_path / name)
-        assert code == 1 and err == [f"{prog} cannot read audio {tmp_path / name}: {reason}"]
-    for k in ("-2", "0", "two"):
-        code, err = run(capsys, "--checkpoint", checkpoint, tmp_path / "short.wav", "--top-k", k)
-        assert code == 2 and err[-1].endswith(f"argument --top-k: must be a whole number >= 1, got '{k}'")
+    (tmp_path / "clip.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(200))  # AAC: not a libsndfile format
+    (tmp_path / "folder").mkdir()
+    reasons = {
+        "short.wav": "10 samples, shorter than one frame (25 ms)",
+        "nan.wav": "NaN or inf samples",
+        "missing.wav": f"'{tmp_path / 'missing.wav'}' does not exist.",
+        "folder": "is a folder, not an audio file",
+        "clip.m4a": "The input audio cannot be decoded. Format not recognised. (libsndfile reads wav, flac, ogg and "
+        "mp3: convert other formats, e.g. with prepare's flac=)",
+    }
+    files = [tmp_path / name for name in ["short.wav", "nan.wav", "good.wav", "missing.wav", "folder", "clip.m4a"]]
+    code, err = run(capsys, f"checkpoint={checkpoint}", *files)
+    prog = "python -m finetune.predict"
+    assert code == 1 and err == [
+        *[f"{prog}: cannot read audio {p}: {reasons[p.name]}" for p in files if p.name != "good.wav"],
+        f"{prog}: error: 5 of 6 files could not be read",
+    ]
+    assert capsys.readouterr().out == ""  # run() read it: the good file's line came first
+    for k, message in [("-2", "must be >= 1, got -2"), ("0", "must be >= 1, got 0"), ("two", "must be int, got 'two'")]:
+        code, err = run(capsys, f"checkpoint={checkpoint}", tmp_path / "good.wav", f"top_k={k}")
+        assert code == 2 and err == [f"{prog}: error: config key 'top_k' {message}"]
+    code, err = run(capsys, f"checkpoint={checkpoint}", tmp_path / "good.wav", "--top-k", "3")
+    assert code == 2 and err == [f"{prog}: error: '--top-k' is not an option: keys go without dashes, as top_k=VALUE"]
+
+
+def test_windows_are_labelled_by_their_span_in_the_file(checkpoint, tmp_path, capsys):
+    sf.write(tmp_path / "long.wav", np.zeros(int(3.5 * 16000), np.float32), 16000)  # 348 frames: 3 windows of 128
+    predict_main([f"checkpoint={checkpoint}", str(tmp_path / "long.wav"), "windows=true", "top_k=1"])
+    spans = [line.split(" s:")[0].strip() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert spans == ["0.00-1.28", "1.28-2.56", "2.56-3.50"]
 
 
 def test_a_hugging_face_directory_tags_and_a_broken_one_is_one_line(checkpoint, tmp_path, capsys):
@@ -77,7 +99,7 @@ def test_a_hugging_face_directory_tags_and_a_broken_one_is_one_line(checkpoint, 
     assert (predictor.features.mean, predictor.features.std, predictor.classes) == (-5.0, 3.0, ["a", "b", "c"])
     (tmp_path / "hf" / "model.safetensors").unlink()
     sf.write(tmp_path / "a.wav", np.zeros(16000, np.float32), 16000)
-    code, err = run(capsys, "--checkpoint", tmp_path / "hf", tmp_path / "a.wav")
+    code, err = run(capsys, f"checkpoint={tmp_path / 'hf'}", tmp_path / "a.wav")
     assert code == 1 and err == [
         f"python -m finetune.predict: error: {tmp_path / 'hf'} is not a Hugging Face AST "
         f"directory: model.safetensors not found"

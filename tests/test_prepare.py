@@ -10,13 +10,15 @@ import pytest
 import soundfile as sf
 
 import pretrain.__main__ as pretrain_stage
-from pretrain.config import PretrainConfig
 from ssast.config import load_config
 from ssast.data.index import read_dataset
 from ssast.data.prepare import main as prepare
 from ssast.data.sampling import train_valid, training_sampler
 from ssast.data.sources import source
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+from ssast.train.pretraining import PretrainConfig
+
+pytestmark = pytest.mark.integration
 
 RNG = np.random.default_rng(0)
 
@@ -53,7 +55,7 @@ def audioset(tmp_path):
 
 def test_audioset_keeps_good_clips_counts_the_rest_and_lists_the_missing(audioset, tmp_path, capsys):
     out = tmp_path / "prepared"
-    prepare(["audioset", "--root", str(audioset), "--out", str(out), "--workers", "2", "--stats-clips", "0"])
+    prepare(["audioset", f"root={audioset}", f"out={out}", "workers=2", "stats_clips=0"])
     printed = capsys.readouterr().out
     m4a = "ffmpeg" if shutil.which("ffmpeg") else "m4a"  # the fake m4a fails in ffmpeg, or is not tried
     report = json.loads((out / "report_audioset.json").read_text())
@@ -77,7 +79,7 @@ def test_audioset_keeps_good_clips_counts_the_rest_and_lists_the_missing(audiose
 
 def test_an_interrupted_preparation_resumes_without_checking_a_clip_twice(audioset, tmp_path):
     out = tmp_path / "prepared"
-    args = ["audioset", "--root", str(audioset), "--out", str(out), "--workers", "1", "--stats-clips", "0"]
+    args = ["audioset", f"root={audioset}", f"out={out}", "workers=1", "stats_clips=0"]
     prepare(args)
     state = out / ".prepare" / "audioset.jsonl"
     lines = state.read_text().splitlines()
@@ -144,7 +146,7 @@ def left_out(why: str) -> bool:
 
 def test_audioset_clips_are_found_under_every_downloader_s_naming(downloaded, tmp_path):
     out = tmp_path / "prepared"
-    prepare(["audioset", "--root", str(downloaded), "--out", str(out), "--workers", "1", "--stats-clips", "0"])
+    prepare(["audioset", f"root={downloaded}", f"out={out}", "workers=1", "stats_clips=0"])
     kept = json.loads((out / "audioset_balanced_train_segments.json").read_text())["data"]
     found = {Path(e["wav"]).name for e in kept}
     segment_of = {name: what for name, what in AUDIOSET_NAMES if not left_out(what)}
@@ -171,7 +173,7 @@ def test_librispeech_is_one_manifest_per_subset_and_train960_holds_only_the_trai
         tone(root / f"{subset}/19/198/19-198-0000.flac")
     tone(root / "README/1-1-0000.flac")
     out = tmp_path / "prepared"
-    prepare(["librispeech", "--root", str(root), "--out", str(out), "--stats-clips", "1"])
+    prepare(["librispeech", f"root={root}", f"out={out}", "stats_clips=1"])
     report = json.loads((out / "report_librispeech.json").read_text())
     assert report["manifests"] == {
         "librispeech_dev-clean.json": 1,
@@ -188,7 +190,7 @@ def test_librispeech_is_one_manifest_per_subset_and_train960_holds_only_the_trai
     assert json.loads((out / "stats.json").read_text())["manifest"] == report["train_manifest"]
     assert report["train_manifest"] == "librispeech_train960.json"
     capsys.readouterr()
-    prepare(["librispeech", "--root", str(root), "--out", str(tmp_path / "nostats"), "--stats-clips", "0"])
+    prepare(["librispeech", f"root={root}", f"out={tmp_path / 'nostats'}", "stats_clips=0"])
     last = capsys.readouterr().out.splitlines()[-1]  # without statistics too, the training subsets to train on
     assert (
         last == f"to train on it: data.train.kind=json data.train.path={tmp_path / 'nostats/librispeech_train960.json'}"
@@ -199,7 +201,7 @@ def test_librispeech_is_one_manifest_per_subset_and_train960_holds_only_the_trai
         in (out / "unmatched_librispeech.txt").read_text()
     )
     # a subset's own folder as the root
-    prepare(["librispeech", "--root", str(root / "dev-clean"), "--out", str(tmp_path / "dev"), "--stats-clips", "0"])
+    prepare(["librispeech", f"root={root / 'dev-clean'}", f"out={tmp_path / 'dev'}", "stats_clips=0"])
     assert sorted(p.name for p in (tmp_path / "dev").glob("*.json")) == [
         "librispeech_dev-clean.json",
         "report_librispeech.json",
@@ -212,7 +214,7 @@ def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_pa
         tone(root / name, seconds=2.0)
     tone(root / "train-other-500/20/1/20-1-0000.wav", rate=22050, channels=2)
     out, flac = tmp_path / "prepared", tmp_path / "flac"
-    prepare(["librispeech", "--root", str(root), "--out", str(out), "--flac", str(flac), "--stats-clips", "3"])
+    prepare(["librispeech", f"root={root}", f"out={out}", f"flac={flac}", "stats_clips=3"])
     data = read_dataset(source(kind="json", path=str(out / "librispeech_train960.json")))
     assert len(data.examples) == 3 and data.classes == []
     for e in data.examples:
@@ -234,7 +236,7 @@ def test_librispeech_and_folders_convert_to_16k_mono_flac_and_write_stats(tmp_pa
 
 def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_path):
     out = tmp_path / "prepared"
-    prepare(["esc50", "--root", str(demo_root / "esc50"), "--out", str(out), "--stats-clips", "0"])
+    prepare(["esc50", f"root={demo_root / 'esc50'}", f"out={out}", "stats_clips=0"])
     labels = str(out / "class_labels_indices.csv")
     for fold in (1, 5):
         ours = read_dataset(source(kind="json", path=str(out / f"esc50_fold{fold}.json"), labels=labels))
@@ -242,7 +244,7 @@ def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_p
         assert [(e.path, e.labels) for e in ours.examples] == [(e.path, e.labels) for e in theirs.examples]
         assert ours.classes == theirs.classes
     out = tmp_path / "sc"
-    prepare(["speechcommands", "--root", str(demo_root / "speechcommands"), "--out", str(out), "--stats-clips", "0"])
+    prepare(["speechcommands", f"root={demo_root / 'speechcommands'}", f"out={out}", "stats_clips=0"])
     report = json.loads((out / "report_speechcommands.json").read_text())
     assert report["manifests"] == {
         "speechcommands_training.json": 280,
@@ -251,10 +253,21 @@ def test_esc50_and_speech_commands_keep_their_splits_and_labels(demo_root, tmp_p
     }
 
 
-def test_a_folder_with_nothing_readable_is_one_error_line(tmp_path):
+def test_a_folder_with_nothing_readable_is_one_error_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="error: no audio found for folder under"):
-        prepare(["folder", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as e:
+        prepare(["folder", f"root={tmp_path / 'empty'}", f"out={tmp_path / 'out'}"])
+    assert e.value.code == 1 and capsys.readouterr().err == (
+        f"python -m ssast.data.prepare: error: no audio found for folder under {tmp_path / 'empty'}\n"
+    )
+
+
+def test_the_tools_help_shows_every_key_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        prepare(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "usage: python -m ssast.data.prepare LAYOUT [key=value ...] [--print-config]"
+    assert "  root: (required)  # str" in lines and "  stats_clips: 2000  # int, >= 0" in lines
 
 
 def test_the_released_recipe_pretrains_on_prepared_audioset_and_librispeech(audioset, tmp_path):
@@ -265,7 +278,7 @@ def test_the_released_recipe_pretrains_on_prepared_audioset_and_librispeech(audi
         tone(tmp_path / f"LibriSpeech/train-clean-100/19/198/19-198-000{i}.flac", seconds=1.5)
     out = tmp_path / "data/prepared"
     for layout, root in (("audioset", audioset), ("librispeech", tmp_path / "LibriSpeech")):
-        prepare([layout, "--root", str(root), "--out", str(out), "--workers", "2", "--stats-clips", "0"])
+        prepare([layout, f"root={root}", f"out={out}", "workers=2", "stats_clips=0"])
     pretrain_stage.main(
         ["--config", "configs/pretrain/ssast_tiny_patch400.yaml", f"data.root={tmp_path}", f"run_dir={tmp_path}/run"]
         + ["features.target_length=128", "model.input_tdim=128", "model.depth=1", "ssl.mask_size=32"]

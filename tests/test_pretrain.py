@@ -4,11 +4,14 @@ import pytest
 
 import pretrain.__main__ as pretrain_stage
 from ssast.config import load_config
+from ssast.eval.probe_suite import ProbeConfig, probe_tasks
 from ssast.models import load_encoder
-from ssast.protocols import ProbeConfig, probe_tasks
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+
+pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
     run_dir = tmp_path / "run"
     overrides = [

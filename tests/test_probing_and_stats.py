@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from support.stages import run_stage
 
 from probes.commands import linear
 from probes.config import ProbeConfig
@@ -16,12 +17,14 @@ from ssast.data.loader import AudioLoader
 from ssast.data.sampling import DataConfig
 from ssast.data.sources import source
 from ssast.data.stats import StatsConfig, dataset_stats
-from ssast.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
+from ssast.eval.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
+from ssast.eval.linear_probe import fair_probe, mean_std_ci, probe_scores
+from ssast.eval.probe_suite import evaluations
+from ssast.eval.tables import table
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, model_state
-from ssast.probing import fair_probe, mean_std_ci, probe_scores
-from ssast.protocols import evaluations
-from ssast.tables import table
+
+pytestmark = pytest.mark.integration
 
 
 def test_stats_average_batch_means_and_stds_of_padded_unnormalised_fbank(demo_root):
@@ -154,6 +157,7 @@ def test_mean_std_and_confidence_interval():
     assert mean_std_ci([0.4]) == (0.4, 0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_path):
     common = [
         "extract",
@@ -166,28 +170,11 @@ def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_p
     ]
     torch.manual_seed(0)
     torch.save(model_state(SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128))), tmp_path / "enc.pt")
-    one = subprocess.run(
-        [sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one"],
-        capture_output=True,
-        text=True,
-    )
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "probes",
-            *common,
-            f"checkpoint={tmp_path}/enc.pt",
-            f"store_dir={tmp_path}/two",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    run_stage("probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one")
+    run_stage(
+        "torch.distributed.run", "--nproc_per_node", "2", "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt",
+        f"store_dir={tmp_path}/two",
+    )  # fmt: skip
     [a], [b] = [list((tmp_path / d).iterdir()) for d in ("one", "two")]
     assert a.name == b.name  # the same key: weights, recipe and clips
     sa, sb = Store(a), Store(b)
@@ -197,12 +184,8 @@ def test_store_is_reused_and_the_same_with_one_or_two_processes(demo_root, tmp_p
         assert np.allclose(sa.features(name), sb.features(name), atol=1e-5)
     # the same inputs again: the store is found, nothing is computed
     before = (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns
-    again = subprocess.run(
-        [sys.executable, "-m", "probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one"],
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 0 and (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns == before
+    run_stage("probes", *common, f"checkpoint={tmp_path}/enc.pt", f"store_dir={tmp_path}/one")
+    assert (a / "shard0" / "L1_avgtok.npy").stat().st_mtime_ns == before
 
 
 @pytest.mark.slow
@@ -212,7 +195,7 @@ def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
     script = (
         "import sys, torch\n"
         "from ssast.data.sampling import DataConfig\nfrom ssast.data.index import Dataset, Example\n"
-        "from ssast.embeddings import EmbedConfig, extract\nfrom ssast.features import FeatureConfig\n"
+        "from ssast.eval.embeddings import EmbedConfig, extract\nfrom ssast.features import FeatureConfig\n"
         "from ssast.models import ASTEncoder, ModelConfig\n"
         "paths = open(sys.argv[1]).read().split()\nn = int(sys.argv[2])\n"
         "hwm = lambda: next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024\n"
@@ -241,6 +224,7 @@ def test_extracting_20k_clips_keeps_memory_flat(demo_root, tmp_path):
     assert added[20000] < 300 and added[20000] - added[2000] < 100
 
 
+@pytest.mark.slow
 def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "seed0.pt"
@@ -294,6 +278,19 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     assert line == "| x | 60.0 +- 14.1 [+-127.1] (n=2) |"
 
 
+def test_tables_name_the_k_of_retrieval_and_a_one_layer_sweep_has_whole_layer_ticks(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from ssast.eval.tables import plot_sweep
+
+    result = {"score": 0.5, "retrieval": 0.25, "retrieval_k": 10, "by_feature": {"L4_avgtok": 0.5, "L4_freq": 0.6}}
+    assert table({"x": {"t": [result]}}, ["t"]).splitlines()[-1] == "| x, retrieval mAP@10 | 25.0 |"
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    plot_sweep({"x": {"t": [result]}}, ["t"], tmp_path / "sweep.png")
+    assert list(drawn[0].axes[0].get_xticks()) == [4]
+
+
 def test_protocol_splits_never_put_a_test_row_in_training():
     from probes.config import ProbeTaskConfig
 
@@ -335,7 +332,7 @@ def test_a_multi_label_task_reports_map_on_its_eval_manifest(demo_root, tmp_path
     x, y = ({p: s.features("fbank") for p, s in stores.items()}, {p: s.label_array() for p, s in stores.items()})
     assert y["train"].shape == (24, 26)  # multi-hot
     scores = probe_scores(x["train"], y["train"], x["test"], 1.0, multi_label=True, tol=cfg.tol)
-    from ssast.metrics import mean_average_precision
+    from ssast.eval.metrics import mean_average_precision
 
     assert result["score"] == pytest.approx(mean_average_precision(y["test"], scores), abs=1e-9)
     assert 0 < result["retrieval"] <= 1
@@ -347,7 +344,7 @@ def test_a_second_job_waits_for_the_store_being_written_then_finds_it_complete(d
     import fcntl
     import threading
 
-    from ssast.embeddings import store_key
+    from ssast.eval.embeddings import store_key
 
     dataset = read_dataset(source(kind="esc50", path="esc50", split="1"), demo_root)
     features, cfg = FeatureConfig(target_length=128), EmbedConfig(poolings=["meanstd"])

@@ -9,6 +9,8 @@ from ssast.data.index import read_dataset, split_holdout
 from ssast.data.sources import ManifestError, source
 from ssast.demo import builtin as demo
 
+pytestmark = pytest.mark.integration
+
 
 def _wav(path, seconds=0.5, sr=16000):
     path.parent.mkdir(parents=True, exist_ok=True)

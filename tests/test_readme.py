@@ -1,50 +1,74 @@
-"""Every example command of the README runs: a stage checks its recipe and keys (``--print-config``), the SLURM
-launcher prints its script (``--dry-run``), the data generator and the tagger know their flags. A renamed key,
-recipe or flag fails here instead of in a reader's terminal."""
+"""Every page of the documentation (README.md, CONTRIBUTING.md, docs/) holds: each example command runs (a stage checks
+its recipe and keys with ``--print-config``, the SLURM launcher prints its script with ``--dry-run``, a tool knows its
+flags), each Python example runs, each relative link resolves. A renamed key, recipe, flag or page fails here instead
+of in a reader's terminal."""
 
 import re
+import runpy
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def text() -> str:
+    return "\n".join(page.read_text() for page in PAGES)
+
+
+def test_the_readme_is_a_front_door():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250
+    assert {"make demo", "make test"} <= {line.split("#")[0].strip() for line in lines}
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md|CONTRIBUTING\.md)\)", README.read_text()))
+    assert linked == {str(p.relative_to(ROOT)) for p in PAGES[1:]}  # every page is one link away
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(page):
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+    local = [t for t in targets if not re.match(r"[a-z]+://", t)]
+    assert [t for t in local if not (page.parent / t).exists()] == []
 
 
 def commands() -> list[str]:
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text(), re.S)
     lines = [re.sub(r"\s+#.*$", "", line).strip() for line in "\n".join(blocks).replace("\\\n", " ").splitlines()]
     return [line for line in lines if line.startswith(("python -m ", "torchrun "))]
 
 
 def test_the_readme_has_examples_of_every_entry_point():
     modules = {re.search(r"-m (\S+)", c).group(1) for c in commands()}
-    assert modules >= {"pretrain", "finetune", "finetune.predict", "probes", "slurm", "ssast.demo", "ssast.data.stats"}
+    assert modules >= {
+        *("pretrain", "finetune", "finetune.predict", "probes", "slurm"),
+        *("ssast.demo", "ssast.demo.report", "ssast.data.prepare", "ssast.data.shards", "ssast.data.stats"),
+    }
 
 
 @pytest.mark.parametrize("command", commands())
-def test_readme_command_runs(command, demo_root, tmp_path):
+def test_readme_command_runs(command, demo_root, monkeypatch, capsys):
+    """In process, as ``python -m`` runs it: the stage or tool checks its arguments and prints its configuration (the
+    launcher: its script) without running."""
     args = shlex.split(command.replace("data/demo", str(demo_root)))
-    module = args[args.index("-m") + 1]
-    args = [sys.executable, "-m", module, *args[args.index("-m") + 2 :]]
-    if module in ("ssast.demo", "finetune.predict", "ssast.data.shards", "ssast.data.prepare"):
-        # argparse tools: their flags are in the help of their (sub)command
-        flags = {a.split("=")[0] for a in args if a.startswith("--")}
-        command = next(i for i, a in enumerate(args) if a.startswith("--"))
-        help_text = subprocess.run(args[:command] + ["--help"], capture_output=True, text=True).stdout
-        assert flags and all(f in help_text for f in flags)
-        return
-    if "--dry-run" not in args:
-        args.append("--print-config")
-    out = subprocess.run(args, capture_output=True, text=True, cwd=README.parent)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip()
+    module, args = args[args.index("-m") + 1], args[args.index("-m") + 2 :]
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", [module, *args, *([] if "--dry-run" in args else ["--print-config"])])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        raise SystemExit(0)  # the launcher's dry run returns
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert out.out.strip()
 
 
 def snippets() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    return re.findall(r"```python\n(.*?)```", text(), re.S)
 
 
 @pytest.fixture
@@ -54,9 +78,9 @@ def readme_files(tmp_path, monkeypatch):
 
     import torch
 
-    from finetune.config import FinetuneRunConfig
     from ssast.config import load_config
     from ssast.models import ASTClassifier, ModelConfig, SSASTModel, export_official, model_state
+    from ssast.train.finetuning import FinetuneRunConfig
 
     torch.manual_seed(0)
     torch.save(export_official(SSASTModel(ModelConfig("tiny", 2))), tmp_path / "SSAST-Base-Patch-400.pth")
@@ -69,7 +93,7 @@ def readme_files(tmp_path, monkeypatch):
     )
     cfg = load_config(
         FinetuneRunConfig,
-        README.parent / "configs/finetune/demo_speechcommands.yaml",
+        ROOT / "configs/finetune/demo_speechcommands.yaml",
         ["model.size=tiny", "model.depth=1", "init=scratch"],
     )
     (tmp_path / "runs/sc/checkpoints").mkdir(parents=True)
@@ -81,8 +105,8 @@ def readme_files(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_readme_has_python_examples():
-    assert len(snippets()) >= 2
+def test_the_pages_have_python_examples():
+    assert len(snippets()) >= 3
 
 
 @pytest.mark.parametrize("snippet", snippets(), ids=lambda s: s.strip().splitlines()[-1][:40])
@@ -93,5 +117,7 @@ def test_readme_python_example_runs(snippet, readme_files):
         assert names["logits"].shape == (2, 50) and names["emb"].shape == (2, 192)
         assert names["ast"].mlp_head[1].out_features == 527 and names["ast"].v.grid == (12, 101)
         assert (readme_files / "released_format.pth").is_file() and names["encoder"].cfg.depth == 1
+    if "scene" in names:
+        assert names["scene"].shape == (2, names["model"].scene_embedding_size)
     if "scores" in names:
         assert names["scores"].shape == (1, 35) and len(names["predictor"].top_k(names["scores"], 5)) == 5

@@ -10,30 +10,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import DEMO_PRETRAIN, QUIET, timeless
+from support.stages import SMALL_PRETRAIN, timeless
 
 import pretrain.__main__ as stage
 from ssast.data.index import Dataset, Example, split_holdout
 from ssast.data.sources import ManifestError
 from ssast.models import CheckpointError
 from ssast.models.loading import load_model
-from ssast.pretraining import PretrainTask
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+from ssast.train.pretraining import PretrainUnit
 
-# A small, fast pretraining run on the built-in data: 1-layer tiny encoder, 1-s crops.
-FAST = [
-    *DEMO_PRETRAIN,
-    *QUIET,
-    "model.depth=1",
-    "data.batch_size=8",
-    "train.eval_every=4",
-    "train.checkpoint_every=2",
-    "train.max_steps=6",
-]
+pytestmark = pytest.mark.integration
 
 
 def pretrain(root, run_dir, *extra):
-    return stage.main([*FAST, f"data.root={root}", f"run_dir={run_dir}", *extra])
+    """The shared small run's settings (`pretrained_run`), in this process, without TensorBoard."""
+    return stage.main([*SMALL_PRETRAIN, "train.tensorboard=false", f"data.root={root}", f"run_dir={run_dir}", *extra])
 
 
 def fail(capsys, *args) -> str:
@@ -54,7 +46,7 @@ def weights_hash(model) -> str:
 def nan_batches(monkeypatch):
     """Turn the fbank of chosen steps (1-based) to NaN; record the weights each step starts from."""
     steps, seen = set(), []
-    original = PretrainTask.step
+    original = PretrainUnit.step
 
     def step(self, model, batch, generator):
         seen.append(weights_hash(model))
@@ -62,7 +54,7 @@ def nan_batches(monkeypatch):
             batch = {**batch, "fbank": batch["fbank"] * float("nan")}
         return original(self, model, batch, generator)
 
-    monkeypatch.setattr(PretrainTask, "step", step)
+    monkeypatch.setattr(PretrainUnit, "step", step)
     return steps, seen
 
 
@@ -198,20 +190,15 @@ def test_split_holdout_holds_out_exactly_count(n, count):
         split_holdout(data, n)
 
 
-@pytest.fixture(scope="module")
-def finished(demo_root, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("finished") / "run"
-    pretrain(demo_root, run_dir)
-    return run_dir
-
-
-def test_an_existing_run_folder_is_refused_untouched_or_replaced_with_overwrite(demo_root, finished, tmp_path, capsys):
+def test_an_existing_run_folder_is_refused_untouched_or_replaced_with_overwrite(
+    demo_root, pretrained_run, tmp_path, capsys
+):
     run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)
+    shutil.copytree(pretrained_run, run_dir)
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     line = fail(capsys, demo_root, run_dir)
     assert line == (
-        f"python -m pretrain: error: {run_dir} already holds a run (metrics.jsonl, checkpoints):"
+        f"python -m pretrain: error: {run_dir} already holds a run (metrics.jsonl, checkpoints, tensorboard):"
         f" continue it with resume=auto, choose another run_dir, or pass overwrite=true to replace it"
     )
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
@@ -220,10 +207,10 @@ def test_an_existing_run_folder_is_refused_untouched_or_replaced_with_overwrite(
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt", "step_00000002.pt"]
 
 
-def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(demo_root, finished, tmp_path, caplog):
+def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(demo_root, pretrained_run, tmp_path, caplog):
     caplog.set_level("INFO")
     run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)
+    shutil.copytree(pretrained_run, run_dir)
     ckpts = run_dir / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["best.pt", "last.pt", "step_00000004.pt", "step_00000006.pt"]
     for name in ("last.pt", "step_00000006.pt"):  # a torn write of the newest checkpoint
@@ -233,12 +220,12 @@ def test_a_torn_last_checkpoint_falls_back_to_the_newest_readable_one(demo_root,
     assert any("last.pt" in m and "trying an older checkpoint" in m for m in caplog.messages)
     assert any("resumed from" in m and "step_00000004.pt at step 4" in m for m in caplog.messages)
 
-    assert timeless(run_dir) == timeless(finished)
+    assert timeless(run_dir) == timeless(pretrained_run)
 
 
-def test_a_folder_of_unreadable_checkpoints_is_never_restarted_silently(demo_root, finished, tmp_path, capsys):
+def test_a_folder_of_unreadable_checkpoints_is_never_restarted_silently(demo_root, pretrained_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    shutil.copytree(finished, run_dir)
+    shutil.copytree(pretrained_run, run_dir)
     for p in (run_dir / "checkpoints").iterdir():
         p.write_bytes(b"torn")
     line = fail(capsys, demo_root, run_dir, "resume=auto")
@@ -273,9 +260,9 @@ def test_every_torch_load_in_the_project_is_weights_only():
     assert calls and all("weights_only=True" in call for _, call in calls), calls
 
 
-def test_bf16_autocast_trains_close_to_fp32(demo_root, finished, tmp_path):
+def test_bf16_autocast_trains_close_to_fp32(demo_root, pretrained_run, tmp_path):
     pretrain(demo_root, tmp_path / "run", "train.precision=bf16", "train.max_steps=3")
-    fp32, bf16 = read_metrics(finished)[:3], read_metrics(tmp_path / "run")
+    fp32, bf16 = read_metrics(pretrained_run)[:3], read_metrics(tmp_path / "run")
     assert [r["step"] for r in bf16] == [1, 2, 3]
     for a, b in zip(fp32, bf16, strict=True):
         assert a["loss"] != b["loss"]  # autocast is on (its dtypes are checked in test_models)

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from ssast.retrieval import IndexConfig, build_index, evaluate, knn_classify, neighbours_excluding_self
+from ssast.eval.retrieval import IndexConfig, build_index, evaluate, knn_classify, neighbours_excluding_self
+
+pytestmark = pytest.mark.unit
 
 
 def brute_force(x, labels, k):

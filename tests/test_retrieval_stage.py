@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from probes.__main__ import main as probes_main
-from ssast.embeddings import Store
+from ssast.eval.embeddings import Store
+from ssast.eval.retrieval import evaluate
 from ssast.models import ModelConfig, SSASTModel, model_state
-from ssast.retrieval import evaluate
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def test_build_eval_and_query_an_index_of_the_sound_events(demo_root, encoder_ch
     expected = evaluate(x, store.label_array(), k=5)
     for key in ("precision_at_k", "recall_at_k", "map_at_k"):
         assert result[key] == pytest.approx(expected[key], abs=1e-9 if kind == "flat" else 0.05)
-    assert f"k=5: precision@k {result['precision_at_k']:.4f}" in capsys.readouterr().out
+    assert f"clips: precision@5 {result['precision_at_k']:.4f}, recall@5 " in capsys.readouterr().out
     # an indexed clip finds itself first, with cosine similarity 1
     clip = store.paths[7]
     hits = probes_main(["retrieval", "query", *common, f"files=[{clip}]", "k=3"])

@@ -4,15 +4,13 @@ ranks on disjoint shards, and a killed pretraining run on shards resumed bit for
 import json
 import signal
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_PRETRAIN, QUIET, timeless
-from test_engine import wait_for_step
+from support.stages import DEMO_PRETRAIN, QUIET, command, timeless, wait_for_step
 
 from ssast.data.index import read_dataset
 from ssast.data.loader import AudioLoader, ClipReader
@@ -21,16 +19,15 @@ from ssast.data.shards import main as shards_main
 from ssast.data.sources import source
 from ssast.features import FeatureConfig
 
+pytestmark = pytest.mark.integration
+
 FEATURES = FeatureConfig(target_length=128, crop="random")
 
 
 @pytest.fixture(scope="module")
 def esc_shards(demo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards") / "esc50"
-    shards_main(
-        ["write", "--kind", "esc50", "--path", "esc50", "--root", str(demo_root), "--out", str(out)]
-        + ["--shard-mb", "0.5"]
-    )
+    shards_main(["write", "source.kind=esc50", "source.path=esc50", f"root={demo_root}", f"out={out}", "shard_mb=0.5"])
     return out
 
 
@@ -94,8 +91,8 @@ def test_a_mixture_of_shard_sources_reads_each_source_shard_by_shard(esc_shards,
         assert len(set(shard_of[mine[: max(first_window, 1)]])) <= 2
 
 
-def test_an_interrupted_write_goes_on_to_the_same_shards(demo_root, esc_shards, tmp_path, monkeypatch):
-    args = ["write", "--kind", "esc50", "--path", "esc50", "--root", str(demo_root), "--shard-mb", "0.5"]
+def test_an_interrupted_write_goes_on_to_the_same_shards(demo_root, esc_shards, tmp_path, monkeypatch, capsys):
+    args = ["write", "source.kind=esc50", "source.path=esc50", f"root={demo_root}", "shard_mb=0.5"]
     out = tmp_path / "again"
     real_read, reads = Path.read_bytes, []
 
@@ -107,13 +104,14 @@ def test_an_interrupted_write_goes_on_to_the_same_shards(demo_root, esc_shards, 
 
     monkeypatch.setattr(Path, "read_bytes", killed_at_the_40th_clip)
     with pytest.raises(KeyboardInterrupt):
-        shards_main([*args, "--out", str(out)])
+        shards_main([*args, f"out={out}"])
     monkeypatch.setattr(Path, "read_bytes", real_read)
     done = [n for n in sorted(p.name for p in out.iterdir()) if n.endswith(".tar")]
     assert not (out / "index.json").exists() and len(done) >= 10 and [p.name for p in out.glob("*.tmp")]
-    with pytest.raises(SystemExit, match="holds an interrupted write with other settings"):
-        shards_main([*args[:-1], "0.25", "--out", str(out)])
-    shards_main([*args, "--out", str(out)])
+    with pytest.raises(SystemExit):
+        shards_main([*args[:-1], "shard_mb=0.25", f"out={out}"])
+    assert "holds an interrupted write with other settings" in capsys.readouterr().err
+    shards_main([*args, f"out={out}"])
     for name in ["index.json", "index.tsv", *json.loads((esc_shards / "index.json").read_text())["shards"]]:
         assert (out / name).read_bytes() == (esc_shards / name).read_bytes(), name
     assert not list(out.glob("*.tmp"))
@@ -138,24 +136,25 @@ def test_a_corrupt_member_is_skipped_and_counted(esc_shards, tmp_path):
 def test_the_writer_skips_and_lists_unreadable_sources(tmp_path, capsys):
     (tmp_path / "a.wav").write_bytes(b"RIFF....")
     (tmp_path / "list.txt").write_text("a.wav\nmissing.wav\n")
-    shards_main(["write", "--kind", "list", "--path", str(tmp_path / "list.txt"), "--out", str(tmp_path / "s")])
+    args = ["write", "source.kind=list", f"source.path={tmp_path / 'list.txt'}", f"out={tmp_path / 's'}"]
+    shards_main(args)
     out = capsys.readouterr().out
     assert out.startswith("1 clips (0.0 MB) in 1 shards") and "1 skipped" in out
     assert f"skipped {tmp_path / 'missing.wav'}: No such file or directory" in out
-    with pytest.raises(SystemExit, match="already holds shards"):
-        shards_main(["write", "--kind", "list", "--path", str(tmp_path / "list.txt"), "--out", str(tmp_path / "s")])
+    with pytest.raises(SystemExit):
+        shards_main(args)
+    assert "already holds shards" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_pretraining_on_shards_killed_and_resumed_gives_the_uninterrupted_losses(demo_root, tmp_path):
     shards = tmp_path / "shards"
     shards_main(
-        ["write", "--kind", "folder", "--path", "unlabeled", "--root", str(demo_root), "--out", str(shards)]
-        + ["--shard-mb", "0.5"]
+        ["write", "source.kind=folder", "source.path=unlabeled", f"root={demo_root}", f"out={shards}", "shard_mb=0.5"]
     )
 
     def args(run_dir):
-        return [sys.executable, "-m", "pretrain", *DEMO_PRETRAIN, *QUIET, f"run_dir={run_dir}", "data.batch_size=8"] + [
+        return command("pretrain", *DEMO_PRETRAIN, *QUIET, f"run_dir={run_dir}", "data.batch_size=8") + [
             "data.train.kind=shards",
             f"data.train.path={shards}",
             "train.max_steps=10",

@@ -5,20 +5,20 @@ Where SLURM cannot be installed or started the cluster tests are skipped with th
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEMO_PRETRAIN, QUIET, timeless
-from slurm_cluster import Cluster, install
+from support.slurm_cluster import Cluster, install
+from support.stages import DEMO_PRETRAIN, QUIET, run_stage, timeless
 
 import slurm.__main__ as launcher
-from ssast.models.checkpoint import weights_hash
+from ssast.models.formats import weights_hash
 from ssast.models.loading import load_model
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
+
+pytestmark = pytest.mark.integration
 
 # 2-s runs of the demo recipe on the small built-in data, one thread per task.
 PRETRAIN = [*DEMO_PRETRAIN, *QUIET, "model.depth=2", "data.batch_size=4", "train.eval_every=100"]
@@ -87,6 +87,7 @@ def test_a_sweep_is_an_array_and_bad_keys_stop_before_submitting(capsys):
         assert e.value.code == 2 and capsys.readouterr().err.strip().endswith(message)
 
 
+@pytest.mark.slow
 def test_help_and_the_local_cluster_run_the_same_job(demo_root, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         launcher.main(["--help"])
@@ -165,7 +166,7 @@ def test_a_two_task_job_trains_with_identical_weights_on_both_ranks(cluster, dem
 def test_an_interrupted_job_requeues_and_resumes_to_the_uninterrupted_losses(cluster, demo_root, tmp_path):
     args = [*PRETRAIN, f"data.root={demo_root}", "train.max_steps=30", "train.checkpoint_every=5"]
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "pretrain", *args, f"run_dir={reference}"], check=True, capture_output=True)
+    run_stage("pretrain", *args, f"run_dir={reference}")
     run_dir = tmp_path / "run"
     (job,) = launcher.main(["pretrain", *args, f"run_dir={run_dir}", "slurm.cpus_per_task=1", "slurm.time_min=10"])
     deadline = time.time() + 300

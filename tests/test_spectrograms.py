@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from ssast.models import ModelConfig, SSASTModel
-from ssast.spectrograms import MASKED_GREY, figure_rgb, reconstruction_panels, reconstruction_plot
+from ssast.models.spectrograms import MASKED_GREY, figure_rgb, reconstruction_panels, reconstruction_plot
+
+pytestmark = pytest.mark.unit
 
 MASK = torch.tensor([3, 12, 35, 60])  # token = frequency row * 8 + time column on the 8 x 8 grid
 

@@ -2,7 +2,12 @@
 Imports inside functions count too: a lazy import hides a circle from Python, not from a reader."""
 
 import ast
+import re
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ssast", "pretrain", "finetune", "probes", "slurm")
@@ -33,7 +38,7 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
 def test_no_import_circle():
     known = modules()
     graph = {name: imports(name, path, set(known)) for name, path in known.items()}
-    assert "ssast.models.checkpoint" not in graph["ssast.models.ast"]  # the models do not know their file formats
+    assert "ssast.models.formats" not in graph["ssast.models.ast"]  # the models do not know their file formats
     state: dict[str, str] = {}  # "open" on the current path, "done" when fully explored
 
     def visit(name: str, path: list[str]) -> None:
@@ -60,10 +65,10 @@ def test_no_function_longer_than_60_lines():
 
 
 def test_moved_entry_points_keep_working_as_aliases():
-    from ssast import engine, models, optim
+    from ssast import models
     from ssast.models import loading
 
-    assert engine.OptimConfig is optim.OptimConfig and models.load_encoder is loading.load_encoder
+    assert models.load_encoder is loading.load_encoder
 
 
 # The data package's layers, bottom first: each module imports only those before it (the tools at the end sit on
@@ -86,3 +91,65 @@ def test_the_data_layers_import_only_downward():
     # the project modules the layers build on do not reach back into the data package
     for name in ("ssast.config", "ssast.features", "ssast.files"):
         assert not imports(name, known[name], set(known)) & (data | {"ssast.data"}), name
+
+
+def test_no_docstring_joins_its_lines_with_a_lone_backslash():
+    """A backslash ending a line of a (non-raw) docstring joins it with the next one: the help text then shows a
+    run of spaces mid-line instead of the command's continuation."""
+    joined = []
+    for path in [*modules().values(), *(ROOT / "benchmarks").glob("*.py")]:
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node) is not None:
+                text = ast.get_source_segment(source, node.body[0])
+                if not text.startswith(("r", "R")) and re.search(r"(?<!\\)\\\n", text):
+                    joined.append(f"{path.relative_to(ROOT)}:{node.body[0].lineno}")
+    assert not joined
+
+
+def test_every_test_module_declares_its_tier_and_imports_no_other_test_module():
+    tests = sorted((ROOT / "tests").glob("test_*.py"))
+    untiered, borrowing = [], []
+    for path in tests:
+        tree = ast.parse(path.read_text())
+        marks = [
+            ast.unparse(n.value)
+            for n in tree.body
+            if isinstance(n, ast.Assign) and [ast.unparse(t) for t in n.targets] == ["pytestmark"]
+        ]
+        if len(marks) != 1 or ("pytest.mark.unit" in marks[0]) == ("pytest.mark.integration" in marks[0]):
+            untiered.append(path.name)
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        if any(name.split(".")[0].startswith("test_") or name == "conftest" for name in names):
+            borrowing.append(path.name)
+    assert len(tests) > 30 and not untiered and not borrowing, (untiered, borrowing)
+
+
+# The library's rooms, bottom first (README "Layout", CONTRIBUTING.md): each imports only its own and those before.
+ROOMS = (
+    {"ssast.config", "ssast.cli", "ssast.files", "ssast.distributed", "ssast.features"},
+    {"ssast.models"},
+    {"ssast.data"},
+    {"ssast.eval"},
+    {"ssast.train"},
+    {"ssast.demo"},
+)
+
+
+def test_the_library_rooms_import_only_downward():
+    known = modules()
+
+    def room(name: str) -> int:
+        return next(i for i, r in enumerate(ROOMS) if any(name == m or name.startswith(m + ".") for m in r))
+
+    library = {n for n in known if n.startswith("ssast.") and n != "ssast"}
+    upward = [
+        f"{name} -> {dep}"
+        for name in sorted(library)
+        for dep in imports(name, known[name], set(known))
+        if dep in library and room(dep) > room(name)
+    ]
+    assert not upward
+    flat = [n for n in library if n.count(".") == 1 and not (ROOT / n.replace(".", "/")).is_dir()]
+    assert sorted(flat) == sorted(ROOMS[0])  # every other module lives in a room of its own name

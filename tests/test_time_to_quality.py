@@ -7,12 +7,16 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from support.stages import write_metrics
 
 from ssast.config import load_config
+from ssast.eval.probe_suite import ProbeConfig, probe_tasks
 from ssast.models import ModelConfig, SSASTModel
-from ssast.protocols import ProbeConfig, probe_tasks
+
+pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
     probe = [
         f"data.root={demo_root}",
@@ -30,7 +34,11 @@ def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
     cmd += ["train.tensorboard=false", "train.threads=1"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(  # it says what it runs before the minutes go
+        f"pretraining configs/pretrain/demo_fast.yaml for 20 steps in {out / 'run'} (its log: {out / 'run/log'})\n"
+    )
     curve = json.loads((out / "curve.json").read_text())
+    assert curve["retrieval_k"] == 10
     points = curve["points"]
     assert [p["step"] for p in points] == [0, 10, 20] and [p["clips"] for p in points] == [0, 40, 80]
     assert points[0]["train_seconds"] == 0 < points[1]["train_seconds"] < points[2]["train_seconds"]
@@ -52,26 +60,23 @@ def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
         check=True,
     )
     assert Image.open(both).size == (1280, 256)
-
-
-def write_run(run_dir, probed_steps, logged_steps):
-    run_dir.mkdir()
-    lines = [{"step": s, "loss": 1.0, "train_seconds": 1.5 * s} for s in logged_steps]
-    lines += [{"step": s, "probe_kw": s / 100, "probe_kw_held_out": 0.3, "probe_kw_map": 0.1} for s in probed_steps]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    usage = subprocess.run([sys.executable, "benchmarks/time_to_quality.py", "--help"], capture_output=True, text=True)
+    assert "time_to_quality.py plot CURVE [LABEL=CURVE ...] --out PNG" in " ".join(usage.stdout.split())
 
 
 def test_the_demo_report_draws_the_curve_beside_the_table(tmp_path, capsys):
-    from ssast.curves import learning_curve
     from ssast.demo import report
+    from ssast.train.curves import learning_curve
 
-    write_run(tmp_path / "seed0", [0, 40, 80], [10, 20, 30, 40, 50, 60, 70, 80])
+    write_metrics(tmp_path / "seed0", [0, 40, 80], [10, 20, 30, 40, 50, 60, 70, 80])
     points = learning_curve(tmp_path / "seed0")
     expected = [(0, 0.0, 0.0), (40, 60.0, 0.4), (80, 120.0, 0.8)]
     assert [(p["step"], p["train_seconds"], p["kw"]) for p in points] == expected
     result = {"score": 0.5, "held_out": 0.5, "choice": ["fbank C=1", 1], "by_feature": {}, "retrieval": 0.2}
+    result["retrieval_k"] = 10
     (tmp_path / "probes.json").write_text(json.dumps({"fbank mean+std": {"kw": [result]}}))
-    text = report.main(["--probes", str(tmp_path / "probes.json"), "--curve", str(tmp_path / "seed0")])
+    text = report.main([f"probes={tmp_path / 'probes.json'}", f"curve={tmp_path / 'seed0'}"])
+    assert text.splitlines()[0] == "| features | kw, linear probe | kw, retrieval mAP@10 | sound events, fine-tuned |"
     assert text.splitlines()[2] == "| fbank mean+std | 50.0 | 20.0 | |"
     assert text.splitlines()[-2:] == [
         f"learning curve of {tmp_path / 'seed0'}: {tmp_path / 'learning_curve.png'}",
@@ -81,6 +86,6 @@ def test_the_demo_report_draws_the_curve_beside_the_table(tmp_path, capsys):
     assert "<td>fbank mean+std</td><td>50.0</td><td>20.0</td>" in page and 'src="learning_curve.png"' in page
     assert "sweep" not in page  # no probes.sweep.png, no figure
     assert Image.open(tmp_path / "learning_curve.png").size == (1280, 256)
-    write_run(tmp_path / "gap", [0, 45], [10, 20, 30, 40, 50])
+    write_metrics(tmp_path / "gap", [0, 45], [10, 20, 30, 40, 50])
     with pytest.raises(ValueError, match="step 45 was probed but not logged"):
         learning_curve(tmp_path / "gap")

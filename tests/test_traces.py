@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 import torch
-from traces import DATA, finetune, losses, pretrain
+from support.traces import DATA, finetune, losses, pretrain
+
+pytestmark = pytest.mark.integration
 
 TRACES = json.loads((DATA / "traces.json").read_text())
 

@@ -2,26 +2,27 @@
 entry points without a recipe, wrong checkpoints, broken manifests and recipes."""
 
 import dataclasses
-import subprocess
-import sys
 import typing
 
-import golden
 import pytest
 import torch
+from support import golden
+from support.stages import run_stage
 
 import finetune.__main__ as finetune_stage
 import pretrain.__main__ as pretrain_stage
 import probes.__main__ as probes_stage
-from finetune.config import FinetuneRunConfig
-from pretrain.config import PretrainConfig
 from probes.config import ProbeConfig
 from slurm.config import LaunchConfig
-from ssast import protocols
 from ssast.config import ConfigError, Range, load_config
 from ssast.data import stats
 from ssast.data.stats import StatsConfig
+from ssast.eval import probe_suite
 from ssast.models.loading import load_model
+from ssast.train.finetuning import FinetuneRunConfig
+from ssast.train.pretraining import PretrainConfig
+
+pytestmark = pytest.mark.integration
 
 
 def bounded_fields(schema: type, prefix: str = ""):
@@ -135,7 +136,7 @@ def test_checks_across_fields_name_the_key(override, message):
 
 
 def run(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    return run_stage(module, *args, check=False)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
 
 def test_the_demo_generator_and_the_probes_answer_help():
     out = run("ssast.demo", "--help")
-    assert out.returncode == 0 and "--overwrite" in out.stdout
+    assert out.returncode == 0 and "overwrite: false  # bool" in out.stdout
     out = run("probes", "--help")
     assert out.returncode == 0 and out.stdout.startswith(
         "usage: python -m probes linear|extract|retrieval --config FILE"
@@ -195,6 +196,14 @@ def one_line(capsys, main, args, code=1) -> str:
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == code and len(lines) == 1, lines
     return lines[0]
+
+
+def test_a_key_written_as_an_option_says_how_to_write_it(capsys):
+    args = ["--config", "configs/pretrain/demo.yaml", "--train.max_steps=10"]
+    assert one_line(capsys, pretrain_stage.main, args, code=2) == (
+        "python -m pretrain: error: '--train.max_steps=10' is not an option: keys go without dashes, as "
+        "train.max_steps=10"
+    )
 
 
 def test_a_yaml_syntax_error_names_the_line(tmp_path, capsys):
@@ -265,7 +274,7 @@ def test_probe_errors_come_before_any_clip_is_read_and_released_geometry_is_pass
     )
     line = one_line(capsys, probes_stage.main, [*base, "random_init_seeds=[0]", "embed.layers=[5]"])
     assert line == "python -m probes: error: config key 'embed.layers': layer 5 does not exist in a 4-layer encoder"
-    encoders = protocols.encoders(
+    encoders = probe_suite.encoders(
         load_config(
             ProbeConfig,
             "configs/probes/demo.yaml",
@@ -285,3 +294,13 @@ def test_probe_errors_come_before_any_clip_is_read_and_released_geometry_is_pass
 def test_stats_with_a_wrong_root_is_one_line(tmp_path, capsys):
     line = one_line(capsys, stats.main, ["--config", "configs/pretrain/demo.yaml", f"data.root={tmp_path}/none"])
     assert line == f"python -m ssast.data.stats: error: audio folder not found: {tmp_path}/none/unlabeled"
+
+
+def test_the_stages_run_from_the_folder_above_a_clone_named_like_the_package(tmp_path):
+    """From the parent of a clone named ``ssast`` (its ``runs/`` inside), the clone folder is importable as a
+    namespace package; the installed package must still win."""
+    (tmp_path / "ssast" / "runs").mkdir(parents=True)
+    (tmp_path / "ssast" / "pretrain").mkdir()
+    for module in ("pretrain", "finetune", "probes"):
+        out = run_stage(module, "--help", check=False, cwd=tmp_path)
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: python -m {module}"), out.stderr[-500:]

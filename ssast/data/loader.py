@@ -18,6 +18,7 @@ only module that imports fairseq2.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -77,12 +78,23 @@ class ClipReader:
         try:
             audio = self._decode(self._files(path)["data"])
         except Exception as e:  # fairseq2 raises several native error types for missing and corrupt files
-            raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+            raise ValueError(_reason(e, path)) from None
         if audio["waveform"].numel() == 0:
             raise ValueError("no samples")
         return check_waveform(
             prepare_waveform(audio["waveform"], int(audio["sample_rate"]), self.features), self.features.sample_rate
         )
+
+
+def _reason(e: Exception, path: str) -> str:
+    """One line on why a file could not be read: fairseq2's message and the decoder's reason, which it nests."""
+    if os.path.isdir(path):
+        return "is a folder, not an audio file"
+    lines = [str(x).splitlines()[0].removesuffix(" See nested exception for details.") for x in (e, e.__cause__) if x]
+    reason = " ".join(lines) or type(e).__name__
+    if "Format not recognised" in reason:
+        reason += " (libsndfile reads wav, flac, ogg and mp3: convert other formats, e.g. with prepare's flac=)"
+    return reason
 
 
 class ClipLoader:

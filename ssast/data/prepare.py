@@ -1,31 +1,30 @@
 """Corpus preparation: validate every clip of a corpus, write its manifests, label csv, statistics and a report.
 
-    python -m ssast.data.prepare audioset --root AUDIOSET --out data/prepared [--csv unbalanced_train_segments.csv ...]
-    python -m ssast.data.prepare librispeech --root LibriSpeech --out data/prepared
-    python -m ssast.data.prepare esc50 --root ESC-50-master --out data/prepared
-    python -m ssast.data.prepare speechcommands --root speech_commands_v0.02 --out data/prepared
-    python -m ssast.data.prepare folder --root my_audio --out data/prepared [--name my_audio]
+    python -m ssast.data.prepare audioset root=AUDIOSET out=data/prepared [csv=[unbalanced_train_segments.csv]]
+    python -m ssast.data.prepare librispeech root=LibriSpeech out=data/prepared
+    python -m ssast.data.prepare esc50 root=ESC-50-master out=data/prepared
+    python -m ssast.data.prepare speechcommands root=speech_commands_v0.02 out=data/prepared
+    python -m ssast.data.prepare folder root=my_audio out=data/prepared [name=my_audio]
 
-Each clip is decoded and checked (readable, at least ``--min-seconds`` long, not silent, no NaN or inf samples; its
-sample rate and channels are counted), in parallel over ``--workers`` processes. Kept clips go into AST data jsons
-(``kind: json``) named ``<layout>_<split>.json`` in ``--out``, with ``class_labels_indices.csv`` where the corpus
+Each clip is decoded and checked (readable, at least ``min_seconds`` long, not silent, no NaN or inf samples; its
+sample rate and channels are counted), in parallel over ``workers`` processes. Kept clips go into AST data jsons
+(``kind: json``) named ``<layout>_<split>.json`` in ``out``, with ``class_labels_indices.csv`` where the corpus
 has labels. AudioSet: one manifest per segment csv, its clips found under every common downloader's naming
 (``<ytid>``, ``Y<ytid>``, ``<ytid>_<start>``, ``<ytid>_<start_ms>_<end_ms>``: `ssast.data.sources.match_audioset`),
 the files matching no segment or several listed in ``unmatched_audioset.txt``. LibriSpeech: one manifest per
 released subset (``train-clean-100``, ..., ``dev-clean``, ``test-other``), and ``librispeech_train960.json``, its
-training subsets only, for pretraining. ``--flac DIR`` also converts every kept clip to 16-kHz mono FLAC under DIR
+training subsets only, for pretraining. ``flac=DIR`` also converts every kept clip to 16-kHz mono FLAC under DIR
 and points the manifests there. Formats libsndfile cannot read (m4a, webm, opus, aac: the usual YouTube downloads)
 go through ffmpeg when it is installed, and are otherwise dropped with that reason. AudioSet clips listed in a
 segment csv but not on disk are normal: they are counted and listed in ``missing_<csv>.txt``. The fbank statistics
-of the first training manifest (``--stats-clips`` clips evenly spaced) go into ``stats.json`` as the
+of the first training manifest (``stats_clips`` clips evenly spaced) go into ``stats.json`` as the
 ``features.mean`` / ``features.std`` of a recipe. A report (clips kept, dropped by reason, hours) is printed and
 written to ``report_<layout>.json``. Every output appears whole or not at all (written, then renamed). Every checked
-clip is appended to ``.prepare/<layout>.jsonl`` in ``--out``: a second run skips them, so an interrupted preparation
+clip is appended to ``.prepare/<layout>.jsonl`` in ``out``: a second run skips them, so an interrupted preparation
 resumes where it stopped."""
 
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import dataclasses
@@ -35,13 +34,15 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
 import torch
 
+from ssast.cli import run_cli
+from ssast.config import NonNegative, NonNegativeFloat, Positive, cli_args
 from ssast.data.sources import (
     AUDIO_SUFFIXES,
     Esc50Source,
@@ -57,12 +58,30 @@ from ssast.files import atomic_write, atomic_write_text
 
 FFMPEG_SUFFIXES = (".m4a", ".webm", ".opus", ".aac", ".mp4")
 READABLE = AUDIO_SUFFIXES + FFMPEG_SUFFIXES  # what a corpus folder is searched for
-LAYOUTS = ("audioset", "librispeech", "esc50", "speechcommands", "folder")
+Layout = Literal["audioset", "librispeech", "esc50", "speechcommands", "folder"]
+
 AUDIOSET_CSVS = ("balanced_train_segments.csv", "unbalanced_train_segments.csv", "eval_segments.csv")
 LIBRISPEECH_TRAIN = ("train-clean-100", "train-clean-360", "train-other-500")  # the paper's 960 h
 LIBRISPEECH = (*LIBRISPEECH_TRAIN, "dev-clean", "dev-other", "test-clean", "test-other")
 # Manifests that join others, by layout: {name: the splits they hold}; the first is the one for statistics.
 SELECTIONS = {"librispeech": {"train960": LIBRISPEECH_TRAIN}}
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    """One corpus to prepare."""
+
+    layout: Layout
+    root: str  # the corpus folder
+    out: str  # folder for the manifests, label csv, stats and report
+    # audioset: segment csvs under root, one manifest each ([]: the releases')
+    csv: list[str] = dataclasses.field(default_factory=list)
+    name: str = ""  # folder: the manifest's name (default: the folder's)
+    flac: str = ""  # convert kept clips to 16-kHz mono FLAC under this folder
+    min_seconds: NonNegativeFloat = 0.1  # shorter clips are dropped
+    workers: Positive = os.cpu_count() or 1
+    stats_clips: NonNegative = 2000  # clips for stats.json (0: none)
+    target_length: Positive = 1024  # frames of the statistics' front end
 
 
 @dataclasses.dataclass
@@ -187,9 +206,9 @@ def check_clip(task: tuple[str, float, str, str, str]) -> dict:
     return record
 
 
-def prepare(layout: str, args) -> dict:
+def prepare(args: PrepareConfig) -> dict:
     """Check the corpus, write its manifests, label csv, statistics and report; returns the report."""
-    root, out = Path(args.root).resolve(), Path(args.out)
+    layout, root, out = args.layout, Path(args.root).resolve(), Path(args.out)
     corpus = layout_corpus(layout, root, args)
     if not corpus.clips:
         raise ManifestError(f"no audio found for {layout} under {root}")
@@ -292,25 +311,9 @@ def write_stats(manifest: Path, out: Path, args) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: one corpus layout."""
-    parser = argparse.ArgumentParser(prog="python -m ssast.data.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("layout", choices=LAYOUTS)
-    parser.add_argument("--root", required=True, help="the corpus folder")
-    parser.add_argument("--out", required=True, help="folder for the manifests, label csv, stats and report")
-    parser.add_argument(
-        "--csv", nargs="+", help="audioset: segment csvs under --root, one manifest each (default: the releases')"
-    )
-    parser.add_argument("--name", default="", help="folder: the manifest's name (default: the folder's)")
-    parser.add_argument("--flac", default="", help="convert kept clips to 16-kHz mono FLAC under this folder")
-    parser.add_argument("--min-seconds", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
-    parser.add_argument("--stats-clips", type=int, default=2000, help="clips for stats.json (0: none)")
-    parser.add_argument("--target-length", type=int, default=1024, help="frames of the statistics' front end")
-    args = parser.parse_args(argv)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    try:
-        report = prepare(args.layout, args)
-    except ManifestError as e:
-        sys.exit(f"{parser.prog}: error: {e}")
+    prog = "python -m ssast.data.prepare"
+    args = cli_args(PrepareConfig, argv, prog=prog, doc=__doc__, positional="layout")
+    report = run_cli(prog, lambda: prepare(args))
     dropped = sum(report["dropped"].values())
     print(f"{args.layout}: {report['clips_kept']} clips kept ({report['hours_kept']:.2f} h), {dropped} dropped")
     for reason, n in report["dropped"].items():

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ssast.config import Fraction, NonNegative, Positive, invalid
+from ssast.config import Fraction, NonNegative, Positive, UserError, invalid
 from ssast.data.index import Dataset, Examples, holdout_positions, read_dataset, split_holdout
 from ssast.data.sources import FolderSource, Source, SourceConfig
 
@@ -48,7 +48,7 @@ class DataConfig:
             raise invalid("views", self.views, f"a divisor of batch_size ({self.batch_size})")
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Data that cannot feed a run (too many bad clips, too few for the processes); the message says what to do."""
 
 

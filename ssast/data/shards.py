@@ -1,10 +1,11 @@
 """Tar shards: a data set as a few large files, read with large sequential reads.
 
-    python -m ssast.data.shards write --kind json --path data.json --labels labels.csv --out shards/ [--shard-mb 1024]
+    python -m ssast.data.shards write source.kind=json source.path=data.json source.labels=labels.csv out=shards/ \\
+        [shard_mb=1024]
 
 Any data set the sources take becomes numbered tar shards in the WebDataset convention (``<key>.<audio suffix>``,
 the clip's bytes as they are, and ``<key>.json`` with its labels and source path), written in an order shuffled
-by ``--seed``, with ``index.json`` (classes, shard names) and ``index.tsv`` (per clip: shard, key, byte offset and
+by ``seed``, with ``index.json`` (classes, shard names) and ``index.tsv`` (per clip: shard, key, byte offset and
 size of the audio member, label indices). Read them with the ``shards`` source kind: each member is decoded in
 place (fairseq2 maps ``shard.tar:offset:size``), and training walks the shards in a new order each epoch and
 shuffles clips within windows of ``data.shard_window`` shards (`ssast.data.sampling.ShardSampler`). Unreadable
@@ -18,20 +19,21 @@ complete shard.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from ssast.cli import run_cli
+from ssast.config import PositiveFloat, cli_args, invalid
 from ssast.data.index import read_dataset
-from ssast.data.sources import KINDS, ManifestError, Source, source
+from ssast.data.sources import FolderSource, ManifestError, Source, SourceConfig
 from ssast.files import atomic_write_text
 
 
@@ -129,27 +131,29 @@ def _completed(journal: Path, settings: dict) -> list[dict]:
     return shards
 
 
+@dataclasses.dataclass
+class ShardsConfig:
+    """A data set to write as shards."""
+
+    command: Literal["write"]
+    source: SourceConfig = dataclasses.field(default_factory=FolderSource)  # as data.train
+    root: str = ""  # prefix of relative paths, as data.root
+    out: str = ""  # an empty folder for the shards (or one this write was interrupted in)
+    shard_mb: PositiveFloat = 1024.0  # start a new shard past this size
+    seed: int = 0  # of the order the clips are written in
+
+    def __post_init__(self):
+        if not self.out:
+            raise invalid("out", self.out, "a folder for the shards")
+        if self.source.kind == "shards":
+            raise invalid("source.kind", "shards", "a source other than shards")
+
+
 def main(argv: list[str] | None = None) -> None:
     """The command line: ``write``."""
-    parser = argparse.ArgumentParser(prog="python -m ssast.data.shards", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser("write", help="write a data set as tar shards (an interrupted write goes on)")
-    write.add_argument("--kind", choices=sorted(k for k in KINDS if k != "shards"), required=True)
-    write.add_argument("--path", required=True, help="as data.train.path")
-    write.add_argument("--labels", default="", help="as data.train.labels (json, csv, audioset)")
-    write.add_argument("--audio-dir", default="", help="as data.train.audio_dir (audioset)")
-    write.add_argument("--split", default="", help="as data.train.split (esc50, speechcommands)")
-    write.add_argument("--root", default="", help="prefix of relative paths, as data.root")
-    write.add_argument("--out", type=Path, required=True, help="an empty folder for the shards")
-    write.add_argument("--shard-mb", type=float, default=1024.0, help="start a new shard past this size")
-    write.add_argument("--seed", type=int, default=0, help="of the order the clips are written in")
-    args = parser.parse_args(argv)
-    given = {"labels": args.labels, "audio_dir": args.audio_dir, "split": args.split}
-    try:
-        data = source(args.kind, path=args.path, **{k: v for k, v in given.items() if v})
-        report = write_shards(data, args.root, args.out, args.shard_mb, args.seed)
-    except ManifestError as e:
-        sys.exit(f"{parser.prog}: error: {e}")
+    prog = "python -m ssast.data.shards"
+    args = cli_args(ShardsConfig, argv, prog=prog, doc=__doc__, positional="command")
+    report = run_cli(prog, lambda: write_shards(args.source, args.root, Path(args.out), args.shard_mb, args.seed))
     print(
         f"{report['clips']} clips ({report['audio_mb']:.1f} MB) in {report['shards']} shards in {args.out}; "
         f"{len(report['skipped'])} skipped"

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
-from ssast.config import NonNegativeFloat
+from ssast.config import NonNegativeFloat, UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")  # what the loader decodes (libsndfile)
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A data source that cannot be read; the message names the file (and line)."""
 
 

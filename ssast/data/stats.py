@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ssast.cli import run_cli
+from ssast.cli import progress, run_cli, setup_logging
 from ssast.config import Positive, cli_config
 from ssast.data.index import read_dataset
 from ssast.data.loader import AudioLoader
 from ssast.data.sampling import DataConfig
 from ssast.features import FeatureConfig
-from ssast.runlog import progress, setup_logging
 
 
 @dataclass

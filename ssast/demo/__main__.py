@@ -1,4 +1,4 @@
-"""``python -m ssast.demo --root data/demo --scale full``: write the built-in data sets (see `ssast.demo.builtin`)."""
+"""``python -m ssast.demo root=data/demo scale=full``: write the built-in data sets (see `ssast.demo.builtin`)."""
 
 from ssast.demo.builtin import main
 

@@ -1,6 +1,6 @@
 """Built-in demo data sets, generated on the spot in the on-disk formats of the real ones.
 
-    python -m ssast.demo --root data/demo --scale small|full [--seed 0] [--unlabeled N]
+    python -m ssast.demo root=data/demo scale=small|full [seed=0] [unlabeled=N]
 
 - ``speechcommands/``: Speech Commands V2 layout: 35 word folders of 1-s 16 kHz WAVs named
   ``<speaker>_nohash_0.wav``, ``validation_list.txt`` and ``testing_list.txt`` (speaker-disjoint), and
@@ -22,19 +22,19 @@ the sets whole.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal, Optional
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from ssast.config import Positive, cli_args, fail
 from ssast.demo import sounds
 from ssast.demo.espeak import Speaker
 
@@ -308,41 +308,44 @@ def build(root: str | Path, scale: str | Scale = "small", seed: int = 0) -> dict
     return report
 
 
+@dataclass
+class DemoDataConfig:
+    """Where the built-in data go, at which scale and seed."""
+
+    root: str = "data/demo"
+    scale: Literal["small", "full"] = "small"
+    seed: int = 0
+    unlabeled: Optional[Positive] = None  # clips in the unlabelled set (default: the scale's)
+    overwrite: bool = False  # replace built-in data of another scale or seed
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The command line: write the four sets into --root, or find them there."""
+    """The command line: write the four sets into `root`, or find them there."""
     prog = "python -m ssast.demo"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default="data/demo")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--unlabeled", type=int, help="clips in the unlabelled set (default: the scale's)")
-    parser.add_argument("--overwrite", action="store_true", help="replace built-in data of another scale or seed")
-    args = parser.parse_args(argv)
-    root, wanted = Path(args.root), {"scale": args.scale, "seed": args.seed}
-    scale = SCALES[args.scale]
-    if args.unlabeled is not None and args.unlabeled != scale.unlabeled:
-        if args.unlabeled < 1:
-            _fail(prog, f"--unlabeled must be a positive number of clips, got {args.unlabeled}")
-        scale, wanted["unlabeled"] = replace(scale, unlabeled=args.unlabeled), args.unlabeled
+    cfg = cli_args(DemoDataConfig, argv, prog=prog, doc=__doc__)
+    root, wanted = Path(cfg.root), {"scale": cfg.scale, "seed": cfg.seed}
+    scale = SCALES[cfg.scale]
+    if cfg.unlabeled is not None and cfg.unlabeled != scale.unlabeled:
+        scale, wanted["unlabeled"] = replace(scale, unlabeled=cfg.unlabeled), cfg.unlabeled
     marker = root / ".demo.json"  # what the folder holds; "complete" once every set is written
     found = json.loads(marker.read_text()) if marker.exists() else None
     if found == {**wanted, "complete": True}:
         print(f"demo data already in {root} ({_holding(wanted)})")
         return
-    if not args.overwrite:
+    if not cfg.overwrite:
         if found and {k: v for k, v in found.items() if k != "complete"} != wanted:
-            _fail(
+            fail(
                 prog,
-                f"{root} holds built-in data of scale {_holding(found)}: pass --overwrite to replace it, or choose "
-                f"another --root",
+                f"{root} holds built-in data of scale {_holding(found)}: pass overwrite=true to replace it, or "
+                f"choose another root",
             )
         if not found and root.is_dir() and any(root.iterdir()):
-            _fail(prog, f"{root} is not empty and holds no built-in data: choose another --root, or pass --overwrite")
+            fail(prog, f"{root} is not empty and holds no built-in data: choose another root, or pass overwrite=true")
     for name in SETS:  # replaced whole: no mix of scales, seeds or an unfinished generation
         shutil.rmtree(root / name, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({**wanted, "complete": False}))
-    for name, (clips, seconds) in build(root, scale, args.seed).items():
+    for name, (clips, seconds) in build(root, scale, cfg.seed).items():
         print(f"{name:15s} {clips:5d} clips  {seconds:6.1f} s")
     marker.write_text(json.dumps({**wanted, "complete": True}))
 
@@ -351,11 +354,6 @@ def _holding(marker: dict) -> str:
     """What a marker says a folder holds, in words."""
     size = f", {marker['unlabeled']} unlabelled clips" if "unlabeled" in marker else ""
     return f"{marker['scale']}, seed {marker['seed']}{size}"
-
-
-def _fail(prog: str, message: str) -> None:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 if __name__ == "__main__":

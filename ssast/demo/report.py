@@ -4,31 +4,32 @@ of a pretraining run probed periodically, drawn beside probes.json (``learning_c
 ``report.html`` beside probes.json, with the table, the learning curve, the probes' layer and pooling sweep
 (``probes.sweep.png``) and the run's masked reconstruction (``images/valid_reconstruction.png``).
 
-    python -m ssast.demo.report --probes runs/demo/probes.json --curve runs/demo/seed0 \
-        --finetune "fine-tuned, random init"=runs/demo/ft_scratch \
-        "fine-tuned, SSL pretrained"=runs/demo/ft_pretrained
+    python -m ssast.demo.report probes=runs/demo/probes.json curve=runs/demo/seed0 \\
+        'finetune={"from random init": runs/demo/ft_scratch, "from SSL pretrained": runs/demo/ft_pretrained}'
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
-from ssast.curves import learning_curve, plot_curves
-from ssast.tables import cell
+from ssast.config import cli_args
+from ssast.eval.tables import cell
+from ssast.train.curves import learning_curve, plot_curves
 
 
 def report(probes: dict, finetuned: dict[str, dict]) -> str:
     """The demo's markdown table: probes and retrieval per feature source, then the fine-tuning rows."""
-    tasks = list(next(iter(probes.values())))
+    tasks, k = list(next(iter(probes.values()))), retrieval_k(probes)
     lines = [
         "| features | "
         + " | ".join(f"{t}, linear probe" for t in tasks)
         + " | "
-        + " | ".join(f"{t}, retrieval mAP@10" for t in tasks)
+        + " | ".join(f"{t}, retrieval mAP{f'@{k}' if k else ''}" for t in tasks)
         + " | sound events, fine-tuned |",
         "|---" * (2 * len(tasks) + 2) + "|",
     ]
@@ -48,6 +49,14 @@ def report(probes: dict, finetuned: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def retrieval_k(probes: dict) -> Optional[int]:
+    """The k of the probes' retrieval mAP@k, or None when they ran none."""
+    found = {
+        r["retrieval_k"] for by_task in probes.values() for rs in by_task.values() for r in rs if "retrieval_k" in r
+    }
+    return found.pop() if found else None
+
+
 def fbank_level(probes: dict) -> dict[str, float]:
     """The fbank statistics' probe and retrieval values, keyed as a learning curve's points are."""
     level = {}
@@ -60,7 +69,8 @@ def fbank_level(probes: dict) -> dict[str, float]:
 
 def draw_curve(probes: dict, run_dir: str, path: Path) -> None:
     """The learning curve of one periodically probed pretraining run, with the fbank level of `probes`."""
-    plot_curves({f"pretrained ({Path(run_dir).name})": learning_curve(run_dir)}, path, fbank_level(probes))
+    curve = {f"pretrained ({Path(run_dir).name})": learning_curve(run_dir)}
+    plot_curves(curve, path, fbank_level(probes), retrieval_k(probes))
 
 
 def html_page(table: str, figures: dict[str, Path], folder: Path) -> str:
@@ -82,18 +92,20 @@ def html_page(table: str, figures: dict[str, Path], folder: Path) -> str:
     )
 
 
+@dataclass
+class ReportConfig:
+    """The runs a report reads."""
+
+    probes: str  # probes.json of python -m probes linear
+    finetune: dict[str, str] = field(default_factory=dict)  # a column name -> a fine-tuning run folder
+    curve: str = ""  # a pretraining run with periodic probes (probe.every)
+
+
 def main(argv: list[str] | None = None) -> str:
     """The command line: print the table of a probes.json and fine-tuning run folders."""
-    parser = argparse.ArgumentParser(prog="python -m ssast.demo.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--probes", required=True, help="probes.json of python -m probes linear")
-    parser.add_argument("--finetune", nargs="*", default=[], metavar="NAME=RUN_DIR", help="fine-tuning runs")
-    parser.add_argument("--curve", metavar="RUN_DIR", help="a pretraining run with periodic probes (probe.every)")
-    args = parser.parse_args(argv)
+    args = cli_args(ReportConfig, argv, prog="python -m ssast.demo.report", doc=__doc__)
     probes = json.loads(Path(args.probes).read_text())
-    finetuned = {
-        name: json.loads((Path(d) / "results.json").read_text())
-        for name, d in (item.rsplit("=", 1) for item in args.finetune)
-    }
+    finetuned = {name: json.loads((Path(d) / "results.json").read_text()) for name, d in args.finetune.items()}
     table = text = report(probes, finetuned)
     folder = Path(args.probes).parent
     figures = {"probes: layer and pooling sweep": Path(args.probes).with_suffix(".sweep.png")}

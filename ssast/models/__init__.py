@@ -7,10 +7,11 @@ from ssast.models.ast import (
     ModelConfig,
     SSASTModel,
     adapt_pos_embed,
+    describe,
     grid_size,
     resized,
 )
-from ssast.models.checkpoint import CheckpointError, export_official, model_state
+from ssast.models.formats import CheckpointError, export_official, model_state
 from ssast.models.loading import Loaded, load_encoder, load_model
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "SSASTModel",
     "adapt_pos_embed",
+    "describe",
     "export_official",
     "grid_size",
     "load_encoder",

@@ -2,7 +2,7 @@
 
 Module and parameter names follow the reference (``v.cls_token``, ``v.blocks.0.attn.qkv``, ``mask_embed``,
 ``cpredlayer``, ``mlp_head``, ...), so a released checkpoint maps onto these models key for key
-(see `ssast.models.checkpoint`; `ssast.models.load_model` loads every source). Conventions of the reference:
+(see `ssast.models.formats`; `ssast.models.load_model` loads every source). Conventions of the reference:
 
 - input fbank [B, T, F] is transposed to an image [B, 1, F, T]: frequency is the height, row 0 the lowest bin;
 - patches are tokenised frequency-major: token = f_idx * t_dim + t_idx;
@@ -22,7 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
-from ssast.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
+from ssast.models.masking import cluster_patch_mask, inverse_block_mask, random_frame_mask
 
 Pooling = Literal["avgtok", "cls", "meanstd", "freq"]
 POOLINGS = ("avgtok", "cls", "meanstd", "freq")
@@ -363,6 +363,15 @@ class SSASTModel(nn.Module):
                 out["mpg_loss"] = self.mpg(fbank, draw(mask_mpg), s.norm_target)
         out["loss"] = out.get("mpc_loss", 0.0) + s.mpg_weight * out.get("mpg_loss", 0.0)
         return out
+
+
+def describe(model: SSASTModel | ASTClassifier) -> str:
+    """One line for a stage's log: size, depth, patches, stride, grid and parameter count."""
+    m, (f, t) = model.cfg, model.v.grid
+    return (
+        f"{m.size}, {m.depth} layers, {m.fshape}x{m.tshape} patches, stride {m.fstride}x{m.tstride}, {f}x{t} grid, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters"
+    )
 
 
 def adapt_pos_embed(

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ssast.models.ast import SIZES, ASTClassifier, ModelConfig
-from ssast.models.checkpoint import CheckpointError
+from ssast.models.formats import CheckpointError
 
 PREFIX = "audio_spectrogram_transformer."
 # ours -> theirs, for every tensor but the fused qkv projection (split into query, key and value)

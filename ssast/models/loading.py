@@ -16,7 +16,7 @@ from typing import Literal, Optional
 
 from ssast.features import FeatureConfig
 from ssast.models.ast import ASTClassifier, ASTEncoder, SSASTModel, resized
-from ssast.models.checkpoint import CheckpointError, checkpoint_kind, load_classifier, load_pretraining, read
+from ssast.models.formats import CheckpointError, checkpoint_kind, load_classifier, load_pretraining, read
 from ssast.models.hf import load_hf
 
 Kind = Literal["any", "pretraining", "classifier"]

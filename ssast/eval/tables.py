@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssast.probing import mean_std_ci
+from ssast.eval.linear_probe import mean_std_ci
 
 
 def cell(values: list[float], ci: bool = True) -> str:
@@ -23,7 +23,8 @@ def table(results: dict, tasks: list[str]) -> str:
     lines = ["| features | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for name, by_task in results.items():
         lines.append(f"| {name} | " + " | ".join(cell([r["score"] for r in by_task[t]]) for t in tasks) + " |")
-        for key, label in (("knn", "kNN"), ("retrieval", "retrieval mAP@k")):
+        k = next((r["retrieval_k"] for t in tasks for r in by_task[t] if "retrieval_k" in r), "k")
+        for key, label in (("knn", "kNN"), ("retrieval", f"retrieval mAP@{k}")):
             if all(key in r for t in tasks for r in by_task[t]):
                 lines.append(
                     f"| {name}, {label} | " + " | ".join(cell([r[key] for r in by_task[t]]) for t in tasks) + " |"
@@ -70,11 +71,13 @@ def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.5), squeeze=False)
     for ax, t in zip(axes[0], tasks, strict=True):
+        swept: set[int] = set()
         for g in (g for g in results if len(results[g][t][0]["by_feature"]) > 1):
             features = list(results[g][t][0]["by_feature"])
             for pooling in dict.fromkeys(f.split("_", 1)[1] for f in features):
                 names = [f for f in features if f.endswith("_" + pooling) and f[1:].split("_")[0].isdigit()]
                 layers = [int(f[1:].split("_")[0]) for f in names]
+                swept.update(layers)
                 ax.plot(
                     layers,
                     [100 * np.mean([r["by_feature"][f] for r in results[g][t]]) for f in names],
@@ -82,6 +85,7 @@ def plot_sweep(results: dict, tasks: list[str], path: Path) -> None:
                     label=f"{g}, {pooling}",
                 )
         ax.set(title=t, xlabel="layer", ylabel="test metric (%)")
+        ax.set_xticks(sorted(swept))  # the layers probed (one layer: its number, not a 3.8-4.2 axis)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

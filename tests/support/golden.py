@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-GOLDEN = torch.load(Path(__file__).parent / "data" / "golden.pt", weights_only=True)
+GOLDEN = torch.load(Path(__file__).parents[1] / "data" / "golden.pt", weights_only=True)
 VARIANTS = sorted(GOLDEN["variants"])  # "128x2" (frame model), "16x16" (patch model)
 
 

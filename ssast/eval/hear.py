@@ -1,6 +1,6 @@
 """The HEAR 2021 common API, so that these encoders plug into hear-eval-kit and EVAR.
 
-    from ssast import hear
+    from ssast.eval import hear
     model = hear.load_model("runs/demo/seed0/checkpoints/last.pt")       # any checkpoint this project reads
     scene = hear.get_scene_embeddings(audio, model)                       # [n_sounds, scene_embedding_size]
     frames, timestamps = hear.get_timestamp_embeddings(audio, model)      # [n, T, d], [n, T] in milliseconds

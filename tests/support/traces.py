@@ -1,7 +1,7 @@
 """Short pretraining and fine-tuning runs whose loss traces `tests/data/traces.json` holds, so that a change of the
 code that should change no number is checked against the numbers the code gave before it.
 
-    python tests/traces.py record     # re-record (only when a change is meant to move the numbers)
+    python tests/support/traces.py record     # re-record (only when a change is meant to move the numbers)
 
 The pretraining run is the demo's fast-mode recipe shrunk to one block (6 steps of 4 clips, a checkpoint every 3);
 its step-3 checkpoint and run folder are kept in `tests/data/trace_run/`, so that a run written by earlier code is
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from ssast.runlog import TIMINGS
+from ssast.train.logs import TIMINGS
+from support.stages import run_stage
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 PRETRAIN = [
     "configs/pretrain/demo_fast.yaml",
     "data.valid_holdout=8",
@@ -51,12 +51,7 @@ FINETUNE = [
 
 def run(module: str, args: list[str], root: Path, run_dir: Path, *extra: str) -> list[dict]:
     """The metrics.jsonl lines of one stage run (subprocess, so that thread settings are the run's own)."""
-    out = subprocess.run(
-        [sys.executable, "-m", module, "--config", *args, f"data.root={root}", f"run_dir={run_dir}", *extra],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    run_stage(module, "--config", *args, f"data.root={root}", f"run_dir={run_dir}", *extra)
     folder = run_dir / "fold1" if module == "finetune" else run_dir
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from system_packages import apt_install
+from support.system_packages import apt_install
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ssast.runlog import read_metrics
+from ssast.train.logs import read_metrics
 
 
 def learning_curve(run_dir: str | Path) -> list[dict]:
@@ -30,17 +30,19 @@ def tasks_of(points: list[dict]) -> list[str]:
     ]
 
 
-def plot_curves(curves: dict[str, list[dict]], path: str | Path, fbank: Optional[dict] = None) -> None:
+def plot_curves(
+    curves: dict[str, list[dict]], path: str | Path, fbank: Optional[dict] = None, k: Optional[int] = None
+) -> None:
     """A PNG: one row per task; probe test accuracy and retrieval mAP against steps and against pretraining
     minutes, one colour per curve. Dashed: each curve's step 0 (its random initialisation); dotted: the fbank
-    statistics' level (`fbank`, as `ssast.protocols.probe_tasks` gives it)."""
+    statistics' level (`fbank`, as `ssast.eval.probe_suite.probe_tasks` gives it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = tasks_of(next(iter(curves.values())))
-    metrics = [("", "probe accuracy (%)"), ("_map", "retrieval mAP@k (%)")]
+    metrics = [("", "probe accuracy (%)"), ("_map", f"retrieval mAP@{k} (%)" if k else "retrieval mAP (%)")]
     fig, axes = plt.subplots(len(tasks), 4, figsize=(16, 3.2 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks, strict=True):
         for col, ((suffix, ylabel), (x, xlabel)) in enumerate(

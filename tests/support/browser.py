@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from system_packages import apt_install
+
+from support.system_packages import apt_install
 
 PACKAGES = ["chromium", "chromium-driver"]
 

@@ -7,17 +7,18 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
-from ssast.config import save_config
+from ssast.config import UserError, save_config
+from ssast.distributed import Dist, barrier
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A run that cannot start or go on (an output in the way, diverged training); one line for the user."""
 
 
 @dataclass
-class RunConfig:
+class StageConfig:
     """The run section every stage schema starts with."""
 
     run_dir: str = ""  # default: runs/<stage>-<date>-<time>
@@ -58,21 +59,14 @@ def claim_output(
 RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that has started leaves in its folder
 
 
-def open_run_dir(
-    folder: Path,
-    resume: str,
-    overwrite: bool,
-    config: dict,
-    main: bool,
-    wait: Callable[[], None] = lambda: None,
-) -> None:
-    """A stage's run folder by the rule of `claim_output`, with the resolved configuration written into it.
-    `wait` is a barrier: every process looks before the main one changes anything."""
+def open_run_dir(folder: Path, resume: str, overwrite: bool, config: dict, dist: Dist) -> None:
+    """A stage's run folder by the rule of `claim_output`, with the resolved configuration written into it. Every
+    process looks before the main one changes anything."""
     claim = dict(what="a run", key="run_dir", retry="continue it with resume=auto")
     if resume == "none" and not overwrite:  # refused on every process, before any of them changes anything
         claim_output(folder, RUN_FILES, **claim)
-    wait()
-    if main:
+    barrier(dist)
+    if dist.main:
         claim_output(folder, RUN_FILES, resume=resume != "none", overwrite=overwrite, **claim)
         folder.mkdir(parents=True, exist_ok=True)
         save_config(config, folder / "config.yaml")

@@ -19,12 +19,13 @@ from typing import Optional
 
 import torch
 
+from ssast.config import UserError
 from ssast.models.ast import SIZES, ASTClassifier, ModelConfig, SSASTModel, grid_size
 
 _TIMM_HEADS = ("v.head.weight", "v.head.bias", "v.head_dist.weight", "v.head_dist.bias")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the model asked for; the message names the keys."""
 
 

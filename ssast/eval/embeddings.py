@@ -31,6 +31,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from ssast.cli import progress
 from ssast.config import Positive
 from ssast.data.index import Dataset
 from ssast.data.loader import AudioLoader
@@ -40,8 +41,7 @@ from ssast.features import FeatureConfig
 from ssast.files import atomic_write_text
 from ssast.models import ASTEncoder
 from ssast.models.ast import Pooling
-from ssast.models.checkpoint import weights_hash
-from ssast.runlog import progress
+from ssast.models.formats import weights_hash
 
 
 @dataclass

@@ -2,7 +2,7 @@
 held-out training data, never on the test part, and the standardisation is fitted on the training part only.
 
 A probe is a standardised logistic regression: multinomial for single-label data (accuracy), one-vs-rest for
-multi-label data (mAP, `ssast.metrics`). Two solvers minimise the same objective, mean loss + ||W||^2 / (2 C n)
+multi-label data (mAP, `ssast.eval.metrics`). Two solvers minimise the same objective, mean loss + ||W||^2 / (2 C n)
 (scikit-learn's C * sum of losses + ||W||^2 / 2, divided by C n) to the same gradient tolerance: scikit-learn's
 lbfgs on CPU, and a full-batch torch L-BFGS on any device (``solver: torch``, the default on a GPU). The C grid
 is a regularisation path: each fit starts from the previous C's weights.
@@ -22,7 +22,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ssast.metrics import accuracy, mean_average_precision
+from ssast.eval.metrics import accuracy, mean_average_precision
 
 Solver = Literal["auto", "sklearn", "torch"]
 

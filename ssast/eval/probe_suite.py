@@ -8,23 +8,23 @@ import dataclasses
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import numpy as np
 import torch
 
-from ssast import retrieval
 from ssast.config import ConfigError, NonNegative, Positive, PositiveFloat, Range, invalid
 from ssast.data.index import Dataset, read_dataset
 from ssast.data.sampling import DataConfig
 from ssast.data.sources import FolderSource, SourceConfig
-from ssast.distributed import Dist, init_distributed, resolve_device
-from ssast.embeddings import EmbedConfig, Store, extract, feature_names, layer_number
+from ssast.distributed import Dist, set_up
+from ssast.eval import retrieval
+from ssast.eval.embeddings import EmbedConfig, Store, extract, feature_names, layer_number
+from ssast.eval.linear_probe import Solver, fair_probe, task_metric
+from ssast.eval.retrieval import knn_classify
 from ssast.features import FeatureConfig
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, load_encoder
-from ssast.probing import Solver, fair_probe, task_metric
-from ssast.retrieval import knn_classify
-from ssast.runlog import setup_logging
 
 log = logging.getLogger("ssast")
 
@@ -73,7 +73,7 @@ class ProbeConfig:
     random_init_seeds: list[int] = field(default_factory=list)  # the same encoder at random initialisation
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture when no checkpoint is given
     fbank_baseline: bool = True  # also probe the fbank's mean and std over time (no learning)
-    # Features to choose from (every layer x pooling, see ssast.embeddings) and inverse L2 strengths: each
+    # Features to choose from (every layer x pooling, see ssast.eval.embeddings) and inverse L2 strengths: each
     # chosen on held-out training data, per encoder and test part.
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     cs: list[PositiveFloat] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
@@ -82,7 +82,9 @@ class ProbeConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
     retrieval_k: NonNegative = 0  # > 0: also query-by-example mAP@k over each task's clips (exact cosine search)
     device: str = "auto"  # where the encoders run: auto | cpu | cuda | cuda:N
-    store_dir: str = "runs/embeddings"  # embedding stores, reused when the same inputs come again
+    # Embedding stores, reused when the same inputs come again; empty: beside `output` (<its folder>/embeddings), or
+    # runs/embeddings without one.
+    store_dir: str = ""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tasks: list[ProbeTaskConfig] = field(default_factory=list)
@@ -92,6 +94,8 @@ class ProbeConfig:
     def __post_init__(self):
         if not self.cs:
             raise invalid("cs", self.cs, "one or more inverse L2 strengths")
+        if not self.store_dir:
+            self.store_dir = str(Path(self.output).parent / "embeddings") if self.output else "runs/embeddings"
 
 
 def task_parts(task: ProbeTaskConfig, root: str) -> dict[str, Dataset]:
@@ -151,6 +155,7 @@ def probe_source(cfg: ProbeConfig, task: ProbeTaskConfig, stores: dict[str, Stor
     }
     if cfg.retrieval_k:  # query by example over all the task's clips, with the feature the probes chose most
         out["retrieval"] = retrieval.evaluate(x[out["choice"][0].split()[0]], y, cfg.retrieval_k)["map_at_k"]
+        out["retrieval_k"] = cfg.retrieval_k
     if cfg.knn.k and not multi:
         knn = [
             task_metric(
@@ -237,9 +242,8 @@ def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
     on the main process ({} elsewhere): the processes of a launch share the extraction."""
     if not cfg.tasks:
         raise ConfigError("the recipe lists no tasks")
-    device = str(resolve_device(cfg.device))
-    dist = init_distributed(torch.device(device))
-    setup_logging(dist.main)
+    world = set_up(cfg.device)
+    device, dist = str(world.device), world.dist
     groups = encoders(cfg)
     for name, group in groups.items():
         if group[0] is not None:

@@ -3,6 +3,7 @@ validation metric; MultiStepLR per epoch for fine-tuning) and modern ones (AdamW
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Optional
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from ssast.config import NonNegative, NonNegativeFloat, Positive, Range, invalid
+
+log = logging.getLogger("ssast")
 
 
 @dataclass
@@ -66,6 +69,17 @@ class Schedule:
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
         )
+        if cfg.schedule != "constant" and cfg.warmup_steps > max_steps:
+            peak = max_steps / cfg.warmup_steps if cfg.schedule == "cosine" else self._staircase(max_steps - 1)
+            log.warning(
+                "optim.warmup_steps=%d is longer than the run's %d steps: the learning rate never goes past %.3g "
+                "(%.0f%% of optim.lr=%g)",
+                cfg.warmup_steps,
+                max_steps,
+                peak * cfg.lr,
+                100 * peak,
+                cfg.lr,
+            )
 
     def _set(self, lr: float, step: int) -> None:
         for group in self.optimizer.param_groups:

@@ -3,44 +3,18 @@ the progress line; `read_metrics` reads a section back."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
-from tqdm import tqdm
 
 log = logging.getLogger("ssast")
 SECTIONS = ("valid", "probe")  # their keys carry the section as a prefix in metrics.jsonl; training keys none
 TIMINGS = ("clips_per_s", "train_seconds")  # the training keys that measure time: they differ between equal runs
-
-
-def setup_logging(main: bool) -> None:
-    """INFO on the main process, warnings only elsewhere."""
-    logging.basicConfig(
-        level=logging.INFO if main else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-@contextlib.contextmanager
-def progress(total: int, desc: str, show: bool = True) -> Iterator[Callable[[int], None]]:
-    """Counts clips done: a progress bar on a terminal; in a log file, one line at the end with the rate."""
-    if sys.stderr.isatty():
-        with tqdm(total=total, desc=desc, unit="clip", mininterval=1, disable=not show) as bar:
-            yield bar.update
-        return
-    done, start = [0], time.perf_counter()
-    yield lambda n: done.__setitem__(0, done[0] + n)
-    seconds = time.perf_counter() - start
-    if show:
-        log.info("%s: %d clips in %.1f s (%.1f clips/s)", desc, done[0], seconds, done[0] / max(seconds, 1e-9))
 
 
 class RunLog:
@@ -81,7 +55,7 @@ class RunLog:
 
     def images(self, step: int, images: dict[str, torch.Tensor]) -> None:
         """Images [3, H, W] in [0, 1]: to TensorBoard, and the latest of each as ``images/<name>.png``."""
-        if self.file is None:
+        if self.file is None or not images:  # no folder for a run that draws nothing (fine-tuning)
             return
         import matplotlib.image
 

@@ -6,10 +6,10 @@ import os
 import sys
 
 import pretrain.__main__ as stage
-from ssast.pretraining import PretrainTask
+from ssast.train.pretraining import PretrainUnit
 
 records = []
-original_step = PretrainTask.step
+original_step = PretrainUnit.step
 
 
 def recording_step(self, model, batch, generator):
@@ -18,7 +18,7 @@ def recording_step(self, model, batch, generator):
     return original_step(self, model, batch, generator)
 
 
-PretrainTask.step = recording_step
+PretrainUnit.step = recording_step
 stage.main(["--config", *sys.argv[1:]])
 with open(os.path.join(os.environ["RECORD_DIR"], f"rank{os.environ.get('RANK', 0)}.json"), "w") as f:
     json.dump(records, f)

@@ -15,9 +15,9 @@ from torch import nn
 
 from ssast.distributed import Dist, gather
 from ssast.files import atomic_write
-from ssast.models.checkpoint import CheckpointError, load_state, model_state, read, weights_hash
-from ssast.optim import Schedule
-from ssast.runs import RunError
+from ssast.models.formats import CheckpointError, load_state, model_state, read, weights_hash
+from ssast.train.optim import Schedule
+from ssast.train.run_folder import RunError
 
 log = logging.getLogger("ssast")
 
@@ -42,7 +42,7 @@ def _step_of(path: Path) -> int:
 
 
 @dataclass
-class RunState:
+class TrainState:
     """Everything a checkpoint restores. The model, optimiser, schedule and scaler are the same on every
     process; the generator and the data pipeline are each process's own, so a checkpoint holds one of those
     per rank and any checkpoint of the run (``step_N.pt``, ``best.pt``) resumes exactly."""
@@ -53,7 +53,7 @@ class RunState:
     scaler: torch.amp.GradScaler
     generator: torch.Generator
     loader: Any
-    task: Any
+    validator: Any  # a `Validator` with running state over validations, or None
     step: int = 0
     best: Optional[float] = None  # best monitored validation value so far
     skipped: int = 0  # steps skipped for a non-finite loss or gradient
@@ -65,7 +65,7 @@ class RunState:
 
     def state_dict(self, ranks: list[dict]) -> dict:
         """The checkpoint's contents, with every process's `local_state` in `ranks`."""
-        task = self.task.state_dict()
+        validator = self.validator.state_dict() if self.validator else {}
         return {
             **model_state(self.model),
             "step": self.step,
@@ -76,7 +76,7 @@ class RunState:
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ranks": ranks,
-            **({"task": task} if task else {}),
+            **({"validator": validator} if validator else {}),
         }
 
     def load_state_dict(self, state: dict, path: Path, d: Dist) -> None:
@@ -98,8 +98,8 @@ class RunState:
         self.train_seconds = state.get("train_seconds", 0.0)  # absent from checkpoints of earlier versions
         self.generator.set_state(state["ranks"][d.rank]["generator"])
         self.loader.load_state_dict(state["ranks"][d.rank]["data"])
-        if "task" in state:
-            self.task.load_state_dict(state["task"])
+        if "validator" in state:
+            self.validator.load_state_dict(state["validator"])
 
 
 class Checkpoints:
@@ -110,7 +110,7 @@ class Checkpoints:
         self.folder, self.keep_last, self.dist, self.config = folder, keep_last, dist, config
         self.saved_step = -1
 
-    def save(self, run: RunState, best: bool = False) -> None:
+    def save(self, run: TrainState, best: bool = False) -> None:
         """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``)."""
         path = self.folder / f"step_{run.step:08d}.pt"
         if self.saved_step != run.step:

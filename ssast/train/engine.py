@@ -1,10 +1,12 @@
 """The training loop shared by pretraining and fine-tuning.
 
-One `Trainer` runs a `Task` (what a step computes and how validation scores it) with: single process or DDP,
-fp32 / bf16 / fp16 autocast (a grad scaler for fp16), gradient accumulation and clipping, steps with a non-finite
-loss or gradient skipped and counted, checkpoints every N steps and on SIGINT / SIGTERM / SIGUSR1 / SIGUSR2 that
-resume exactly (`ssast.checkpointing`), and the run log (`ssast.runlog`). Optimisers and schedules live in
-`ssast.optim`, run folders in `ssast.runs`.
+A stage sets up its process once (`ssast.distributed.set_up`: device, process group, logging) and opens its run folder
+(`ssast.train.run_folder.open_run_dir`); then one `Trainer` runs a `TrainUnit` (what a step computes), scored by a
+`Validator` and probed by a `PeriodicProbe`, with: single process or DDP, fp32 / bf16 / fp16 autocast (a grad
+scaler for fp16), gradient accumulation and clipping, steps with a non-finite loss or gradient skipped and counted,
+checkpoints every N steps and on SIGINT / SIGTERM / SIGUSR1 / SIGUSR2 that resume exactly
+(`ssast.train.checkpoints`), and the run log (`ssast.train.logs`). Optimisers and schedules live in
+`ssast.train.optim`.
 """
 
 from __future__ import annotations
@@ -17,20 +19,20 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Callable, Iterator, Literal, Optional
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ssast.checkpointing import Checkpoints, RunState
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
-from ssast.distributed import Dist, all_mean, all_true, any_rank, barrier, init_distributed, resolve_device
-from ssast.optim import OptimConfig, Schedule, build_optimizer
-from ssast.runlog import RunLog, setup_logging
-from ssast.runs import RunError, open_run_dir
+from ssast.distributed import World, all_mean, all_true, any_rank
+from ssast.train.checkpoints import Checkpoints, TrainState
+from ssast.train.logs import RunLog
+from ssast.train.optim import OptimConfig, Schedule, build_optimizer
+from ssast.train.run_folder import RunError
 
-__all__ = ["OptimConfig", "RunError", "StopSignals", "Task", "TrainConfig", "Trainer", "resolve_device"]
+__all__ = ["PeriodicProbe", "StopSignals", "TrainConfig", "TrainUnit", "Trainer", "Validator", "World"]
 log = logging.getLogger("ssast")
 
 
@@ -57,18 +59,12 @@ class TrainConfig:
             raise invalid("device", self.device, "auto, cpu, cuda or cuda:N")
 
 
-class Task:
-    """What a stage trains: the model, one step's losses, and validation. Subclasses set `model`, `monitor` and
-    `mode` and implement `step`; every other member has a default that does nothing."""
+class TrainUnit:
+    """What a stage trains: the model and one step's losses. Subclasses set `model` and implement `step`; the other
+    members have defaults."""
 
     model: nn.Module
-    # Validation metric for the plateau schedule and best.pt, and whether higher ("max") or lower ("min") is
-    # better; None: the task has no validation data (no validation, no best.pt).
-    monitor: Optional[str] = None
-    mode: Literal["max", "min"] = "max"
     epoch_steps: Optional[int] = None  # steps per epoch, for the multistep schedule
-    probe_every: int = 0  # steps between representation probes (`probe`); 0: none
-    probe_start: bool = False  # also probe at step 0 of a fresh run
 
     def step(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Losses of one micro-batch; "loss" is minimised, the others are logged."""
@@ -78,28 +74,52 @@ class Task:
         """The clips of a batch, named in the warning about a non-finite step."""
         return list(batch.get("path", []))
 
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Validation metrics of this process's share of the validation set."""
-        return {}
+    def param_groups(self) -> Optional[list[dict]]:
+        """Optimiser groups (see `ssast.train.optim.build_optimizer`); None: every trainable parameter, one group."""
+        return None
+
+
+class Validator:
+    """Scores the model every `eval_every` steps. `monitor` names the metric of the plateau schedule and best.pt,
+    `mode` whether higher ("max") or lower ("min") is better. A validator's own running state (averages over
+    validations) is checkpointed with the run; validating never changes the training state."""
+
+    monitor: str
+    mode: Literal["max", "min"] = "max"
+
+    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+        """Metrics of this process's share of the validation set at `step`."""
+        raise NotImplementedError
 
     def images(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Images [3, H, W] in [0, 1] for TensorBoard at each validation."""
         return {}
 
-    def probe(self, model: nn.Module) -> dict[str, float]:
-        """A representation probe every `probe_every` steps (main process), logged as ``probe_<name>``."""
-        return {}
-
-    def param_groups(self) -> Optional[list[dict]]:
-        """Optimiser groups (see `ssast.optim.build_optimizer`); None: every trainable parameter, one group."""
-        return None
-
     def state_dict(self) -> dict:
-        """State that checkpoints keep (running averages over validations, ...)."""
+        """State that checkpoints keep."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict`."""
+
+
+@dataclass
+class PeriodicProbe:
+    """A representation probe every `every` steps on the main process, logged as ``probe_<name>``; with `start`, at
+    step 0 of a fresh run too (a learning curve's first point)."""
+
+    every: Positive
+    probe: Callable[[nn.Module], dict[str, float]]
+    start: bool = False
+
+
+@dataclass
+class _Interval:
+    """The loop's counters between two log lines, and the steps skipped in a row."""
+
+    clips: int = 0
+    seconds: float = 0.0
+    skipped_in_a_row: int = 0
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -126,35 +146,25 @@ class StopSignals:
 
 
 class Trainer:
-    """Runs a `Task` in a run folder. Construction checks the folder (a run already there is continued only with
-    ``resume``, replaced only with ``overwrite``) and writes the resolved configuration."""
+    """Runs a `TrainUnit` in a run folder that `ssast.train.run_folder.open_run_dir` has opened, on the `World` that
+    `set_up` prepared."""
 
     def __init__(
         self,
         cfg: TrainConfig,
         optim: OptimConfig,
+        world: World,
         run_dir: str | Path,
         run_config: dict,
         resume: str = "none",
-        overwrite: bool = False,
         find_unused_parameters: bool = False,
     ):
         self.cfg, self.optim_cfg, self.resume = cfg, optim, resume
+        self.device, self.dist = world.device, world.dist
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.device = resolve_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.dist: Dist = init_distributed(self.device)
-        if self.device.type == "cuda":
-            self.device = torch.device(
-                "cuda", self.dist.local_rank if cfg.device in ("auto", "cuda") else self.device.index
-            )
-            torch.cuda.set_device(self.device)
-        setup_logging(self.dist.main)
         self.find_unused = find_unused_parameters
         self.checkpoints = Checkpoints(self.ckpt_dir, cfg.keep_last, self.dist, run_config)
-        open_run_dir(self.run_dir, resume, overwrite, run_config, self.dist.main, lambda: barrier(self.dist))
 
     def _autocast(self):
         if self.cfg.precision == "fp32":
@@ -162,18 +172,19 @@ class Trainer:
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _start(self, task: Task, loader) -> RunState:
+    def _start(self, unit: TrainUnit, loader, validator: Optional[Validator]) -> TrainState:
         """The run state on the device, resumed from a checkpoint when `resume` names one."""
-        cfg, model = self.cfg, task.model.to(self.device)
-        optimizer = build_optimizer(self.optim_cfg, model, task.param_groups())
-        run = RunState(
+        cfg, model = self.cfg, unit.model.to(self.device)
+        optimizer = build_optimizer(self.optim_cfg, model, unit.param_groups())
+        mode = validator.mode if validator else "max"
+        run = TrainState(
             model,
             optimizer,
-            Schedule(self.optim_cfg, optimizer, cfg.max_steps, task.mode, task.epoch_steps),
+            Schedule(self.optim_cfg, optimizer, cfg.max_steps, mode, unit.epoch_steps),
             torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16"),
             torch.Generator().manual_seed(cfg.seed * 1000 + self.dist.rank),
             loader,
-            task,
+            validator,
         )
         resumed = self.checkpoints.to_resume(self.resume)
         if resumed is not None:
@@ -187,13 +198,19 @@ class Trainer:
             self.dist.world,
             self.run_dir,
         )
-        if task.monitor is None:
+        if validator is None:
             log.info("no validation data: training without validation; checkpoints keep last.pt, no best.pt")
         return run
 
-    def fit(self, task: Task, loader) -> dict:
+    def fit(
+        self,
+        unit: TrainUnit,
+        loader,
+        validator: Optional[Validator] = None,
+        probe: Optional[PeriodicProbe] = None,
+    ) -> dict:
         """Train until ``max_steps`` (or a stop signal, after a checkpoint); the last validation's metrics."""
-        run = self._start(task, loader)
+        run = self._start(unit, loader, validator)
         ddp = (
             run.model
             if self.dist.world == 1
@@ -205,29 +222,28 @@ class Trainer:
         )
         runlog = RunLog(self.run_dir, run.step, self.cfg.max_steps, self.dist.main, self.cfg.tensorboard)
         batches: Iterator = iter(loader)
-        self.last_eval: dict = {}
-        self._clips, self._in_a_row, self._interval = 0, 0, 0.0
-        if run.step == 0 and task.probe_start:
-            self._maybe_probe(run, task, runlog)  # the initialisation: a learning curve's first point
+        interval, last_eval = _Interval(), {}
+        if run.step == 0 and probe and probe.start:
+            self._maybe_probe(run, probe, runlog)  # the initialisation: a learning curve's first point
         try:
             with StopSignals() as signals:
                 while run.step < self.cfg.max_steps:
                     start = time.perf_counter()
-                    totals, grad_norm = self._step(run, ddp, task, batches)
+                    totals, grad_norm = self._step(run, ddp, unit, batches, interval)
                     elapsed = time.perf_counter() - start
                     run.train_seconds += elapsed
-                    self._interval += elapsed
-                    self._maybe_log(run, totals, grad_norm, runlog)
-                    self._maybe_validate(run, task, runlog)
-                    self._maybe_probe(run, task, runlog)
+                    interval.seconds += elapsed
+                    self._maybe_log(run, totals, grad_norm, runlog, interval)
+                    last_eval = self._maybe_validate(run, validator, runlog) or last_eval
+                    self._maybe_probe(run, probe, runlog)
                     self._maybe_checkpoint(run)
                     if self._maybe_stop(run, signals.received):
                         break
         finally:
             runlog.close()
-        return self.last_eval
+        return last_eval
 
-    def _step(self, run: RunState, ddp: nn.Module, task: Task, batches: Iterator):
+    def _step(self, run: TrainState, ddp: nn.Module, unit: TrainUnit, batches: Iterator, interval: _Interval):
         """One optimiser step over `grad_accum` micro-batches: (mean losses on the device, gradient norm). A step
         with a non-finite loss or gradient on any process leaves the weights as they were."""
         cfg = self.cfg
@@ -242,41 +258,43 @@ class Trainer:
             }
             sync = micro == cfg.grad_accum - 1 or self.dist.world == 1
             with nullcontext() if sync else ddp.no_sync(), self._autocast():
-                out = task.step(ddp, batch, generator=run.generator)
+                out = unit.step(ddp, batch, generator=run.generator)
             run.scaler.scale(out["loss"] / cfg.grad_accum).backward()
             for k, v in out.items():  # on the device: read only at log steps
                 totals[k] = totals.get(k, 0.0) + v.detach().float() / cfg.grad_accum
-            clips += task.clips(batch)
-        self._clips += len(clips)
+            clips += unit.clips(batch)
+        interval.clips += len(clips)
         run.scaler.unscale_(run.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip_grad or math.inf)
         # fp16: the grad scaler skips steps with non-finite gradients itself (and lowers its scale)
         finite = totals["loss"].isfinite() & (grad_norm.isfinite() if cfg.precision != "fp16" else True)
         if all_true(finite, self.dist):
             run.scaler.step(run.optimizer)
-            self._in_a_row = 0
+            interval.skipped_in_a_row = 0
         else:
-            run.skipped, self._in_a_row = run.skipped + 1, self._in_a_row + 1
+            run.skipped, interval.skipped_in_a_row = run.skipped + 1, interval.skipped_in_a_row + 1
             log.warning(
                 "step %d: non-finite loss %s or gradient norm %s; optimiser not stepped (%d in a row); clips: %s",
                 run.step + 1,
                 float(totals["loss"]),
                 float(grad_norm),
-                self._in_a_row,
+                interval.skipped_in_a_row,
                 " ".join(clips),
             )
         run.scaler.update()
         run.step += 1
-        if self._in_a_row > cfg.max_skipped_steps:
+        if interval.skipped_in_a_row > cfg.max_skipped_steps:
             self.checkpoints.save(run)  # the weights are those of the last finite step
             raise RunError(
-                f"{self._in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
+                f"{interval.skipped_in_a_row} steps in a row had a non-finite loss or gradient (the last at step "
                 f"{run.step}; limit train.max_skipped_steps={cfg.max_skipped_steps}); checkpoint "
                 f"written: lower optim.lr, set train.clip_grad or check the data"
             )
         return totals, grad_norm
 
-    def _maybe_log(self, run: RunState, totals: dict, grad_norm: torch.Tensor, runlog: RunLog) -> None:
+    def _maybe_log(
+        self, run: TrainState, totals: dict, grad_norm: torch.Tensor, runlog: RunLog, interval: _Interval
+    ) -> None:
         """Every `log_every` steps, and at steps 1 (it runs) and the last: losses, rate and the loader's counts."""
         if not (run.step % self.cfg.log_every == 0 or run.step in (1, self.cfg.max_steps)):
             return
@@ -284,43 +302,44 @@ class Trainer:
             **{k: float(v) for k, v in totals.items()},
             "lr": run.optimizer.param_groups[0]["lr"],
             "grad_norm": float(grad_norm),
-            "clips_per_s": self._clips * self.dist.world / self._interval,
+            "clips_per_s": interval.clips * self.dist.world / interval.seconds,
             "train_seconds": run.train_seconds,
             "skipped_steps": run.skipped,
             **{k: v for k, v in run.loader.counts().items() if k != "clips_seen"},  # bad clips, a mixture's draws
         }
-        self._interval, self._clips = 0.0, 0
+        interval.seconds, interval.clips = 0.0, 0
         runlog.write(run.step, record)
 
-    def _maybe_validate(self, run: RunState, task: Task, runlog: RunLog) -> None:
-        """Every `eval_every` steps and at the last: validation, the plateau schedule, and ``best.pt``."""
-        if not task.monitor or not (run.step % self.cfg.eval_every == 0 or run.step == self.cfg.max_steps):
-            return
+    def _maybe_validate(self, run: TrainState, validator: Optional[Validator], runlog: RunLog) -> Optional[dict]:
+        """Every `eval_every` steps and at the last: validation, the plateau schedule, and ``best.pt``; the metrics
+        when it validated."""
+        if not validator or not (run.step % self.cfg.eval_every == 0 or run.step == self.cfg.max_steps):
+            return None
         run.model.eval()
         with torch.no_grad(), self._autocast():
-            result = all_mean(task.evaluate(run.model), self.dist)
-            images = task.images(run.model) if runlog.wants_images else {}
-        run.schedule.after_eval(result[task.monitor])
+            result = all_mean(validator.validate(run.model, run.step), self.dist)
+            images = validator.images(run.model) if runlog.wants_images else {}
+        run.schedule.after_eval(result[validator.monitor])
         runlog.write(run.step, result, "valid")
         runlog.images(run.step, images)
-        self.last_eval = result
-        value = result[task.monitor]
-        if run.best is None or (value > run.best if task.mode == "max" else value < run.best):
+        value = result[validator.monitor]
+        if run.best is None or (value > run.best if validator.mode == "max" else value < run.best):
             run.best = value
             self.checkpoints.save(run, best=True)
+        return result
 
-    def _maybe_probe(self, run: RunState, task: Task, runlog: RunLog) -> None:
-        """The task's periodic representation probe, on the main process (the others wait at the next step)."""
-        if task.probe_every and run.step % task.probe_every == 0 and self.dist.main:
+    def _maybe_probe(self, run: TrainState, probe: Optional[PeriodicProbe], runlog: RunLog) -> None:
+        """The periodic representation probe, on the main process (the others wait at the next step)."""
+        if probe and run.step % probe.every == 0 and self.dist.main:
             run.model.eval()
             with torch.no_grad():
-                runlog.write(run.step, task.probe(run.model), "probe")
+                runlog.write(run.step, probe.probe(run.model), "probe")
 
-    def _maybe_checkpoint(self, run: RunState) -> None:
+    def _maybe_checkpoint(self, run: TrainState) -> None:
         if run.step % self.cfg.checkpoint_every == 0 or run.step == self.cfg.max_steps:
             self.checkpoints.save(run)
 
-    def _maybe_stop(self, run: RunState, received: list[int]) -> bool:
+    def _maybe_stop(self, run: TrainState, received: list[int]) -> bool:
         """After a stop signal on any process: checkpoint, and every process stops at the same step."""
         if not any_rank(bool(received), self.dist):
             return False
