@@ -341,10 +341,7 @@ def cli_config(
         if not Path(path).exists() and (names := recipe_names(recipes)):
             e = ConfigError(f"{e} (recipes in configs/{recipes}/: {', '.join(names)})")
         fail(prog, str(e))
-    if show:
-        print("\n".join(describe(schema, cfg)))
-        raise SystemExit(0)
-    return cfg
+    return _printed_or(schema, cfg, show)
 
 
 def cli_args(
@@ -374,6 +371,11 @@ def cli_args(
         cfg = load_config(schema, None, overrides)
     except ConfigError as e:
         fail(prog, str(e))
+    return _printed_or(schema, cfg, show)
+
+
+def _printed_or(schema: type[T], cfg: T, show: bool) -> T:
+    """`cfg`, or with ``--print-config`` every key of it printed and exit 0."""
     if show:
         print("\n".join(describe(schema, cfg)))
         raise SystemExit(0)
