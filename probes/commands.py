@@ -24,10 +24,11 @@ from ssast.eval.embeddings import Store, embed_batch, extract
 from ssast.eval.probe_suite import run_probes
 from ssast.eval.retrieval import build_index, query_by_example, search, to_cpu
 from ssast.eval.tables import choices, plot_sweep, sweep, table
-from ssast.features import fbank_features
+from ssast.features import FeatureConfig, fbank_features
 from ssast.files import atomic_write_text
-from ssast.models import ASTEncoder, CheckpointError, load_encoder
-from ssast.train.run_folder import claim_output
+from ssast.models import ASTEncoder, CheckpointError
+from ssast.models.loading import encoder_and_front_end
+from ssast.train.run_folder import claim_output, hold_folder
 
 INDEX_FILES = ("index.faiss", "index.json", "config.yaml")
 
@@ -54,16 +55,19 @@ def linear(cfg: ProbeConfig) -> dict:
     return results
 
 
-def source_encoder(cfg: ExtractConfig) -> Optional[ASTEncoder]:
-    """The encoder `cfg.checkpoint` names, or None for ``fbank`` (the fbank statistics)."""
+def source_encoder(cfg: ExtractConfig) -> tuple[Optional[ASTEncoder], FeatureConfig]:
+    """The encoder `cfg.checkpoint` names (None for ``fbank``, the fbank statistics) and the front end to embed with
+    (the encoder's own normalisation unless the recipe sets one)."""
     if not cfg.checkpoint:
         raise ConfigError(
             "config key 'checkpoint' must name a checkpoint or a Hugging Face AST directory, or be fbank "
             "(the fbank's mean and std, no encoder)"
         )
     if cfg.checkpoint == "fbank":
-        return None
-    return load_encoder(cfg.checkpoint, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
+        return None, cfg.features.resolved(None, "the fbank statistics")
+    geometry = dict(fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
+    encoder, trained = encoder_and_front_end(cfg.checkpoint, **geometry)
+    return encoder, cfg.features.resolved(trained, cfg.checkpoint)
 
 
 def extract_store(cfg: ExtractConfig) -> Store:
@@ -71,10 +75,10 @@ def extract_store(cfg: ExtractConfig) -> Store:
     launch), written or found complete."""
     world = set_up(cfg.device)
     device, dist = str(world.device), world.dist
-    encoder = source_encoder(cfg)
+    encoder, front_end = source_encoder(cfg)
     dataset = read_dataset(cfg.dataset, cfg.data.root)
     store = extract(
-        encoder, dataset, cfg.features, cfg.data, cfg.embed, cfg.store_dir, dist, device, recipe=dataclasses.asdict(cfg)
+        encoder, dataset, front_end, cfg.data, cfg.embed, cfg.store_dir, dist, device, recipe=dataclasses.asdict(cfg)
     )
     if dist.main:
         print(
@@ -86,9 +90,15 @@ def extract_store(cfg: ExtractConfig) -> Store:
 
 
 def build(cfg: RetrievalConfig) -> dict:
-    """An index over the store's first feature, written to `cfg.index_dir` with its clip list and recipe."""
+    """An index over the store's first feature, written to `cfg.index_dir` with its clip list and recipe; one build
+    at a time writes into a folder."""
     folder = Path(cfg.index_dir)
-    claim_output(folder, INDEX_FILES, "an index", "index_dir", overwrite=cfg.overwrite)
+    with hold_folder(folder, "a retrieval index build", set_up(cfg.device).dist, "index_dir"):
+        claim_output(folder, INDEX_FILES, "an index", "index_dir", overwrite=cfg.overwrite)
+        return _build(cfg, folder)
+
+
+def _build(cfg: RetrievalConfig, folder: Path) -> dict:
     store = extract_store(cfg)
     feature = store.names[0]  # the first of embed.layers x embed.poolings
     x = store.features(feature)
@@ -133,12 +143,12 @@ def query(cfg: RetrievalConfig) -> dict:
         raise ConfigError("config key 'files' must list the audio files to query, got []")
     index, info = _load(cfg)
     built = load_config(RetrievalConfig, Path(cfg.index_dir) / "config.yaml")
-    encoder = source_encoder(built)
-    reader, out = ClipReader(built.features), {}
+    encoder, front_end = source_encoder(built)
+    reader, out = ClipReader(front_end), {}
     labels = info.get("labels") or [[] for _ in info["paths"]]  # indexes built before labels were stored
     for path in cfg.files:
         try:
-            fbank = fbank_features(reader(path), built.features)
+            fbank = fbank_features(reader(path), front_end)
         except ValueError as e:
             raise DataError(f"cannot read audio {path}: {e}") from None
         x = embed_batch(encoder, fbank[None], built.embed)[info["feature"]].numpy()

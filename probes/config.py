@@ -9,10 +9,9 @@ from typing import Optional
 from ssast.config import Positive
 from ssast.data.sampling import DataConfig
 from ssast.data.sources import FolderSource, SourceConfig
-from ssast.eval.embeddings import EmbedConfig
+from ssast.eval.embeddings import EmbedConfig, EmbedFeatureConfig
 from ssast.eval.probe_suite import KnnConfig, ProbeConfig, ProbeTaskConfig
 from ssast.eval.retrieval import IndexConfig
-from ssast.features import FeatureConfig
 
 __all__ = ["ExtractConfig", "KnnConfig", "ProbeConfig", "ProbeTaskConfig", "RetrievalConfig"]
 
@@ -31,7 +30,7 @@ class ExtractConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     device: str = "auto"
     store_dir: str = "runs/embeddings"
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    features: EmbedFeatureConfig = field(default_factory=EmbedFeatureConfig)  # the checkpoint's unless set
     data: DataConfig = field(default_factory=DataConfig)
 
 

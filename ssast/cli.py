@@ -17,13 +17,27 @@ T = TypeVar("T")
 log = logging.getLogger("ssast")
 
 
+class Stopped(Exception):
+    """A stage stopped on request (a signal) after saving its state: not an error, not the end of the run either.
+    Its command line exits with 128 + the signal's number, as a shell reports a process a signal ended, so that a
+    script or a SLURM dependency can tell it from a finished run (exit 0)."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.code = 128 + signum
+
+
 def run_cli(prog: str, fn: Callable[[], T]) -> T:
-    """Run an entry point's work; an error a user can cause ends with one line and exit code 1."""
+    """Run an entry point's work; an error a user can cause ends with one line and its exit code (1; 74 for a file
+    that could not be written), a run stopped by a signal with one line and 128 + the signal's number."""
     try:
         return fn()
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(e.exit_code) from None
+    except Stopped as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        raise SystemExit(e.code) from None
 
 
 def setup_logging(main: bool) -> None:

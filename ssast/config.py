@@ -27,7 +27,9 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """An error the user can fix (a config, a manifest, a checkpoint, the data, an output in the way): entry points
-    print its one-line message instead of a traceback (`ssast.cli.run_cli`)."""
+    print its one-line message instead of a traceback and exit with `exit_code` (`ssast.cli.run_cli`)."""
+
+    exit_code = 1
 
 
 class ConfigError(UserError, ValueError):
@@ -192,6 +194,21 @@ def _set(tree: dict, key: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def load_yaml(path: str | Path) -> dict:
+    """The mapping of a YAML file; ConfigError (one line, with the line and column of a syntax error) otherwise."""
+    try:
+        tree = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML:{where} {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return tree
+
+
 def load_config(
     schema: type[T],
     path: str | Path | None = None,
@@ -202,18 +219,7 @@ def load_config(
     only those top-level sections of the recipe are read (a tool reusing part of a stage's recipe)."""
     tree: dict = {}
     if path is not None:
-        try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-            raise ConfigError(
-                f"config file {path} is not valid YAML:{where} {getattr(e, 'problem', None) or e}"
-            ) from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        tree = load_yaml(path)
         if sections is not None:
             tree = {k: v for k, v in tree.items() if k in sections}
     for item in overrides:

@@ -82,10 +82,14 @@ def test_ctrl_c_and_sigterm_write_a_checkpoint_and_stop(demo_root, tmp_path, sig
     wait_for_step(run_dir, 6, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0
+    assert proc.returncode == 128 + signum  # stopped, not finished: a script can tell
     step = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]
     assert step == max(m["step"] for m in read_metrics(run_dir, None)) and step >= 6
     assert f"{signal.Signals(signum).name}: checkpoint written at step {step}, stopping" in err
+    assert err.strip().splitlines()[-1] == (
+        f"python -m pretrain: stopped by {signal.Signals(signum).name} at step {step}, after a checkpoint: "
+        "resume=auto continues"
+    )
     assert "Traceback" not in err
 
 

@@ -75,7 +75,7 @@ def test_a_broken_manifest_leaves_nothing_in_the_cache(tmp_path, manifest_cache)
     with pytest.raises(ManifestError, match="entry 0: expected an object with a 'wav' path string"):
         read_dataset(source(kind="json", path=str(tmp_path / "bad.json")))
     (folder,) = set(manifest_cache.iterdir()) - before  # the source's folder holds its lock, nothing else
-    assert [p.name for p in folder.iterdir()] == ["lock"]
+    assert [p.name for p in folder.iterdir()] == [".lock"]
 
 
 @pytest.mark.parametrize("damage", ["cut short", "a flipped byte", "no meta"])

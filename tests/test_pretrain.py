@@ -5,7 +5,7 @@ import pytest
 import pretrain.__main__ as pretrain_stage
 from ssast.config import load_config
 from ssast.eval.probe_suite import ProbeConfig, probe_tasks
-from ssast.models import load_encoder
+from ssast.models.loading import encoder_and_front_end
 from ssast.train.logs import read_metrics
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,8 @@ def test_pretraining_logs_a_fair_probe_every_n_steps(demo_root, tmp_path):
     # the logged value is the fair probe of that step's encoder
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
     for step in (2, 4):
-        encoder = load_encoder(run_dir / f"checkpoints/step_{step:08d}.pt")
-        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}")) == pytest.approx(
+        encoder, trained = encoder_and_front_end(run_dir / f"checkpoints/step_{step:08d}.pt")
+        assert probe_tasks(cfg, encoder, str(tmp_path / f"s{step}"), trained) == pytest.approx(
             {k: v for k, v in lines[step // 2].items() if k != "step"}, abs=1e-12
         )
     assert not list(run_dir.glob(".probe-stores-*"))  # the probes' stores are removed
@@ -68,14 +68,15 @@ def test_a_probe_store_dir_keeps_the_stores_for_later_probes_of_the_same_encoder
     assert len(kept) == 2 * 5  # steps 0 and 2, five folds each
     logged = read_metrics(tmp_path / "run", "probe")[-1]
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
-    again = probe_tasks(cfg, load_encoder(tmp_path / "run/checkpoints/last.pt"), str(stores))
+    encoder, trained = encoder_and_front_end(tmp_path / "run/checkpoints/last.pt")
+    again = probe_tasks(cfg, encoder, str(stores), trained)
     assert sorted(p.name for p in stores.iterdir()) == kept  # found, not extracted again
     assert again["ev"] == logged["ev"]
 
 
 def test_an_encoder_pretrained_on_longer_crops_is_probed_resized_to_the_recipes_input(demo_root, tmp_path):
     """A probe recipe's input_tdim: the periodic probe of a 256-frame encoder is that of the encoder resized to
-    128-frame inputs, as `load_encoder` gives it to `probes linear`."""
+    128-frame inputs, as `encoder_and_front_end` gives it to `probes linear`."""
     overrides = [f"data.root={demo_root}", "model.depth=1", "embed.layers=[1]", "embed.poolings=[avgtok]", "cs=[1.0]"]
     overrides += ["input_tdim=128", "tasks=[{name: kw, dataset: {kind: speechcommands, path: speechcommands}}]"]
     run_dir = tmp_path / "run"
@@ -87,10 +88,10 @@ def test_an_encoder_pretrained_on_longer_crops_is_probed_resized_to_the_recipes_
         + [f"probe.overrides=[{','.join(repr(o) for o in overrides)}]"]
     )
     logged = read_metrics(run_dir, "probe")[-1]
-    encoder = load_encoder(run_dir / "checkpoints/last.pt", input_tdim=128)
+    encoder, trained = encoder_and_front_end(run_dir / "checkpoints/last.pt", input_tdim=128)
     assert encoder.cfg.input_tdim == 128 and logged["step"] == 2
     cfg = load_config(ProbeConfig, "configs/probes/demo.yaml", overrides)
-    assert probe_tasks(cfg, encoder, str(tmp_path / "stores")) == pytest.approx(
+    assert probe_tasks(cfg, encoder, str(tmp_path / "stores"), trained) == pytest.approx(
         {k: v for k, v in logged.items() if k != "step"}, abs=1e-12
     )
 

@@ -1,5 +1,4 @@
 import json
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +13,6 @@ from probes.config import ProbeConfig
 from ssast.config import load_config
 from ssast.data.index import read_dataset
 from ssast.data.loader import AudioLoader
-from ssast.data.sampling import DataConfig
 from ssast.data.sources import source
 from ssast.data.stats import StatsConfig, dataset_stats
 from ssast.eval.embeddings import EmbedConfig, Store, embed_batch, extract, feature_names
@@ -131,7 +129,7 @@ def test_torch_and_sklearn_probes_agree(demo_root, tmp_path):
         p: extract(
             None,
             read_dataset(source(kind="speechcommands", path="speechcommands", split=s), demo_root),
-            cfg.features,
+            cfg.features.resolved(None, "the fbank statistics"),
             cfg.data,
             cfg.embed,
             tmp_path,
@@ -336,33 +334,3 @@ def test_a_multi_label_task_reports_map_on_its_eval_manifest(demo_root, tmp_path
 
     assert result["score"] == pytest.approx(mean_average_precision(y["test"], scores), abs=1e-9)
     assert 0 < result["retrieval"] <= 1
-
-
-def test_a_second_job_waits_for_the_store_being_written_then_finds_it_complete(demo_root, tmp_path):
-    """One writer per store: while another job holds the store folder's lock, extraction waits; then it finds the
-    store that job wrote (here: that the test writes) and embeds nothing."""
-    import fcntl
-    import threading
-
-    from ssast.eval.embeddings import store_key
-
-    dataset = read_dataset(source(kind="esc50", path="esc50", split="1"), demo_root)
-    features, cfg = FeatureConfig(target_length=128), EmbedConfig(poolings=["meanstd"])
-    first = extract(None, dataset, features, DataConfig(), cfg, tmp_path / "a")  # the fbank baseline: no encoder
-    folder = tmp_path / "b" / store_key(None, dataset, features, cfg)
-    folder.mkdir(parents=True)
-    done = []
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # "another job" is writing this store
-        waiting = threading.Thread(
-            target=lambda: done.append(extract(None, dataset, features, DataConfig(), cfg, tmp_path / "b"))
-        )
-        waiting.start()
-        waiting.join(timeout=3)
-        assert waiting.is_alive() and not done  # it waits on the lock
-        for f in first.folder.iterdir():  # the other job finishes: its store, store.json last
-            if f.name != ".lock":
-                shutil.copytree(f, folder / f.name) if f.is_dir() else shutil.copy(f, folder / f.name)
-    waiting.join(timeout=60)
-    (store,) = done
-    assert store.meta == first.meta and np.array_equal(store.features("fbank"), first.features("fbank"))

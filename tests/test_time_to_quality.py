@@ -12,6 +12,7 @@ from support.stages import write_metrics
 from ssast.config import load_config
 from ssast.eval.probe_suite import ProbeConfig, probe_tasks
 from ssast.models import ModelConfig, SSASTModel
+from ssast.train.pretraining import PretrainConfig
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +50,8 @@ def test_the_curve_starts_at_the_random_init_and_is_drawn(demo_root, tmp_path):
     # process with another thread count: the probe's fits may then differ by a clip)
     torch.manual_seed(0)
     encoder = SSASTModel(ModelConfig(size="tiny", depth=1, input_tdim=128)).v
-    expected = probe_tasks(cfg, encoder, str(tmp_path / "init"))
+    trained = load_config(PretrainConfig, "configs/pretrain/demo_fast.yaml").features  # the run's normalisation
+    expected = probe_tasks(cfg, encoder, str(tmp_path / "init"), trained)
     assert {k: points[0][k] for k in expected} == pytest.approx(expected, abs=0.01)
     assert curve["fbank"] == pytest.approx(probe_tasks(cfg, None, str(tmp_path / "fbank")), abs=0.01)
     assert Image.open(out / "curve.png").size == (1280, 256)  # one task row, four panels, at 80 dpi

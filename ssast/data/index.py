@@ -15,10 +15,10 @@ are recorded at build time and checked at every read: a version damaged outside 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ssast.data.sources import ManifestError, Source
+from ssast.files import FolderLock, WriteError, no_space
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +196,7 @@ def read_dataset(source: Source, root: str | Path = "") -> Dataset:
     folder = cache_root() / _hash([FORMAT, options])
     version = _version(folder)
     if version is None or _damage(version):
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        with FolderLock(folder, "a manifest compile", wait_s=math.inf):  # one compiles, the others wait for it
             version = _version(folder)
             if version is not None and (damage := _damage(version)):  # not healed by another process meanwhile
                 log.warning("compiled manifest %s is damaged (%s): compiling it anew", version, damage)
@@ -249,10 +248,17 @@ def _compile(source: Source, root: str | Path, folder: Path) -> Path:
     for stale in (tmp, version):  # a build killed half-way, a folder whose meta.json was deleted
         shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir()
-    Examples.from_lists(listing.paths, listing.labels).save(tmp)
-    meta = {k: getattr(listing, k) for k in ("classes", "multi_label", "missing", "shard_stops")}
-    meta["files"] = {name: _checksum(tmp / f"{name}.npy") for name in ARRAYS}  # what the integrity check compares
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        Examples.from_lists(listing.paths, listing.labels).save(tmp)
+        meta = {k: getattr(listing, k) for k in ("classes", "multi_label", "missing", "shard_stops")}
+        meta["files"] = {name: _checksum(tmp / f"{name}.npy") for name in ARRAYS}  # what the integrity check compares
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except OSError as e:
+        written = sum(f.stat().st_size for f in tmp.iterdir())
+        shutil.rmtree(tmp)
+        if full := no_space(e, version, written):
+            raise WriteError(f"{full} (the compiled manifests' cache: point SSAST_CACHE elsewhere)") from None
+        raise
     os.replace(tmp, version)
     (folder / "inputs.tmp").write_text(json.dumps(inputs))
     os.replace(folder / "inputs.tmp", folder / "inputs.json")

@@ -54,7 +54,7 @@ from ssast.data.sources import (
     read_segments,
 )
 from ssast.features import FeatureConfig, resample, to_mono
-from ssast.files import atomic_write, atomic_write_text
+from ssast.files import FolderLock, atomic_write, atomic_write_text
 
 FFMPEG_SUFFIXES = (".m4a", ".webm", ".opus", ".aac", ".mp4")
 READABLE = AUDIO_SUFFIXES + FFMPEG_SUFFIXES  # what a corpus folder is searched for
@@ -207,7 +207,13 @@ def check_clip(task: tuple[str, float, str, str, str]) -> dict:
 
 
 def prepare(args: PrepareConfig) -> dict:
-    """Check the corpus, write its manifests, label csv, statistics and report; returns the report."""
+    """Check the corpus, write its manifests, label csv, statistics and report; returns the report. One
+    preparation at a time writes into an `out` folder."""
+    with FolderLock(args.out, f"a preparation of {args.layout}", "wait for it to end, or choose another out"):
+        return _prepare(args)
+
+
+def _prepare(args: PrepareConfig) -> dict:
     layout, root, out = args.layout, Path(args.root).resolve(), Path(args.out)
     corpus = layout_corpus(layout, root, args)
     if not corpus.clips:

@@ -34,12 +34,26 @@ from ssast.cli import run_cli
 from ssast.config import PositiveFloat, cli_args, invalid
 from ssast.data.index import read_dataset
 from ssast.data.sources import FolderSource, ManifestError, Source, SourceConfig
-from ssast.files import atomic_write_text
+from ssast.files import FolderLock, WriteError, atomic_write_text, no_space
 
 
 def write_shards(data: Source, root: str, out: Path, shard_mb: float, seed: int) -> dict:
     """Write the shards of a data set into `out` (going on from an interrupted write of the same settings);
-    returns a report (clips, shards, bytes, skipped)."""
+    returns a report (clips, shards, bytes, skipped). One write at a time goes into a folder."""
+    with FolderLock(out, "a shard write", "wait for it to end, or choose another out"):
+        try:
+            return _write_shards(data, root, out, shard_mb, seed)
+        except OSError as e:
+            partial = list(out.glob("*.tmp"))
+            full = no_space(e, partial[0] if partial else out, sum(p.stat().st_size for p in partial))
+            if full is None:
+                raise
+            for p in partial:  # the shard being written: written anew when the write goes on
+                p.unlink()
+            raise WriteError(f"{full}; the shards before it are complete: free some space and run it again") from None
+
+
+def _write_shards(data: Source, root: str, out: Path, shard_mb: float, seed: int) -> dict:
     dataset = read_dataset(data, root)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "index.json").exists():

@@ -20,11 +20,13 @@ are cut into windows of its input length and the window embeddings averaged.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
+import logging
+import math
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -32,16 +34,46 @@ import numpy as np
 import torch
 
 from ssast.cli import progress
-from ssast.config import Positive
+from ssast.config import Positive, PositiveFloat
 from ssast.data.index import Dataset
 from ssast.data.loader import AudioLoader
 from ssast.data.sampling import DataConfig
 from ssast.distributed import Dist, barrier
 from ssast.features import FeatureConfig
-from ssast.files import atomic_write_text
+from ssast.files import FolderLock, WriteError, atomic_write_text, no_space
 from ssast.models import ASTEncoder
 from ssast.models.ast import Pooling
 from ssast.models.formats import weights_hash
+
+log = logging.getLogger("ssast")
+
+
+@dataclass
+class EmbedFeatureConfig(FeatureConfig):
+    """The front end of embeddings. Its normalisation is the encoder's own (its training run's, or what a released
+    or Hugging Face source stores): left unset here, it follows the encoder; set, it is used, with a warning naming
+    both values when it differs from the encoder's."""
+
+    mean: Optional[float] = None
+    std: Optional[PositiveFloat] = None
+
+    def resolved(self, trained: Optional[FeatureConfig], source: str) -> FeatureConfig:
+        """The front end to embed `source` with: this one, with the normalisation and mel bins of `trained` (the
+        front end `source` was trained with; None: the fbank statistics, or encoders with no training), and
+        AudioSet's normalisation where neither says."""
+        values = {f.name: getattr(self, f.name) for f in fields(FeatureConfig)}
+        for key in ("mean", "std"):
+            given, own = values[key], getattr(trained, key) if trained else None
+            if given is None:
+                values[key] = own if own is not None else getattr(FeatureConfig(), key)
+            elif own is not None and given != own:
+                log.warning("features.%s=%g differs from %s's own %g: embedding with %g as asked", key, given, source,
+                            own, given)  # fmt: skip
+        if trained is not None:
+            values["num_mel_bins"] = trained.num_mel_bins
+        front = FeatureConfig(**values)
+        log.info("front end of %s: mean %g, std %g, %d mel bins", source, front.mean, front.std, front.num_mel_bins)
+        return front
 
 
 @dataclass
@@ -207,7 +239,17 @@ def extract(
         barrier(dist)
         if _complete(folder, key):  # written by a job that held the lock before this one
             return Store(folder)
-        _write_store(encoder, dataset, features, data, cfg, key, folder, dist, torch.device(device), recipe, desc)
+        try:
+            _write_store(encoder, dataset, features, data, cfg, key, folder, dist, torch.device(device), recipe, desc)
+        except OSError as e:
+            full = no_space(e, Path(e.filename) if e.filename else folder / "store.json")
+            if full is None:
+                raise
+            for shard in folder.glob("shard*"):  # no half store: the next extraction embeds its clips anew
+                shutil.rmtree(shard, ignore_errors=True)
+            raise WriteError(
+                f"{full}; the store {folder} was not completed: free some space and run it again"
+            ) from None
     return Store(folder)
 
 
@@ -224,9 +266,7 @@ def _writing(folder: Path, main: bool):
     if not main:
         yield
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FolderLock(folder, "an embedding store being written", wait_s=math.inf):
         yield
 
 

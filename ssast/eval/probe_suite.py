@@ -20,11 +20,12 @@ from ssast.data.sampling import DataConfig
 from ssast.data.sources import FolderSource, SourceConfig
 from ssast.distributed import Dist, set_up
 from ssast.eval import retrieval
-from ssast.eval.embeddings import EmbedConfig, Store, extract, feature_names, layer_number
+from ssast.eval.embeddings import EmbedConfig, EmbedFeatureConfig, Store, extract, feature_names, layer_number
 from ssast.eval.linear_probe import Solver, fair_probe, task_metric
 from ssast.eval.retrieval import knn_classify
 from ssast.features import FeatureConfig
-from ssast.models import ASTEncoder, ModelConfig, SSASTModel, load_encoder
+from ssast.models import ASTEncoder, ModelConfig, SSASTModel
+from ssast.models.loading import encoder_and_front_end
 
 log = logging.getLogger("ssast")
 
@@ -85,7 +86,9 @@ class ProbeConfig:
     # Embedding stores, reused when the same inputs come again; empty: beside `output` (<its folder>/embeddings), or
     # runs/embeddings without one.
     store_dir: str = ""
-    features: FeatureConfig = field(default_factory=FeatureConfig)
+    # The front end: each encoder's own normalisation unless set here (see EmbedFeatureConfig); the clip length is
+    # each task's `target_length`.
+    features: EmbedFeatureConfig = field(default_factory=EmbedFeatureConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tasks: list[ProbeTaskConfig] = field(default_factory=list)
     output: str = ""  # optional path of a JSON file with every number (and <output>.sweep.png for a sweep)
@@ -176,13 +179,14 @@ def probe_encoder(
     task: ProbeTaskConfig,
     parts: dict[str, Dataset],
     encoder: Optional[ASTEncoder],
+    front_end: FeatureConfig,
     dist: Dist,
     device: str,
     desc: str = "",
 ) -> dict:
-    """The stores of every part of a task through `encoder` (sharded over the processes), then, on the main
-    process, `probe_source` of them."""
-    features = dataclasses.replace(cfg.features, target_length=task.target_length)
+    """The stores of every part of a task through `encoder` and its `front_end` (sharded over the processes), then,
+    on the main process, `probe_source` of them."""
+    features = dataclasses.replace(front_end, target_length=task.target_length)
     stores = {
         p: extract(encoder, d, features, cfg.data, cfg.embed, cfg.store_dir, dist, device, desc=f"{desc}, {p}")
         for p, d in parts.items()
@@ -190,16 +194,19 @@ def probe_encoder(
     return probe_source(cfg, task, stores, device) if dist.main else {}
 
 
-def probe_tasks(cfg: ProbeConfig, encoder: Optional[ASTEncoder], store_dir: str) -> dict[str, float]:
-    """A fair probe of one encoder (None: the fbank statistics) on every task of the recipe, in this process (the
-    pretraining stage's periodic probe): {task: test metric, "<task>_held_out": the held-out metric that chose
-    the feature and C, "<task>_map": query-by-example mAP@retrieval_k (when the recipe asks)}; the stores go to
-    `store_dir`."""
+def probe_tasks(
+    cfg: ProbeConfig, encoder: Optional[ASTEncoder], store_dir: str, trained: Optional[FeatureConfig] = None
+) -> dict[str, float]:
+    """A fair probe of one encoder (None: the fbank statistics) trained with the front end `trained` on every task of
+    the recipe, in this process (the pretraining stage's periodic probe): {task: test metric, "<task>_held_out":
+    the held-out metric that chose the feature and C, "<task>_map": query-by-example mAP@retrieval_k (when the
+    recipe asks)}; the stores go to `store_dir`."""
     cfg = dataclasses.replace(cfg, store_dir=store_dir)
     device = str(next(encoder.parameters()).device) if encoder is not None else "cpu"
+    front_end = cfg.features.resolved(trained, "the encoder" if encoder is not None else "the fbank statistics")
     out = {}
     for t in cfg.tasks:
-        result = probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, Dist(), device, t.name)
+        result = probe_encoder(cfg, t, task_parts(t, cfg.data.root), encoder, front_end, Dist(), device, t.name)
         out[t.name], out[f"{t.name}_held_out"] = result["score"], result["held_out"]
         if "retrieval" in result:
             out[f"{t.name}_map"] = result["retrieval"]
@@ -216,12 +223,17 @@ def check_tasks(cfg: ProbeConfig, input_tdim: int) -> None:
             )
 
 
-def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
-    """The feature sources, by group (the fbank baseline is the encoder None), checked against every task's clip
-    length and the layers asked for before any clip is read."""
-    trained = [
-        load_encoder(p, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim) for p in cfg.checkpoints
+def encoders(cfg: ProbeConfig) -> dict[str, list[tuple[Optional[ASTEncoder], FeatureConfig]]]:
+    """The feature sources with their front ends, by group (the fbank baseline is the encoder None), checked against
+    every task's clip length and the layers asked for before any clip is read. A checkpoint is embedded with its own
+    normalisation; random initialisations and the fbank statistics with the first checkpoint's, the input the
+    pretrained encoders they are compared with see."""
+    loaded = [
+        encoder_and_front_end(p, fstride=cfg.fstride, tstride=cfg.tstride, input_tdim=cfg.input_tdim)
+        for p in cfg.checkpoints
     ]
+    trained = [encoder for encoder, _ in loaded]
+    first = loaded[0][1] if loaded else None
     arch = trained[0].cfg if trained else cfg.model
     random_init = []
     for seed in cfg.random_init_seeds:
@@ -233,7 +245,11 @@ def encoders(cfg: ProbeConfig) -> dict[str, list[Optional[ASTEncoder]]]:
             [layer_number(encoder, layer) for layer in cfg.embed.layers]
         except ValueError as e:
             raise ConfigError(f"config key 'embed.layers': {e}") from None
-    groups = {"fbank mean+std": [None] if cfg.fbank_baseline else [], "random init": random_init, "pretrained": trained}
+    groups = {
+        "fbank mean+std": [(None, cfg.features.resolved(first, "the fbank statistics"))] if cfg.fbank_baseline else [],
+        "random init": [(e, cfg.features.resolved(first, "random init")) for e in random_init],
+        "pretrained": [(e, cfg.features.resolved(f, p)) for (e, f), p in zip(loaded, cfg.checkpoints, strict=True)],
+    }
     return {name: group for name, group in groups.items() if group}
 
 
@@ -246,8 +262,9 @@ def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
     device, dist = str(world.device), world.dist
     groups = encoders(cfg)
     for name, group in groups.items():
-        if group[0] is not None:
-            m = group[0].cfg
+        encoder = group[0][0]
+        if encoder is not None:
+            m = encoder.cfg
             log.info(
                 "%s: %d encoder(s), %s %d layers, %dx%d patches, %.2fM parameters, on %s; features %s",
                 name,
@@ -256,18 +273,17 @@ def run_probes(cfg: ProbeConfig) -> dict[str, dict[str, list[dict]]]:
                 m.depth,
                 m.fshape,
                 m.tshape,
-                sum(p.numel() for p in group[0].parameters()) / 1e6,
+                sum(p.numel() for p in encoder.parameters()) / 1e6,
                 device,
-                ", ".join(feature_names(group[0], cfg.embed)),
+                ", ".join(feature_names(encoder, cfg.embed)),
             )
     log.info("tasks: %s", ", ".join(f"{t.name} ({t.dataset.kind} {t.dataset.path}, {t.protocol})" for t in cfg.tasks))
     results: dict[str, dict[str, list[dict]]] = {}
     for task in cfg.tasks:
         parts = task_parts(task, cfg.data.root)
         for name, group in groups.items():
-            for i, encoder in enumerate(group):
-                result = probe_encoder(
-                    cfg, task, parts, encoder, dist, device, f"{task.name}: {name} {i + 1}/{len(group)}"
-                )
+            for i, (encoder, front_end) in enumerate(group):
+                desc = f"{task.name}: {name} {i + 1}/{len(group)}"
+                result = probe_encoder(cfg, task, parts, encoder, front_end, dist, device, desc)
                 results.setdefault(name, {}).setdefault(task.name, []).append(result)
     return results if dist.main else {}

@@ -80,6 +80,8 @@ def load_model(
         found = checkpoint_kind(ckpt)
         if kind == "any":
             kind = found
+        if kind == "pretraining" and found != "pretraining" and isinstance(source, (str, Path)):
+            raise CheckpointError(f"{source} is a fine-tuned (classifier) checkpoint, not a pretraining one")
         if kind == "pretraining":
             model = load_pretraining(ckpt, fused_attn)
         else:
@@ -101,5 +103,11 @@ def load_model(
 def load_encoder(source, fused_attn: Optional[bool] = None, **geometry) -> ASTEncoder:
     """The encoder of any source `load_model` reads (released fine-tuned checkpoints need their ``fstride``,
     ``tstride`` and ``input_tdim``); a pretraining encoder given another ``input_tdim`` is `resized` to it."""
-    encoder = load_model(source, fused_attn=fused_attn, **geometry).model.v
-    return resized(encoder, geometry["input_tdim"]) if geometry.get("input_tdim") else encoder
+    return encoder_and_front_end(source, fused_attn, **geometry)[0]
+
+
+def encoder_and_front_end(source, fused_attn: Optional[bool] = None, **geometry) -> tuple[ASTEncoder, FeatureConfig]:
+    """`load_encoder`'s encoder and the front end it was trained with (`Loaded.features`)."""
+    loaded = load_model(source, fused_attn=fused_attn, **geometry)
+    encoder = loaded.model.v
+    return (resized(encoder, geometry["input_tdim"]) if geometry.get("input_tdim") else encoder), loaded.features()

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ssast.distributed import Dist, gather
-from ssast.files import atomic_write
+from ssast.files import WriteError, atomic_write
 from ssast.models.formats import CheckpointError, load_state, model_state, read, weights_hash
 from ssast.train.optim import Schedule
 from ssast.train.run_folder import RunError
@@ -125,7 +125,12 @@ class Checkpoints:
                 )
             if self.dist.main:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                atomic_save({**run.state_dict(ranks), "config": self.config}, path)
+                try:
+                    atomic_save({**run.state_dict(ranks), "config": self.config}, path)
+                except WriteError as e:
+                    last = self.folder / "last.pt"
+                    kept = f"{last} (step {self.saved_step}) is intact" if self.saved_step >= 0 else "none written yet"
+                    raise WriteError(f"{e}; the last checkpoint: {kept}; free some space, then resume=auto") from None
                 _link(path, self.folder / "last.pt")
                 self._prune(run.step)
             self.saved_step = run.step

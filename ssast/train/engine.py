@@ -11,6 +11,7 @@ checkpoints every N steps and on SIGINT / SIGTERM / SIGUSR1 / SIGUSR2 that resum
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ssast.cli import Stopped
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
 from ssast.distributed import World, all_mean, all_true, any_rank
 from ssast.train.checkpoints import Checkpoints, TrainState
@@ -158,12 +160,13 @@ class Trainer:
         run_config: dict,
         resume: str = "none",
         find_unused_parameters: bool = False,
+        config_changes: Optional[dict] = None,
     ):
         self.cfg, self.optim_cfg, self.resume = cfg, optim, resume
         self.device, self.dist = world.device, world.dist
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.find_unused = find_unused_parameters
+        self.find_unused, self.changes = find_unused_parameters, config_changes or {}
         self.checkpoints = Checkpoints(self.ckpt_dir, cfg.keep_last, self.dist, run_config)
 
     def _autocast(self):
@@ -191,6 +194,14 @@ class Trainer:
             run.load_state_dict(resumed[1], resumed[0], self.dist)
             self.checkpoints.saved_step = run.step
             log.info("resumed from %s at step %d", resumed[0], run.step)
+            self._record_changes(run.step)
+            if run.step >= cfg.max_steps:
+                log.info(
+                    "this run finished at step %d (train.max_steps=%d): nothing to train; raise train.max_steps to "
+                    "train on",
+                    run.step,
+                    cfg.max_steps,
+                )
         log.info(
             "device %s, precision %s, %d process(es), run folder %s",
             self.device,
@@ -201,6 +212,18 @@ class Trainer:
         if validator is None:
             log.info("no validation data: training without validation; checkpoints keep last.pt, no best.pt")
         return run
+
+    def _record_changes(self, step: int) -> None:
+        """A resume's changes of the settings, in the log and appended to the run's config_changes.jsonl (the run's
+        config.yaml keeps the settings it started with)."""
+        if not self.changes:
+            return
+        log.info(
+            "resumed with changed settings: %s", ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.changes.items())
+        )
+        if self.dist.main:
+            with open(self.run_dir / "config_changes.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "changes": self.changes}) + "\n")
 
     def fit(
         self,
@@ -222,7 +245,7 @@ class Trainer:
         )
         runlog = RunLog(self.run_dir, run.step, self.cfg.max_steps, self.dist.main, self.cfg.tensorboard)
         batches: Iterator = iter(loader)
-        interval, last_eval = _Interval(), {}
+        interval, last_eval, stopped = _Interval(), {}, None
         if run.step == 0 and probe and probe.start:
             self._maybe_probe(run, probe, runlog)  # the initialisation: a learning curve's first point
         try:
@@ -237,10 +260,16 @@ class Trainer:
                     last_eval = self._maybe_validate(run, validator, runlog) or last_eval
                     self._maybe_probe(run, probe, runlog)
                     self._maybe_checkpoint(run)
-                    if self._maybe_stop(run, signals.received):
+                    if stopped := self._maybe_stop(run, signals.received):
                         break
         finally:
             runlog.close()
+        if stopped:  # after StopSignals handed the signal on (submitit requeues the job on SIGUSR2)
+            raise Stopped(
+                stopped,
+                f"stopped by {signal.Signals(stopped).name} at step {run.step}, after a checkpoint: "
+                f"resume=auto continues",
+            )
         return last_eval
 
     def _step(self, run: TrainState, ddp: nn.Module, unit: TrainUnit, batches: Iterator, interval: _Interval):
@@ -339,11 +368,12 @@ class Trainer:
         if run.step % self.cfg.checkpoint_every == 0 or run.step == self.cfg.max_steps:
             self.checkpoints.save(run)
 
-    def _maybe_stop(self, run: TrainState, received: list[int]) -> bool:
-        """After a stop signal on any process: checkpoint, and every process stops at the same step."""
+    def _maybe_stop(self, run: TrainState, received: list[int]) -> Optional[int]:
+        """After a stop signal on any process: checkpoint, and every process stops at the same step; the signal
+        (SIGTERM for one that reached another process only), or None."""
         if not any_rank(bool(received), self.dist):
-            return False
+            return None
         self.checkpoints.save(run)
         name = signal.Signals(received[0]).name if received else "a signal on another rank"
         log.info("%s: checkpoint written at step %d, stopping (resume=auto continues)", name, run.step)
-        return True
+        return received[0] if received else signal.SIGTERM

@@ -16,6 +16,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 
+from ssast.cli import Stopped
 from ssast.config import Positive, invalid, to_dict
 from ssast.data.index import Dataset, read_dataset
 from ssast.data.sampling import DataConfig, Mixture, train_valid
@@ -30,7 +31,7 @@ from ssast.train.classification import ClassifyUnit, ClassifyValidator, Finetune
 from ssast.train.engine import TrainConfig, Trainer
 from ssast.train.logs import read_metrics
 from ssast.train.optim import OptimConfig
-from ssast.train.run_folder import StageConfig, claim_output, default_run_dir, open_run_dir
+from ssast.train.run_folder import StageConfig, claim_output, default_run_dir, hold_folder, open_run_dir
 
 log = logging.getLogger("ssast")
 
@@ -127,12 +128,24 @@ def train(
     cfg: FinetuneRunConfig, world: World, train_set: Dataset | Mixture, valid_set: Optional[Dataset], run_dir: Path
 ) -> tuple[ASTClassifier, Optional[ClassifyValidator]]:
     """One fine-tuning run in `run_dir`; its model and validator (the averages) after the last epoch."""
+    model = build_model(cfg, train_set.classes)  # a bad init fails before the run folder is written
+    with open_run_dir(run_dir, cfg.resume, cfg.overwrite, to_dict(cfg), world.dist, "a fine-tuning run") as changes:
+        return _fit(cfg, world, model, train_set, valid_set, run_dir, changes)
+
+
+def _fit(
+    cfg: FinetuneRunConfig,
+    world: World,
+    model: ASTClassifier,
+    train_set: Dataset | Mixture,
+    valid_set: Optional[Dataset],
+    run_dir: Path,
+    changes: dict,
+) -> tuple[ASTClassifier, Optional[ClassifyValidator]]:
+    """`train` in its opened run folder."""
     from ssast.data.loader import AudioLoader  # fairseq2: the rest of this module runs without it
 
-    d = world.dist
-    train_cfg = cfg.steps(len(train_set), d.world)
-    model = build_model(cfg, train_set.classes)  # a bad init fails before the run folder is written
-    open_run_dir(run_dir, cfg.resume, cfg.overwrite, to_dict(cfg), d)
+    d, train_cfg = world.dist, cfg.steps(len(train_set), world.dist.world)
     log.info(
         "train: %d clips, %d classes%s; %d epochs of %d steps",
         len(train_set),
@@ -147,7 +160,7 @@ def train(
     if valid_set:
         valid = AudioLoader(valid_set, cfg.features, cfg.data, train=False, rank=d.rank, world=d.world)
         validator = ClassifyValidator(cfg.finetune, valid, train_cfg.eval_every, world.device, d)
-    trainer = Trainer(train_cfg, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume)
+    trainer = Trainer(train_cfg, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume, config_changes=changes)
     trainer.fit(ClassifyUnit(model, cfg.finetune, train_cfg.eval_every), loader, validator)
     return model, validator
 
@@ -235,21 +248,38 @@ def run_folds(cfg: FinetuneRunConfig, world: World, run_dir: Path) -> dict:
 def finetune(cfg: FinetuneRunConfig) -> dict:
     """Fine-tune by the recipe's protocol and write <run_dir>/results.json."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
-    claim_output(
-        run_dir,
-        ["results.json"],
-        "fine-tuning results",
-        "run_dir",
-        resume=cfg.resume != "none",
-        overwrite=cfg.overwrite,
-        retry="continue the run with resume=auto",
-    )
     world = set_up(cfg.train.device, cfg.train.threads)
-    results = (run_folds if cfg.protocol == "folds" else run_split)(cfg, world, run_dir)
-    if results:  # the main process
-        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
-        log.info("results (%s): %s", run_dir / "results.json", summary(results))
-    return results
+    with hold_folder(run_dir, "a fine-tuning run", world.dist):
+        claim_output(
+            run_dir,
+            ["results.json"],
+            "fine-tuning results",
+            "run_dir",
+            resume=cfg.resume != "none",
+            overwrite=cfg.overwrite,
+            retry="continue the run with resume=auto",
+        )
+        try:
+            results = (run_folds if cfg.protocol == "folds" else run_split)(cfg, world, run_dir)
+        except Stopped:
+            if world.dist.main:  # what there is so far, marked unfinished
+                partial = {"protocol": cfg.protocol, "complete": False, "epochs": cfg.epochs, **progress(cfg, run_dir)}
+                atomic_write_text(run_dir / "results.json", json.dumps(partial, indent=1))
+                log.info("unfinished: %s says so (complete: false); resume=auto finishes it", run_dir / "results.json")
+            raise
+        if results:  # the main process
+            results = {"complete": True, "epochs": cfg.epochs, **results}
+            atomic_write_text(run_dir / "results.json", json.dumps(results, indent=1))
+            log.info("results (%s): %s", run_dir / "results.json", summary(results))
+        return results
+
+
+def progress(cfg: FinetuneRunConfig, run_dir: Path) -> dict:
+    """The epochs done so far: of the run (split), or of each fold started (folds)."""
+    if cfg.protocol == "split":
+        return {"epochs_done": len(read_metrics(run_dir, "valid"))}
+    started = [k for k in cfg.folds if (run_dir / f"fold{k}" / "metrics.jsonl").exists()]
+    return {"epochs_done": {f"fold{k}": len(read_metrics(run_dir / f"fold{k}", "valid")) for k in started}}
 
 
 def summary(results: dict) -> str:

@@ -134,30 +134,30 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if cfg.init:
         start_from(model, cfg.init)
     world = set_up(cfg.train.device, cfg.train.threads)
-    open_run_dir(run_dir, cfg.resume, cfg.overwrite, to_dict(cfg), world.dist)
-    log.info(
-        "train: %d clips (%s %s)%s",
-        len(train),
-        cfg.data.train.kind,
-        cfg.data.train.path,
-        f"; valid: {len(valid.examples)} clips" if valid else "",
-    )
-    log.info(
-        "model: SSAST %s%s; objective %s%s",
-        describe(model),
-        f", from {cfg.init}" if cfg.init else "",
-        cfg.ssl.objective,
-        ", shared mask" if cfg.ssl.shared_mask else "",
-    )
-    rank, size = world.dist.rank, world.dist.world
-    loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=size)
-    validator = None
-    if valid:
-        valid_loader = AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=size)
-        validator = PretrainValidator(model, valid_loader, world.device, cfg.train.seed)
-    find_unused = cfg.ssl.objective != "joint"  # one head unused: DDP must not wait for its gradients
-    trainer = Trainer(cfg.train, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume, find_unused)
-    return trainer.fit(PretrainUnit(model), loader, validator, probe)
+    with open_run_dir(run_dir, cfg.resume, cfg.overwrite, to_dict(cfg), world.dist, "a pretraining run") as changes:
+        log.info(
+            "train: %d clips (%s %s)%s",
+            len(train),
+            cfg.data.train.kind,
+            cfg.data.train.path,
+            f"; valid: {len(valid.examples)} clips" if valid else "",
+        )
+        log.info(
+            "model: SSAST %s%s; objective %s%s",
+            describe(model),
+            f", from {cfg.init}" if cfg.init else "",
+            cfg.ssl.objective,
+            ", shared mask" if cfg.ssl.shared_mask else "",
+        )
+        rank, size = world.dist.rank, world.dist.world
+        loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=size)
+        validator = None
+        if valid:
+            valid_loader = AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=size)
+            validator = PretrainValidator(model, valid_loader, world.device, cfg.train.seed)
+        find_unused = cfg.ssl.objective != "joint"  # one head unused: DDP must not wait for its gradients
+        trainer = Trainer(cfg.train, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume, find_unused, changes)
+        return trainer.fit(PretrainUnit(model), loader, validator, probe)
 
 
 def periodic_probe(cfg: PretrainConfig, run_dir: Path) -> PeriodicProbe:
@@ -178,9 +178,9 @@ def periodic_probe(cfg: PretrainConfig, run_dir: Path) -> PeriodicProbe:
     def probe(model: SSASTModel) -> dict[str, float]:
         encoder = resized(model.v, window)
         if cfg.probe.store_dir:
-            return probe_tasks(probe_cfg, encoder, cfg.probe.store_dir)
+            return probe_tasks(probe_cfg, encoder, cfg.probe.store_dir, cfg.features)
         with tempfile.TemporaryDirectory(dir=run_dir, prefix=".probe-stores-") as stores:
-            return probe_tasks(probe_cfg, encoder, stores)
+            return probe_tasks(probe_cfg, encoder, stores, cfg.features)
 
     return PeriodicProbe(cfg.probe.every, probe, cfg.probe.start)
 
