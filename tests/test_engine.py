@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from support.stages import SMALL_PRETRAIN, command, timeless, wait_for_step
+from support.stages import SMALL_PRETRAIN, command, start, timeless, wait_for_step
 
 from ssast.models.formats import weights_hash
 from ssast.models.loading import load_model
@@ -73,12 +73,7 @@ def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root,
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_and_sigterm_write_a_checkpoint_and_stop(demo_root, tmp_path, signum):
     run_dir = tmp_path / "c"
-    proc = subprocess.Popen(
-        pretrain_args(demo_root, run_dir, "train.max_steps=1000"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start(pretrain_args(demo_root, run_dir, "train.max_steps=1000"))
     wait_for_step(run_dir, 6, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.stages import SMALL_PRETRAIN, command, run_stage, timeless, wait_for_step
+from support.stages import SMALL_PRETRAIN, command, run_stage, start, timeless, wait_for_step
 
 from ssast.train.logs import read_metrics
 
@@ -83,12 +83,7 @@ def fill(folder: Path, leave_kb: int) -> Path:
 @pytest.mark.slow
 def test_a_second_run_on_a_live_run_folder_is_refused_and_the_live_run_finishes(demo_root, pretrained_run, tmp_path):
     run_dir = tmp_path / "run"
-    live = subprocess.Popen(
-        pretrain(demo_root, run_dir, "train.max_steps=400"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    live = start(pretrain(demo_root, run_dir, "train.max_steps=400"))
     wait_for_step(run_dir, 2, live)
     lines = {}
     for how in (["resume=auto"], ["overwrite=true"], []):
@@ -198,6 +193,7 @@ def test_a_second_job_waits_for_the_store_being_written_then_finds_it_complete(d
 
 
 # -- runs tell the truth ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_resume_refuses_result_changing_settings_unless_named_and_records_them(demo_root, pretrained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(pretrained_run, run_dir)
@@ -240,7 +236,7 @@ def test_a_stopped_fine_tuning_run_says_it_is_unfinished_and_resumes(demo_root, 
         *("folds=[1]", "epochs=30", "model.depth=1", "train.threads=1", "train.tensorboard=false", "train.log_every=1"),
         f"run_dir={tmp_path}",
     ]
-    proc = subprocess.Popen(command("finetune", *base), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = start(command("finetune", *base))
     wait_for_step(tmp_path / "fold1", 12, proc)  # past the first epoch (4 steps of 25 clips)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -275,6 +271,7 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_resume_goes_on(demo_
     record("disk full at a checkpoint", "pretrain", line, 2, "none")
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_a_store_a_manifest_and_a_shard_is_one_line_and_no_partial_file(demo_root, tmp_path, tmpfs):
     disk = tmpfs(2048)
     fill(disk, 8)
@@ -352,6 +349,7 @@ def test_a_probe_store_left_half_written_by_a_kill_is_written_anew(demo_root, tm
 
 
 # -- wrong inputs ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_checkpoints_of_another_architecture_or_stage_are_one_line(demo_root, pretrained_run, tmp_path):
     from ssast.models import ASTClassifier, ModelConfig, model_state
 
@@ -416,8 +414,7 @@ def test_sigkill_of_one_ddp_rank_ends_the_job_in_bounded_time_and_resume_matches
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run_stage("torch.distributed.run", *job(tmp_path / "reference"), env=env)
     run_dir = tmp_path / "run"
-    launcher = subprocess.Popen(command("torch.distributed.run", *job(run_dir)), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    launcher = start(command("torch.distributed.run", *job(run_dir)), env=env)
     wait_for_step(run_dir, 3, launcher)
     workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
     rank1 = next(p for p in workers if "RANK=1\0" in Path(f"/proc/{p}/environ").read_text(errors="replace"))

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from ssast.eval.probe_suite import evaluations
 from ssast.eval.tables import table
 from ssast.features import FeatureConfig, kaldi_fbank, pad_or_crop, prepare_waveform
 from ssast.models import ASTEncoder, ModelConfig, SSASTModel, model_state
+from ssast.models.loading import encoder_and_front_end
 
 pytestmark = pytest.mark.integration
 
@@ -251,8 +253,10 @@ def test_probe_stage_on_the_built_in_data(demo_root, tmp_path):
     # checkpoint give the same numbers.
     assert results["random init"] == results["pretrained"]
     # Sound events: 5 folds, each tested once after choosing C on the other four in turn; fbank statistics
-    # computed here independently of the store.
-    features = FeatureConfig(**{**cfg.features.__dict__, "target_length": 512})
+    # computed here independently of the store, with the checkpoint's front end (it stores none: AudioSet's).
+    trained = encoder_and_front_end(checkpoint)[1]
+    assert (trained.mean, trained.std) == (FeatureConfig().mean, FeatureConfig().std)
+    features = dataclasses.replace(cfg.features.resolved(trained, "the fbank statistics"), target_length=512)
     x, y, fold = [], [], []
     for k in range(1, 6):
         data = read_dataset(source(kind="esc50", path="esc50", split=str(k)), demo_root)

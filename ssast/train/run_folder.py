@@ -82,8 +82,9 @@ def config_changes(saved: dict, config: dict, allowed: Sequence[str]) -> dict[st
     """{key: (saved value, new value)} of a resume's configuration against the run's. A change of a key that changes
     the result (anything but `NEUTRAL_KEYS`) is refused with one line listing them, unless `allowed` names it."""
     old, new = _flat(saved), _flat(config)
-    keys = sorted(k for k in old.keys() | new.keys() if k not in RUN_KEYS and old.get(k) != new.get(k))
-    changed = {k: (old.get(k), new.get(k)) for k in keys}
+    # keys that only one side has come and go with the schema (a run folder of earlier code), not with the user
+    keys = sorted(k for k in old.keys() & new.keys() if k not in RUN_KEYS and old[k] != new[k])
+    changed = {k: (old[k], new[k]) for k in keys}
     neutral = tuple(k for k in NEUTRAL_KEYS if k.endswith(".")), tuple(k for k in NEUTRAL_KEYS if not k.endswith("."))
     refused = [k for k in changed if not (k.startswith(neutral[0]) or k in neutral[1] or k in allowed)]
     if refused:

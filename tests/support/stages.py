@@ -38,6 +38,11 @@ def run_stage(module: str, *args, check: bool = True, **kwargs) -> subprocess.Co
     return out
 
 
+def start(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A stage's command line started in the background; its stderr is read with `communicate`."""
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
 def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Until a running stage has logged `step`."""
     deadline = time.time() + timeout
