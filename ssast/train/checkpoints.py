@@ -109,6 +109,9 @@ class Checkpoints:
     def __init__(self, folder: Path, keep_last: int, dist: Dist, config: dict):
         self.folder, self.keep_last, self.dist, self.config = folder, keep_last, dist, config
         self.saved_step = -1
+        if dist.main:  # the run holds its folder: temporaries there are those of a writer killed mid-write
+            for stale in folder.glob(".*.tmp*"):
+                stale.unlink()
 
     def save(self, run: TrainState, best: bool = False) -> None:
         """Checkpoint the whole run state as ``step_N.pt``, linked as ``last.pt`` (and ``best.pt``)."""
