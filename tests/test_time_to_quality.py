@@ -13,6 +13,7 @@ from ssast.config import load_config
 from ssast.eval.probe_suite import ProbeConfig, probe_tasks
 from ssast.models import ModelConfig, SSASTModel
 from ssast.train.pretraining import PretrainConfig
+from ssast.train.run_folder import RunError
 
 pytestmark = pytest.mark.integration
 
@@ -89,5 +90,12 @@ def test_the_demo_report_draws_the_curve_beside_the_table(tmp_path, capsys):
     assert "sweep" not in page  # no probes.sweep.png, no figure
     assert Image.open(tmp_path / "learning_curve.png").size == (1280, 256)
     write_metrics(tmp_path / "gap", [0, 45], [10, 20, 30, 40, 50])
-    with pytest.raises(ValueError, match="step 45 was probed but not logged"):
+    with pytest.raises(RunError, match="step 45 was probed but not logged"):
         learning_curve(tmp_path / "gap")
+    write_metrics(tmp_path / "none", [], [10, 20])
+    with pytest.raises(SystemExit):
+        report.main([f"probes={tmp_path / 'probes.json'}", f"curve={tmp_path / 'none'}"])
+    assert capsys.readouterr().err == (
+        f"python -m ssast.demo.report: error: {tmp_path / 'none'} holds no periodic probes (pretrain with "
+        "probe.every > 0): no learning curve to draw\n"
+    )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ssast.cli import run_cli
 from ssast.config import cli_args
 from ssast.eval.tables import cell
 from ssast.train.curves import learning_curve, plot_curves
@@ -92,6 +93,9 @@ def html_page(table: str, figures: dict[str, Path], folder: Path) -> str:
     )
 
 
+PROG = "python -m ssast.demo.report"
+
+
 @dataclass
 class ReportConfig:
     """The runs a report reads."""
@@ -102,8 +106,13 @@ class ReportConfig:
 
 
 def main(argv: list[str] | None = None) -> str:
-    """The command line: print the table of a probes.json and fine-tuning run folders."""
-    args = cli_args(ReportConfig, argv, prog="python -m ssast.demo.report", doc=__doc__)
+    """The command line: print the table of a probes.json and fine-tuning run folders; one line on a user error."""
+    args = cli_args(ReportConfig, argv, prog=PROG, doc=__doc__)
+    return run_cli(PROG, lambda: write(args))
+
+
+def write(args: ReportConfig) -> str:
+    """The table (printed and returned), the learning curve and the report page."""
     probes = json.loads(Path(args.probes).read_text())
     finetuned = {name: json.loads((Path(d) / "results.json").read_text()) for name, d in args.finetune.items()}
     table = text = report(probes, finetuned)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from ssast.train.logs import read_metrics
+from ssast.train.run_folder import RunError
 
 
 def learning_curve(run_dir: str | Path) -> list[dict]:
@@ -18,8 +19,10 @@ def learning_curve(run_dir: str | Path) -> list[dict]:
     points = []
     for line in read_metrics(run_dir, "probe"):
         if line["step"] not in seconds:
-            raise ValueError(f"{run_dir}: step {line['step']} was probed but not logged: make log_every divide it")
+            raise RunError(f"{run_dir}: step {line['step']} was probed but not logged: make log_every divide it")
         points.append({"step": line["step"], "train_seconds": seconds[line["step"]], **line})
+    if not points:
+        raise RunError(f"{run_dir} holds no periodic probes (pretrain with probe.every > 0): no learning curve to draw")
     return points
 
 
