@@ -57,7 +57,7 @@ def test_metrics_checkpoints_and_tensorboard_of_a_run(pretrained_run):
 def test_run_killed_at_three_steps_resumes_to_the_uninterrupted_curve(demo_root, pretrained_run, tmp_path):
     run_dir = tmp_path / "b"
     args = pretrain_args(demo_root, run_dir)
-    for i, kill_at in enumerate((2, 3, 5)):
+    for i, kill_at in enumerate((3, 4, 5)):  # a checkpoint every 2 steps: step 2 is written before step 3 is logged
         proc = subprocess.Popen(
             args + (["resume=auto"] if i else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
