@@ -19,7 +19,7 @@ from ssast.config import ConfigError, load_config, save_config
 from ssast.data.index import read_dataset
 from ssast.data.loader import ClipReader
 from ssast.data.sampling import DataError
-from ssast.distributed import set_up
+from ssast.distributed import World, set_up
 from ssast.eval.embeddings import Store, embed_batch, extract
 from ssast.eval.probe_suite import run_probes
 from ssast.eval.retrieval import build_index, query_by_example, search, to_cpu
@@ -70,10 +70,10 @@ def source_encoder(cfg: ExtractConfig) -> tuple[Optional[ASTEncoder], FeatureCon
     return encoder, cfg.features.resolved(trained, cfg.checkpoint)
 
 
-def extract_store(cfg: ExtractConfig) -> Store:
+def extract_store(cfg: ExtractConfig, world: Optional[World] = None) -> Store:
     """The store of `cfg.dataset` through `cfg.checkpoint` (sharded over the processes of a torchrun / SLURM
     launch), written or found complete."""
-    world = set_up(cfg.device)
+    world = world or set_up(cfg.device)
     device, dist = str(world.device), world.dist
     encoder, front_end = source_encoder(cfg)
     dataset = read_dataset(cfg.dataset, cfg.data.root)
@@ -93,13 +93,14 @@ def build(cfg: RetrievalConfig) -> dict:
     """An index over the store's first feature, written to `cfg.index_dir` with its clip list and recipe; one build
     at a time writes into a folder."""
     folder = Path(cfg.index_dir)
-    with hold_folder(folder, "a retrieval index build", set_up(cfg.device).dist, "index_dir"):
+    world = set_up(cfg.device)
+    with hold_folder(folder, "a retrieval index build", world.dist, "index_dir"):
         claim_output(folder, INDEX_FILES, "an index", "index_dir", overwrite=cfg.overwrite)
-        return _build(cfg, folder)
+        return _build(cfg, folder, world)
 
 
-def _build(cfg: RetrievalConfig, folder: Path) -> dict:
-    store = extract_store(cfg)
+def _build(cfg: RetrievalConfig, folder: Path, world: World) -> dict:
+    store = extract_store(cfg, world)
     feature = store.names[0]  # the first of embed.layers x embed.poolings
     x = store.features(feature)
     index, sizes = build_index(x, cfg.index)

@@ -143,11 +143,11 @@ def load_state(model: torch.nn.Module, sd: dict, name: str) -> None:
     model.load_state_dict(sd)
 
 
-def load_pretraining(source, fused_attn: Optional[bool] = None) -> SSASTModel:
-    """An `SSASTModel` from this project's or a released pretraining checkpoint."""
+def load_pretraining(source, fused_attn: Optional[bool] = None, name: str = "this") -> SSASTModel:
+    """An `SSASTModel` from this project's or a released pretraining checkpoint (`name`: its path, for errors)."""
     ckpt = read(source)
     if checkpoint_kind(ckpt) != "pretraining":
-        raise CheckpointError("this is a fine-tuned (classifier) checkpoint, not a pretraining one")
+        raise CheckpointError(f"{name} is a fine-tuned (classifier) checkpoint, not a pretraining one")
     sd = _official(ckpt)
     cfg = infer_config(sd) if sd is not None else ModelConfig(**ckpt["model_config"])
     if fused_attn is not None:

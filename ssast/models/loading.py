@@ -80,10 +80,8 @@ def load_model(
         found = checkpoint_kind(ckpt)
         if kind == "any":
             kind = found
-        if kind == "pretraining" and found != "pretraining" and isinstance(source, (str, Path)):
-            raise CheckpointError(f"{source} is a fine-tuned (classifier) checkpoint, not a pretraining one")
         if kind == "pretraining":
-            model = load_pretraining(ckpt, fused_attn)
+            model = load_pretraining(ckpt, fused_attn, str(source) if isinstance(source, (str, Path)) else "this")
         else:
             model = load_classifier(
                 ckpt,
