@@ -60,7 +60,8 @@ def slurm_parameters(cfg: SlurmConfig, stage: str) -> dict:
         qos=cfg.qos or None,
         constraint=cfg.constraint or None,
         mem=f"{cfg.mem_gb:g}GB" if cfg.mem_gb else None,
-        additional_parameters=cfg.additional_parameters or None,
+        # requeued by SLURM when a node fails, whatever the cluster's JobRequeue default
+        additional_parameters={"requeue": True, **cfg.additional_parameters},
     )
     return {k: v for k, v in params.items() if v is not None}
 

@@ -32,3 +32,19 @@ def pretrained_run(demo_root, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("pretrained") / "run"
     run_stage("pretrain", *SMALL_PRETRAIN, f"data.root={demo_root}", f"run_dir={run_dir}")
     return run_dir
+
+
+FACTS: list[str] = []
+
+
+@pytest.fixture
+def summary_line():
+    """Adds a line to the summary at the end of the test run (where a multi-node job's ranks ran, say)."""
+    return FACTS.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FACTS:
+        terminalreporter.section("what the tests saw")
+        for line in FACTS:
+            terminalreporter.line(line)

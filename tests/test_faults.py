@@ -432,6 +432,43 @@ def test_sigkill_of_one_ddp_rank_ends_the_job_in_bounded_time_and_resume_matches
            lost, "none")  # fmt: skip
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_a_rank_that_dies_or_hangs_ends_the_other_in_bounded_time_with_one_line(demo_root, tmp_path, sig):
+    """Two processes joined from the environment alone (as srun starts them, no torchrun agent to end the job):
+    rank 1 killed (its connections reset) or frozen (open but silent, as a hung node): rank 0 stops within the
+    collective timeout with one line naming the last checkpoint."""
+    port = 29000 + os.getpid() % 1000 + (sig == signal.SIGSTOP) * 1000
+    ranks = [
+        start(
+            pretrain(demo_root, tmp_path / "run", "train.max_steps=500", "train.checkpoint_every=2",
+                     "train.collective_timeout_s=5"),
+            env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"},
+        )
+        for r in range(2)
+    ]  # fmt: skip
+    try:
+        wait_for_step(tmp_path / "run", 4, ranks[0])
+        lost = time.monotonic()
+        os.kill(ranks[1].pid, sig)
+        _, err = ranks[0].communicate(timeout=60)
+        ended = time.monotonic() - lost
+    finally:
+        ranks[1].kill()
+        ranks[1].communicate()
+    line = last_line(err)
+    saved = step_of(tmp_path / "run/checkpoints/last.pt")
+    assert ranks[0].returncode == 1 and line.startswith("python -m pretrain: error: lost contact with another process")
+    assert ("Timed out waiting 5000ms" if sig == signal.SIGSTOP else "Connection") in line
+    assert f"the last checkpoint is step {saved}: a requeued job" in line
+    assert ended < (5 + 10 if sig == signal.SIGSTOP else 10)
+    assert "rank 0 on " in err and "rank 1 on " in err  # where each rank ran, in the log
+    what = "killed" if sig == signal.SIGKILL else "frozen (SIGSTOP)"
+    record(f"one of two ranks {what}, no torchrun", "pretrain (srun-style)",
+           f"rank 0 ends {ended:.0f} s later with one line (train.collective_timeout_s=5)",
+           max(r["step"] for r in read_metrics(tmp_path / "run", None)) - saved, "none")  # fmt: skip
+
+
 def test_embeddings_use_the_checkpoints_own_front_end_and_say_so(demo_root, tmp_path, caplog):
     from probes.__main__ import main as probes
     from ssast.config import load_config, to_dict

@@ -1,16 +1,20 @@
-"""The SLURM launcher, on a real single-node SLURM cluster that the tests install and start (slurm_cluster.py).
+"""The SLURM launcher, on a real two-node SLURM cluster that the tests install and start on this machine
+(support/slurm_cluster.py: each node a slurmd in its own network namespace, with its own hostname and address).
 
 Where SLURM cannot be installed or started the cluster tests are skipped with the reason, except under CI
 (CI=true), where they must run."""
 
 import json
 import os
+import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from support.slurm_cluster import Cluster, install
+from support.slurm_cluster import Cluster, address, install
 from support.stages import DEMO_PRETRAIN, QUIET, run_stage, timeless
 
 import slurm.__main__ as launcher
@@ -214,3 +218,126 @@ def test_an_array_of_two_probe_runs_writes_each_result_and_a_summary(cluster, de
         assert list(result) == ["random init"] and sorted(result["random init"]) == ["keywords", "sound events"]
     logs = sorted(p.name.rsplit("_", 1)[1] for p in (base / "slurm").glob("*_*") if p.is_dir())
     assert logs == ["0", "1"]  # one log folder per array element
+
+
+# Jobs of 30 steps, checkpointed every 5 (all kept), on two nodes with one task each or one node with two tasks.
+NODES_RUN = [*PRETRAIN, "train.max_steps=30", "train.checkpoint_every=5", "train.keep_last=10",
+             "train.collective_timeout_s=10", "slurm.cpus_per_task=1", "slurm.time_min=10"]  # fmt: skip
+TWO_NODES, ONE_NODE = ["slurm.nodes=2", "slurm.tasks_per_node=1"], ["slurm.nodes=1", "slurm.tasks_per_node=2"]
+
+
+def final_weights(run_dir: Path) -> str:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["ranks"][0]["weights"]
+
+
+def places(run_dir: Path) -> str:
+    """The main task's log line saying where each rank ran."""
+    log = "".join(p.read_text() for p in (run_dir / "slurm").glob("*/*_0_log.err"))
+    return re.findall(r"process group of 2 .*", log)[0]
+
+
+@pytest.fixture(scope="module")
+def two_node_run(cluster, demo_root, tmp_path_factory) -> Path:
+    """An uninterrupted two-node job: the reference of the lost-node tests."""
+    run_dir = tmp_path_factory.mktemp("nodes") / "two"
+    launcher.main(["pretrain", *NODES_RUN, *TWO_NODES, f"data.root={demo_root}", f"run_dir={run_dir}", "--wait"])
+    return run_dir
+
+
+@pytest.mark.slow
+def test_two_nodes_train_as_one_node_with_two_tasks(cluster, two_node_run, demo_root, tmp_path, summary_line):
+    one_node = tmp_path / "one"
+    launcher.main(["pretrain", *NODES_RUN, *ONE_NODE, f"data.root={demo_root}", f"run_dir={one_node}", "--wait"])
+    (job,) = [json.loads(line) for line in (two_node_run / "jobs.jsonl").read_text().splitlines()]
+    assert job["nodes"] == ["node1", "node2"] and job["tasks"] == 2
+    where = places(two_node_run)
+    assert f"master node1:" in where, where  # the first host of the node list, from SLURM's environment alone
+    assert f"rank 0 on node1 ({address('node1')}), rank 1 on node2 ({address('node2')})" in where
+    summary_line(f"two-node SLURM job: {where}")
+    # the same global batch and seed: the same losses and weights, bit for bit
+    assert timeless(two_node_run) == timeless(one_node)
+    assert final_weights(two_node_run) == final_weights(one_node)
+    for checkpoint in sorted((two_node_run / "checkpoints").glob("step_*.pt")):
+        ranks = torch.load(checkpoint, weights_only=True)["ranks"]
+        assert len(ranks) == 2 and ranks[0]["weights"] == ranks[1]["weights"], checkpoint.name
+    assert len(list((two_node_run / "checkpoints").glob("step_*.pt"))) == 6
+
+
+def main_task_error(run_dir: Path) -> str:
+    log = "".join(p.read_text() for p in (run_dir / "slurm").glob("*/*_0_log.err"))
+    return next((line for line in log.splitlines() if "lost contact with another process" in line), "")
+
+
+def lose_node_two(cluster, demo_root, run_dir: Path, lose) -> tuple[subprocess.Popen, float]:
+    """Start a two-node job, call `lose` at step 8 or later; the job and the seconds until the main task said it
+    lost its peer (in one line)."""
+    (job,) = launcher.main(["pretrain", *NODES_RUN, *TWO_NODES, f"data.root={demo_root}", f"run_dir={run_dir}"])
+    deadline = time.time() + 300
+    while not ((run_dir / "metrics.jsonl").exists() and any(m["step"] >= 8 for m in read_metrics(run_dir, None))):
+        assert time.time() < deadline and not job.done(), "the job did not reach step 8"
+        time.sleep(0.5)
+    lost = time.monotonic()
+    lose()
+    while not main_task_error(run_dir):
+        assert time.monotonic() - lost < 120, "the main task did not end"
+        time.sleep(0.5)
+    return job, time.monotonic() - lost
+
+
+def wait_until_done(cluster, job, run_dir: Path, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while subprocess.run(["squeue", "-h", "-j", job.job_id], capture_output=True, text=True, env=cluster.env).stdout:
+        assert time.time() < deadline, f"job {job.job_id} did not end"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_a_killed_task_on_the_second_node_ends_the_job_and_a_requeue_resumes_it(
+    cluster, two_node_run, demo_root, tmp_path, summary_line
+):
+    run_dir = tmp_path / "run"
+
+    def kill_task():
+        task = [p for p in cluster.node_pids("node2") if "submitit" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert task, "no task on node2"
+        for pid in task:
+            os.kill(pid, signal.SIGKILL)
+
+    job, ended = lose_node_two(cluster, demo_root, run_dir, kill_task)
+    line = main_task_error(run_dir)
+    assert ended < 30 and "Connection" in line and "a requeued job (scontrol requeue)" in line, line
+    wait_until_done(cluster, job, run_dir)
+    assert step_of(run_dir) < 30
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, env=cluster.env)
+    wait_until_done(cluster, job, run_dir)
+    log = "".join(p.read_text() for p in (run_dir / "slurm").glob("*/*_0_log.err"))
+    assert "resumed from" in log and step_of(run_dir) == 30
+    assert final_weights(run_dir) == final_weights(two_node_run)  # the uninterrupted run's weights
+    assert timeless(run_dir) == timeless(two_node_run)
+    summary_line(f"task on node2 killed: the main task ended {ended:.1f} s later: {line.split(': error: ')[-1]}")
+
+
+@pytest.mark.slow
+def test_a_node_that_hangs_ends_the_job_in_bounded_time_and_slurm_requeues_it(
+    cluster, two_node_run, demo_root, tmp_path, summary_line
+):
+    run_dir = tmp_path / "run"
+    job, ended = lose_node_two(cluster, demo_root, run_dir, lambda: cluster.stop_node("node2", signal.SIGSTOP))
+    line = main_task_error(run_dir)
+    assert ended < 10 + 20 and "Timed out" in line, line  # train.collective_timeout_s=10
+    deadline = time.time() + 120  # slurmctld gives up on the node (SlurmdTimeout=20) and requeues the job
+    while "down" not in cluster.node_state("node2"):
+        assert time.time() < deadline, cluster.node_state("node2")
+        time.sleep(1)
+    cluster.stop_node("node2")  # the hung node is restarted
+    cluster.start_node("node2")
+    wait_until_done(cluster, job, run_dir)
+    started = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert len(started) == 2 and step_of(run_dir) == 30  # requeued by SLURM itself
+    assert final_weights(run_dir) == final_weights(two_node_run)
+    assert timeless(run_dir) == timeless(two_node_run)
+    summary_line(f"node2 frozen: the main task ended {ended:.1f} s later: {line.split(': error: ')[-1]}")
+
+
+def step_of(run_dir: Path) -> int:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["step"]

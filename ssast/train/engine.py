@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssast.cli import Stopped
 from ssast.config import NonNegative, NonNegativeFloat, Positive, invalid
-from ssast.distributed import World, all_mean, all_true, any_rank
+from ssast.distributed import COLLECTIVE_TIMEOUT_S, World, all_mean, all_true, any_rank, lost_process
 from ssast.train.checkpoints import Checkpoints, TrainState
 from ssast.train.logs import RunLog
 from ssast.train.optim import OptimConfig, Schedule, build_optimizer
@@ -55,6 +55,11 @@ class TrainConfig:
     threads: NonNegative = 0  # torch intra-op threads; 0 keeps torch's default
     tensorboard: bool = True
     max_skipped_steps: NonNegative = 5  # steps in a row with a non-finite loss or gradient before the run stops
+    compile: bool = False  # torch.compile the model: a minute or more of compiling at the start, faster GPU steps
+    tf32: bool = False  # TF32 matmuls and convolutions in fp32 on Ampere and later GPUs (the reference: true fp32)
+    # How long a process waits for the others in a collective before it ends the job (a lost node or task). It
+    # must outlast the longest wait of a healthy run: the periodic probe, which the main process runs alone.
+    collective_timeout_s: Positive = COLLECTIVE_TIMEOUT_S
 
     def __post_init__(self):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -168,6 +173,8 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.find_unused, self.changes = find_unused_parameters, config_changes or {}
         self.checkpoints = Checkpoints(self.ckpt_dir, cfg.keep_last, self.dist, run_config)
+        if self.device.type == "cuda":  # PyTorch's default lets convolutions (the patch embedding) use TF32
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     def _autocast(self):
         if self.cfg.precision == "fp32":
@@ -178,7 +185,10 @@ class Trainer:
     def _start(self, unit: TrainUnit, loader, validator: Optional[Validator]) -> TrainState:
         """The run state on the device, resumed from a checkpoint when `resume` names one."""
         cfg, model = self.cfg, unit.model.to(self.device)
-        optimizer = build_optimizer(self.optim_cfg, model, unit.param_groups())
+        if cfg.compile:
+            model.compile()  # in place: the state dict keeps its keys
+        # CUDA: one fused kernel updates every parameter (on the CPU the reference's loop, bit for bit)
+        optimizer = build_optimizer(self.optim_cfg, model, unit.param_groups(), fused=self.device.type == "cuda")
         mode = validator.mode if validator else "max"
         run = TrainState(
             model,
@@ -203,9 +213,11 @@ class Trainer:
                     cfg.max_steps,
                 )
         log.info(
-            "device %s, precision %s, %d process(es), run folder %s",
+            "device %s, precision %s%s%s, %d process(es), run folder %s",
             self.device,
             cfg.precision,
+            ", TF32" if cfg.tf32 and self.device.type == "cuda" else "",
+            ", compiled" if cfg.compile else "",
             self.dist.world,
             self.run_dir,
         )
@@ -262,6 +274,16 @@ class Trainer:
                     self._maybe_checkpoint(run)
                     if stopped := self._maybe_stop(run, signals.received):
                         break
+        except RuntimeError as e:
+            if not (reason := lost_process(e)):
+                raise
+            saved = self.checkpoints.saved_step
+            raise RunError(
+                f"lost contact with another process of the job in step {run.step + 1}: {reason} "
+                f"(train.collective_timeout_s={self.cfg.collective_timeout_s}); "
+                + (f"the last checkpoint is step {saved}: " if saved >= 0 else "no checkpoint yet: ")
+                + "a requeued job (scontrol requeue) or resume=auto goes on from it"
+            ) from None
         finally:
             runlog.close()
         if stopped:  # after StopSignals handed the signal on (submitit requeues the job on SIGUSR2)

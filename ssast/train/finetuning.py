@@ -248,7 +248,7 @@ def run_folds(cfg: FinetuneRunConfig, world: World, run_dir: Path) -> dict:
 def finetune(cfg: FinetuneRunConfig) -> dict:
     """Fine-tune by the recipe's protocol and write <run_dir>/results.json."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("finetune")
-    world = set_up(cfg.train.device, cfg.train.threads)
+    world = set_up(cfg.train.device, cfg.train.threads, cfg.train.collective_timeout_s)
     with hold_folder(run_dir, "a fine-tuning run", world.dist):
         claim_output(
             run_dir,

@@ -42,12 +42,15 @@ class OptimConfig:
             raise invalid("betas", self.betas, "two numbers [beta1, beta2]")
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, groups: Optional[list[dict]] = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimConfig, model: nn.Module, groups: Optional[list[dict]] = None, fused: bool = False
+) -> torch.optim.Optimizer:
     """Adam(W) over `groups` (dicts with "params" and an optional "lr_scale" and "frozen_until" step, see
-    `Schedule`), or over all trainable parameters."""
+    `Schedule`), or over all trainable parameters; `fused`: one kernel for every parameter's update (None leaves
+    torch's choice: a per-parameter loop on the CPU)."""
     groups = groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 class Schedule:

@@ -133,7 +133,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     model = SSASTModel(cfg.model, cfg.ssl)
     if cfg.init:
         start_from(model, cfg.init)
-    world = set_up(cfg.train.device, cfg.train.threads)
+    world = set_up(cfg.train.device, cfg.train.threads, cfg.train.collective_timeout_s)
     with open_run_dir(run_dir, cfg.resume, cfg.overwrite, to_dict(cfg), world.dist, "a pretraining run") as changes:
         log.info(
             "train: %d clips (%s %s)%s",

@@ -66,7 +66,10 @@ RUN_FILES = ("metrics.jsonl", "checkpoints", "tensorboard")  # what a run that h
 # The run section says how to start, not what to compute: a resume's changes of it are not even recorded. The
 # neutral keys say where things are and how the run is watched: changed freely, and recorded.
 RUN_KEYS = ("run_dir", "resume", "overwrite", "init", "resume_changes")
-TRAIN_NEUTRAL = ("max_steps", "log_every", "checkpoint_every", "keep_last", "device", "threads", "tensorboard")
+TRAIN_NEUTRAL = (
+    "max_steps", "log_every", "checkpoint_every", "keep_last", "device", "threads", "tensorboard", "compile",
+    "collective_timeout_s",
+)  # fmt: skip
 NEUTRAL_KEYS = ("data.root", "data.num_parallel_calls", "probe.", *(f"train.{k}" for k in TRAIN_NEUTRAL))
 REQUEUE_WAIT_S = 300  # a requeued SLURM job waits this long for its previous allocation to let go of the folder
 
