@@ -251,7 +251,7 @@ def test_two_nodes_train_as_one_node_with_two_tasks(cluster, two_node_run, demo_
     (job,) = [json.loads(line) for line in (two_node_run / "jobs.jsonl").read_text().splitlines()]
     assert job["nodes"] == ["node1", "node2"] and job["tasks"] == 2
     where = places(two_node_run)
-    assert f"master node1:" in where, where  # the first host of the node list, from SLURM's environment alone
+    assert "master node1:" in where, where  # the first host of the node list, from SLURM's environment alone
     assert f"rank 0 on node1 ({address('node1')}), rank 1 on node2 ({address('node2')})" in where
     summary_line(f"two-node SLURM job: {where}")
     # the same global batch and seed: the same losses and weights, bit for bit
