@@ -7,6 +7,9 @@
   (`workers` worker processes) whose dataset loads with soundfile and computes
   `torchaudio.compliance.kaldi.fbank`, as the reference code does; and the same pipeline with a clip
   instead of a batch as the unit of fairseq2's parallel map;
+- per core: one worker's work on one thread (`ClipLoader.batch`, training clips), with the filterbank
+  (``features.device: cpu``) and without it (``features.device: model``: decode and crop; the GPU computes the
+  filterbank), and the cores that feed a step of 1,000 clips/s each way;
 - fbank alone: `ssast.features.kaldi_fbank` against torchaudio on one 10-s clip and on a batch of 32.
 
 Each rate is one full pass over the clips with the loaders' workers already running; the loaders take turns,
@@ -16,6 +19,7 @@ Each rate is one full pass over the clips with the loaders' workers already runn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -97,6 +101,17 @@ def time_call(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def per_core(dataset: Dataset, repeats: int) -> dict[str, float]:
+    """Clips/s of one worker's batches on one thread, with the filterbank in the loader or left to the device."""
+    rates = {}
+    for device in ("cpu", "model"):
+        clips = ClipLoader(Mixture([dataset]), dataclasses.replace(FEATURES, device=device), True, 0, 0, 0.0)
+        items = [((0, i), i) for i in range(len(dataset.examples))]
+        batches = [items[k : k + 32] for k in range(0, len(items), 32)]
+        rates[device] = len(items) / time_call(lambda c=clips: [c.batch(b) for b in batches], repeats)
+    return rates
+
+
 def main() -> None:
     """Time decoding and fbank per clip, baseline against this project's pipeline, and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -147,10 +162,16 @@ def main() -> None:
         ours(), reference(), clips_as_unit()  # start the workers, warm the page cache and the code paths
         runs = [(ours(), reference(), clips_as_unit()) for _ in range(args.repeats)]  # interleaved
         rate_ours, rate_ref, rate_clips = (statistics.median(r) for r in zip(*runs, strict=True))
+        core = per_core(dataset, args.repeats)
     print(
         f"pipeline, 10-s clips, {args.workers} workers: AudioLoader {rate_ours:.1f} clips/s, "
         f"DataLoader + torchaudio {rate_ref:.1f} clips/s, ratio {rate_ours / rate_ref:.2f}x; "
         f"a clip per parallel call {rate_clips:.1f} clips/s (batch per worker: {rate_ours / rate_clips:.2f}x)"
+    )
+    print(
+        f"per core (one worker, one thread): decode + fbank {core['cpu']:.1f} clips/s; decode + crop only "
+        f"(features.device=model) {core['model']:.1f} clips/s, {core['model'] / core['cpu']:.2f}x; cores to feed "
+        f"1,000 clips/s: {1000 / core['cpu']:.1f} with the fbank, {1000 / core['model']:.1f} without"
     )
 
     wave = 0.1 * torch.randn(160_000)

@@ -14,7 +14,6 @@ from typing import List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from ssast.config import NonNegative, Positive, PositiveFloat, invalid
 
@@ -34,12 +33,20 @@ class FeatureConfig:
     freqm: NonNegative = 0  # SpecAugment: max frequency-mask width (0 = off)
     timem: NonNegative = 0  # SpecAugment: max time-mask width (0 = off)
     noise: bool = False  # add uniform noise and roll along time (training only)
+    # Where the filterbank is computed: cpu, in the loader's threads; or model, on the model's device (a GPU), from
+    # each clip's window of samples that the loader decodes and crops (frees the loader's cores; no SpecAugment or
+    # noise).
+    device: Literal["cpu", "model"] = "cpu"
 
     def __post_init__(self):
         if self.freqm > self.num_mel_bins:
             raise invalid("freqm", self.freqm, f"<= num_mel_bins ({self.num_mel_bins})")
         if self.timem > self.target_length:
             raise invalid("timem", self.timem, f"<= target_length ({self.target_length})")
+        if self.device == "model" and (self.freqm or self.timem or self.noise):
+            raise invalid(
+                "device", self.device, "cpu with SpecAugment (freqm, timem) or noise, which run in the loader"
+            )
 
 
 def check_target_length(features: FeatureConfig, input_tdim: int) -> None:
@@ -90,13 +97,16 @@ def _window(kind: str, length: int, device: torch.device) -> torch.Tensor:
     return hann if kind == "hanning" else hann.pow(0.85)
 
 
+FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0
+
+
 def kaldi_fbank(
     waveform: torch.Tensor,
     sample_rate: int = 16000,
     num_mel_bins: int = 128,
     window: str = "hanning",
-    frame_length_ms: float = 25.0,
-    frame_shift_ms: float = 10.0,
+    frame_length_ms: float = FRAME_LENGTH_MS,
+    frame_shift_ms: float = FRAME_SHIFT_MS,
     preemphasis: float = 0.97,
     low_freq: float = 20.0,
     high_freq: float = 0.0,
@@ -167,6 +177,8 @@ def resample(waveform: torch.Tensor, orig: int, target: int) -> torch.Tensor:
     """Polyphase resampling (Kaiser-windowed FIR) from `orig` to `target` Hz."""
     if orig == target:
         return waveform
+    from scipy.signal import resample_poly  # here: the model's front end runs without scipy (a GPU node's torch)
+
     g = math.gcd(orig, target)
     out = resample_poly(waveform.numpy().astype(np.float64), target // g, orig // g)
     return torch.from_numpy(out.astype(np.float32))
@@ -215,14 +227,19 @@ def fbank_features(
     return model_input(kaldi_fbank(waveform, cfg.sample_rate, cfg.num_mel_bins, cfg.window), cfg, train, generator)
 
 
+def _crop_offset(frames: int, cfg: FeatureConfig, train: bool, generator: Optional[torch.Generator]) -> int:
+    """The first frame of the model's window: 0, or in training with ``crop: random`` a uniform draw."""
+    if train and cfg.crop == "random" and frames > cfg.target_length:
+        return int(torch.randint(frames - cfg.target_length + 1, (), generator=generator))
+    return 0
+
+
 def model_input(
     fbank: torch.Tensor, cfg: FeatureConfig, train: bool = False, generator: Optional[torch.Generator] = None
 ) -> torch.Tensor:
     """A clip's whole log-mel filterbank [T, F] (which it may modify) -> model input [target_length, F]: pad or
     crop, then in training the random steps, then normalise."""
-    offset = 0
-    if train and cfg.crop == "random" and fbank.shape[0] > cfg.target_length:
-        offset = int(torch.randint(fbank.shape[0] - cfg.target_length + 1, (), generator=generator))
+    offset = _crop_offset(fbank.shape[0], cfg, train, generator)
     fbank = pad_or_crop(fbank, cfg.target_length, offset)  # from here on in place: the tensor is ours
     if train and cfg.freqm:
         _mask_along_(fbank, 1, cfg.freqm, generator)
@@ -234,3 +251,37 @@ def model_input(
         fbank.add_(torch.rand(fbank.shape, generator=generator) * scale)
         fbank = torch.roll(fbank, int(torch.randint(-10, 10, (), generator=generator)), 0)
     return fbank
+
+
+def _frame_samples(sample_rate: int) -> tuple[int, int]:
+    """(frame length, frame shift) in samples."""
+    return int(sample_rate * FRAME_LENGTH_MS / 1000), int(sample_rate * FRAME_SHIFT_MS / 1000)
+
+
+def window_samples(
+    waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False, generator: Optional[torch.Generator] = None
+) -> tuple[torch.Tensor, int]:
+    """For ``device: model``: the samples of a prepared waveform [N] that the model's window of frames covers, and
+    how many frames they make (fewer than target_length for a short clip). Frames never straddle the window's
+    edges, so its filterbank is the same window of the whole clip's; the crop's draw is `model_input`'s."""
+    length, shift = _frame_samples(cfg.sample_rate)
+    offset = _crop_offset(1 + (waveform.shape[0] - length) // shift, cfg, train, generator)
+    frames = min(1 + (waveform.shape[0] - length) // shift - offset, cfg.target_length)
+    return waveform[offset * shift : offset * shift + (frames - 1) * shift + length], frames
+
+
+def collate_windows(windows: list[torch.Tensor], frames: list[int], cfg: FeatureConfig) -> dict[str, torch.Tensor]:
+    """`window_samples` of a batch -> {"wave": [B, samples of target_length frames] zero-padded, "frames": [B]}."""
+    length, shift = _frame_samples(cfg.sample_rate)
+    wave = torch.zeros(len(windows), (cfg.target_length - 1) * shift + length)
+    for row, w in zip(wave, windows, strict=True):
+        row[: w.shape[0]] = w
+    return {"wave": wave, "frames": torch.tensor(frames)}
+
+
+def batch_model_input(wave: torch.Tensor, frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """`collate_windows`' batch, on any device -> model input [B, target_length, F]: the filterbank, the rows past
+    each clip's end zero (`pad_or_crop`'s padding), normalised."""
+    fbank = kaldi_fbank(wave, cfg.sample_rate, cfg.num_mel_bins, cfg.window)
+    inside = torch.arange(cfg.target_length, device=wave.device) < frames.to(wave.device)[:, None]
+    return fbank.where(inside[..., None], 0.0).sub_(cfg.mean).div_(2 * cfg.std)

@@ -1,9 +1,11 @@
-"""The data layer's benchmarks run at a small size and print their tables, so that an API change cannot leave one
-broken: each prints numbers that follow from its inputs."""
+"""The benchmarks run at a small size and print their tables, so that an API change cannot leave one broken: each
+prints numbers that follow from its inputs."""
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,30 @@ def test_manifests_shards_and_pipeline_print_their_ratios(tmp_path):
     assert re.search(r"shards read [\d.]+x the clips/s of files", shards)
     pipeline = bench("data_pipeline", "--clips", "64", "--repeats", "1")
     assert re.search(r"ratio [\d.]+x; a clip per parallel call [\d.]+ clips/s", pipeline)
+    core = re.search(r"decode \+ fbank ([\d.]+) clips/s; decode \+ crop only \(features.device=model\) ([\d.]+) "
+                     r"clips/s, ([\d.]+)x; cores to feed 1,000 clips/s: ([\d.]+) with the fbank", pipeline)  # fmt: skip
+    with_fbank, without, ratio, cores = map(float, core.groups())
+    assert without > with_fbank and ratio == pytest.approx(without / with_fbank, abs=0.01)
+    assert cores == pytest.approx(1000 / with_fbank, abs=0.1)
+
+
+def test_the_gpu_script_runs_every_part_on_a_cpu_with_a_gpu_nodes_packages(tmp_path):
+    """benchmarks/gpu.sh at its toy size, with only what a GPU node holds importable: every part prints its table,
+    and the parts that need fairseq2 or faiss say they were skipped."""
+    env = {**os.environ, "SSAST_GPU_SMOKE": "1", "PYTHON": sys.executable, "OUT": str(tmp_path),
+           "PYTHONPATH": str(Path("tests/support/gpu_node").resolve())}  # fmt: skip
+    out = subprocess.run(["bash", "benchmarks/gpu.sh"], capture_output=True, text=True, env=env, timeout=300)
+    text = out.stdout
+    assert out.returncode == 0 and "(failed" not in text and "(cut" not in text, text + out.stderr
+    assert (tmp_path / "gpu.txt").read_text() == text
+    rows = re.findall(r"\| (\([a-d]\)[^|]*) \| 4 \| ([\d.]+) \| ([\d.]+)x \| ([\d.]+) \| ([\d.]+) \|", text)
+    names = [r[0].strip() for r in rows]
+    assert names[:7] == ["(a) reference", "(b) faithful", "(c) faithful, shared mask", "(d) fast",
+                         "(b) faithful, compiled", "(c) faithful, shared mask, compiled", "(d) fast, compiled"]  # fmt: skip
+    assert len(rows) == 11  # the batch-4 table with its compiled rows, then the second table
+    for _, rate, _, gflop, tflops in rows:  # TFLOP/s = FLOP per clip x clips/s
+        assert float(tflops) == pytest.approx(float(gflop) * float(rate) / 1e3, rel=0.05, abs=2e-3)
+    assert re.search(r"engine [\d.]+ steps/s, bare step [\d.]+ steps/s", text)
+    assert re.search(r"largest difference [\d.e+-]+ \(within 1e-4\)", text)
+    assert re.search(r"\| loss \| [\d.]+ \| [\d.]+ \|", text) and "gradient: |bf16 - fp32|" in text
+    assert "data pipeline per core: skipped (fairseq2" in text and "retrieval: skipped (faiss" in text

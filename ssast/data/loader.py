@@ -28,7 +28,16 @@ from fairseq2.data.data_pipeline import DataPipeline, FileMapper, read_sequence
 
 from ssast.data.index import Dataset
 from ssast.data.sampling import DataConfig, DataError, Mixture, MixtureSampler, training_sampler
-from ssast.features import FeatureConfig, check_waveform, fbank_features, kaldi_fbank, model_input, prepare_waveform
+from ssast.features import (
+    FeatureConfig,
+    batch_model_input,
+    check_waveform,
+    collate_windows,
+    kaldi_fbank,
+    model_input,
+    prepare_waveform,
+    window_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +138,24 @@ class ClipLoader:
         target = self.target(example.labels)
         clip = {"target": target, "path": example.path, "index": None if self.train else item[1]}
         if not self.train:
-            return [{"fbank": fbank_features(wave, self.features), **clip}]
+            return [{**view, **clip} for view in self.views_of(wave, 1)]
         seed = int(np.random.SeedSequence([self.seed, self.rank, number]).generate_state(1)[0])
         generator = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
         if self.mixup > 0 and rng.random() < self.mixup:
             wave, clip["target"] = self._mix(wave, target, rng)
+        return [{**view, **clip} for view in self.views_of(wave, self.views, generator)]
+
+    def views_of(self, wave: torch.Tensor, views: int, generator: Optional[torch.Generator] = None) -> list[dict]:
+        """The model inputs of a clip: {"fbank"}, or with ``features.device: model`` the window's samples {"wave",
+        "frames"} (the filterbank follows on the device)."""
         f = self.features
+        if f.device == "model":
+            return [dict(zip(("wave", "frames"), window_samples(wave, f, self.train, generator))) for _ in range(views)]
         whole = kaldi_fbank(wave, f.sample_rate, f.num_mel_bins, f.window)
         # model_input works in place on a crop of what it is given: each view but the last gets a copy
-        copies = [whole.clone() for _ in range(self.views - 1)] + [whole]
-        return [{"fbank": model_input(fbank, f, True, generator), **clip} for fbank in copies]
+        copies = [whole.clone() for _ in range(views - 1)] + [whole]
+        return [{"fbank": model_input(fbank, f, self.train, generator)} for fbank in copies]
 
     def batch(self, items: list[tuple[tuple[int, int], Optional[int]]]) -> dict:
         """(item, running number) pairs -> one collated batch of the readable clips, with "bad": "path: reason"
@@ -152,8 +168,12 @@ class ClipLoader:
                 bad.append(f"{self.mixture.example(*item).path}: {e}")
         if not clips:
             return {"path": [], "bad": bad}
+        if "wave" in clips[0]:
+            inputs = collate_windows([c["wave"] for c in clips], [c["frames"] for c in clips], self.features)
+        else:
+            inputs = {"fbank": torch.stack([c["fbank"] for c in clips])}
         return {
-            "fbank": torch.stack([c["fbank"] for c in clips]),
+            **inputs,
             "target": torch.stack([c["target"] for c in clips]),
             "path": [c["path"] for c in clips],
             "index": [c["index"] for c in clips],
@@ -174,9 +194,11 @@ class ClipLoader:
 
 
 class AudioLoader:
-    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B], "index": [B]} with exact
-    resume (B is the batch size, less the batch's unreadable clips; "index": each clip's position in the data set
-    in evaluation, None in training). With ``data.views`` V, a training batch is B / V clips, V rows each.
+    """Iterable of collated batches {"fbank": [B, T, F], "target": [B, C], "path": [B], "index": [B]} on `device`,
+    with exact resume (B is the batch size, less the batch's unreadable clips; "index": each clip's position in the
+    data set in evaluation, None in training). With ``data.views`` V, a training batch is B / V clips, V rows each.
+    For a GPU the workers pin their batches' memory and the copies do not wait; with ``features.device: model``
+    the filterbank is computed there.
 
     Training is an endless stream (`training_sampler`). Evaluation is one pass over the rank's shard (every
     world-th example)."""
@@ -191,7 +213,9 @@ class AudioLoader:
         rank: int = 0,
         world: int = 1,
         batch_size: Optional[int] = None,
+        device: torch.device | str = "cpu",
     ):
+        self.features, self.device = features, torch.device(device)
         self.data, self.batch_size, self.views = data, batch_size or data.batch_size, data.views if train else 1
         self.clips = self.batch_size // self.views  # decoded per batch
         mixture = dataset if isinstance(dataset, Mixture) else Mixture([dataset])
@@ -219,7 +243,7 @@ class AudioLoader:
         self._workers = [
             iter(
                 self._numbers(batches + j, workers)
-                .map(lambda k: self._clips.batch(self._examples(k)))
+                .map(lambda k: self._pinned(self._clips.batch(self._examples(k))))
                 .prefetch(self.data.prefetch)
                 .and_return()
             )
@@ -236,7 +260,20 @@ class AudioLoader:
             self.bad.record(len(batch["path"]) // self.views, batch.pop("bad"))
             self.bad.check()
             if batch["path"]:
-                yield batch
+                yield self._on_device(batch)
+
+    def _pinned(self, batch: dict) -> dict:
+        """In a worker: the batch's tensors in page-locked memory, when they are bound for a GPU."""
+        if self.device.type != "cuda":
+            return batch
+        return {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _on_device(self, batch: dict) -> dict:
+        """The batch on the loader's device, its filterbank computed there when the workers sent samples."""
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if "wave" in batch:
+            batch["fbank"] = batch_model_input(batch.pop("wave"), batch.pop("frames"), self.features)
+        return batch
 
     def counts(self) -> dict[str, int]:
         """Clips read so far and, of those, the unreadable ones (skipped); over the whole run, resume included."""

@@ -274,7 +274,7 @@ def _write_store(encoder, dataset, features, data, cfg, key, folder, dist, devic
     """Embed this process's share into its shard, then (main process) write ``store.json``."""
     dims = {name: pooled_dim(encoder, name, cfg, features.num_mel_bins) for name in feature_names(encoder, cfg)}
     loader = AudioLoader(
-        dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size
+        dataset, features, data, train=False, rank=dist.rank, world=dist.world, batch_size=cfg.batch_size, device=device
     )
     n = len(range(dist.rank, len(dataset.examples), dist.world))
     _embed_shard(encoder, loader, n, cfg, dims, folder / f"shard{dist.rank}", device, desc, dist.main)

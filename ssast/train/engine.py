@@ -85,6 +85,10 @@ class TrainUnit:
         """Optimiser groups (see `ssast.train.optim.build_optimizer`); None: every trainable parameter, one group."""
         return None
 
+    def compile(self) -> None:
+        """``train.compile``: torch.compile the model's forward in place (the state dict keeps its keys)."""
+        self.model.compile()
+
 
 class Validator:
     """Scores the model every `eval_every` steps. `monitor` names the metric of the plateau schedule and best.pt,
@@ -186,7 +190,7 @@ class Trainer:
         """The run state on the device, resumed from a checkpoint when `resume` names one."""
         cfg, model = self.cfg, unit.model.to(self.device)
         if cfg.compile:
-            model.compile()  # in place: the state dict keeps its keys
+            unit.compile()
         # CUDA: one fused kernel updates every parameter (on the CPU the reference's loop, bit for bit)
         optimizer = build_optimizer(self.optim_cfg, model, unit.param_groups(), fused=self.device.type == "cuda")
         mode = validator.mode if validator else "max"

@@ -155,10 +155,11 @@ def _fit(
         train_cfg.eval_every,
     )
     log.info("model: AST %s, from %s", describe(model), cfg.init)
-    loader = AudioLoader(train_set, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=d.rank, world=d.world)
+    on = dict(rank=d.rank, world=d.world, device=world.device)
+    loader = AudioLoader(train_set, cfg.features, cfg.data, train=True, seed=cfg.train.seed, **on)
     validator = None
     if valid_set:
-        valid = AudioLoader(valid_set, cfg.features, cfg.data, train=False, rank=d.rank, world=d.world)
+        valid = AudioLoader(valid_set, cfg.features, cfg.data, train=False, **on)
         validator = ClassifyValidator(cfg.finetune, valid, train_cfg.eval_every, world.device, d)
     trainer = Trainer(train_cfg, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume, config_changes=changes)
     trainer.fit(ClassifyUnit(model, cfg.finetune, train_cfg.eval_every), loader, validator)
@@ -186,7 +187,9 @@ def run_split(cfg: FinetuneRunConfig, world: World, run_dir: Path) -> dict:
             }
     scored = test_set or valid_set
     if scored is not None:
-        loader = AudioLoader(scored, cfg.features, cfg.data, train=False, rank=d.rank, world=d.world)
+        loader = AudioLoader(
+            scored, cfg.features, cfg.data, train=False, rank=d.rank, world=d.world, device=world.device
+        )
         targets, scores, _ = predict(model, loader, loss, world.device, d)
         if test_set:
             results["test"] = clip_metrics(targets, scores)

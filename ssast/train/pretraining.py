@@ -81,6 +81,12 @@ class PretrainUnit(TrainUnit):
     def __init__(self, model: SSASTModel):
         self.model = model
 
+    def compile(self) -> None:
+        """The encoder and decoder only: drawing masks from a generator would break the graph at every step."""
+        for part in (self.model.v, self.model.decoder):
+            if part is not None:
+                part.compile()
+
     def step(self, model, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The objective's losses."""
         return model(batch["fbank"], generator=generator)
@@ -150,10 +156,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
             ", shared mask" if cfg.ssl.shared_mask else "",
         )
         rank, size = world.dist.rank, world.dist.world
-        loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, rank=rank, world=size)
+        on = dict(rank=rank, world=size, device=world.device)
+        loader = AudioLoader(train, cfg.features, cfg.data, train=True, seed=cfg.train.seed, **on)
         validator = None
         if valid:
-            valid_loader = AudioLoader(valid, cfg.features, cfg.data, train=False, rank=rank, world=size)
+            valid_loader = AudioLoader(valid, cfg.features, cfg.data, train=False, **on)
             validator = PretrainValidator(model, valid_loader, world.device, cfg.train.seed)
         find_unused = cfg.ssl.objective != "joint"  # one head unused: DDP must not wait for its gradients
         trainer = Trainer(cfg.train, cfg.optim, world, run_dir, to_dict(cfg), cfg.resume, find_unused, changes)

@@ -70,7 +70,13 @@ TRAIN_NEUTRAL = (
     "max_steps", "log_every", "checkpoint_every", "keep_last", "device", "threads", "tensorboard", "compile",
     "collective_timeout_s",
 )  # fmt: skip
-NEUTRAL_KEYS = ("data.root", "data.num_parallel_calls", "probe.", *(f"train.{k}" for k in TRAIN_NEUTRAL))
+NEUTRAL_KEYS = (
+    "data.root",
+    "data.num_parallel_calls",
+    "features.device",
+    "probe.",
+    *(f"train.{k}" for k in TRAIN_NEUTRAL),
+)
 REQUEUE_WAIT_S = 300  # a requeued SLURM job waits this long for its previous allocation to let go of the folder
 
 
