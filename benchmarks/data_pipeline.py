@@ -108,7 +108,7 @@ def per_core(dataset: Dataset, repeats: int) -> dict[str, float]:
         clips = ClipLoader(Mixture([dataset]), dataclasses.replace(FEATURES, device=device), True, 0, 0, 0.0)
         items = [((0, i), i) for i in range(len(dataset.examples))]
         batches = [items[k : k + 32] for k in range(0, len(items), 32)]
-        rates[device] = len(items) / time_call(lambda c=clips: [c.batch(b) for b in batches], repeats)
+        rates[device] = len(items) / time_call(lambda c=clips, bs=batches: [c.batch(b) for b in bs], repeats)
     return rates
 
 

@@ -40,21 +40,25 @@ class MemoryLoader:
             yield self.batch
 
     def counts(self) -> dict:
+        """No clips read from files: nothing to count."""
         return {}
 
     def state_dict(self) -> dict:
+        """Nothing to resume."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Nothing to restore."""
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing on a CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 def engine_rate(model, batch, args, world, precision: str) -> float:
+    """Steps/s of `Trainer.fit` after the warm-up steps."""
     loader = MemoryLoader(batch)
     cfg = TrainConfig(max_steps=args.warmup + args.steps, precision=precision, log_every=args.log_every,
                       checkpoint_every=10**9, tensorboard=False, device=str(world.device))  # fmt: skip
@@ -64,6 +68,7 @@ def engine_rate(model, batch, args, world, precision: str) -> float:
 
 
 def bare_rate(model, batch, args, device, precision: str) -> float:
+    """Steps/s of zero_grad, forward, backward and step after the warm-up steps."""
     optim = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     g = torch.Generator().manual_seed(0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

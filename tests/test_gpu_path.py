@@ -64,7 +64,10 @@ def test_the_fused_optimiser_steps_as_the_per_parameter_loop():
         cfg = ModelConfig(size="tiny", depth=1, input_tdim=128)
         models = [SSASTModel(cfg, SSLConfig(mask_size=48, cluster=False)) for _ in range(2)]
         models[1].load_state_dict(models[0].state_dict())
-        optims = [build_optimizer(OptimConfig(name=name, lr=1e-3), m, fused=f) for m, f in zip(models, (False, True))]
+        optims = [
+            build_optimizer(OptimConfig(name=name, lr=1e-3), m, fused=f)
+            for m, f in zip(models, (False, True), strict=True)
+        ]
         assert optims[1].defaults["fused"] and not optims[0].defaults["fused"]
         x, losses = torch.randn(4, 128, 128), [[], []]
         for step in range(3):

@@ -151,7 +151,8 @@ class ClipLoader:
         "frames"} (the filterbank follows on the device)."""
         f = self.features
         if f.device == "model":
-            return [dict(zip(("wave", "frames"), window_samples(wave, f, self.train, generator))) for _ in range(views)]
+            windows = [window_samples(wave, f, self.train, generator) for _ in range(views)]
+            return [{"wave": samples, "frames": frames} for samples, frames in windows]
         whole = kaldi_fbank(wave, f.sample_rate, f.num_mel_bins, f.window)
         # model_input works in place on a crop of what it is given: each view but the last gets a copy
         copies = [whole.clone() for _ in range(views - 1)] + [whole]

@@ -17,10 +17,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from support.system_packages import apt_install
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `support` is a package of tests/
+from support.system_packages import apt_install  # noqa: E402
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "iproute2"]
 BRIDGE, SUBNET = "ssastbr0", "10.77.0"  # the controller is SUBNET.1, node i is SUBNET.(10 + i)
@@ -203,7 +205,34 @@ class Cluster:
             time.sleep(1)
         for node in NODES:
             self.stop_node(node)
+        pid_file = self.folder / "slurmctld.pid"
+        if pid_file.exists():  # the daemon of this start, or of `up` in another process
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
         if self.controller:
-            self.controller.terminate()
             self.controller.wait(timeout=30)
         _network_down()
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/support/slurm_cluster.py up|down FOLDER``: the tests' two-node cluster, to try a recipe on
+    (as root). `up` prints the environment that reaches it."""
+    if len(argv) != 2 or argv[0] not in ("up", "down"):
+        print(main.__doc__)
+        return 2
+    folder = Path(argv[1]).absolute()
+    if argv[0] == "down":
+        Cluster(folder).stop()
+        return 0
+    cluster = Cluster(folder)
+    if reason := install() or cluster.start():
+        print(f"the cluster did not start: {reason}", file=sys.stderr)
+        return 1
+    print(f"export SLURM_CONF={cluster.env['SLURM_CONF']} PATH={folder / 'bin'}:$PATH")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
