@@ -464,8 +464,8 @@ def test_a_rank_that_dies_or_hangs_ends_the_other_in_bounded_time_with_one_line(
     assert ended < (5 + 10 if sig == signal.SIGSTOP else 10)
     assert "rank 0 on " in err and "rank 1 on " in err  # where each rank ran, in the log
     what = "killed" if sig == signal.SIGKILL else "frozen (SIGSTOP)"
-    record(f"one of two ranks {what}, no torchrun", "pretrain (srun-style)",
-           f"rank 0 ends {ended:.0f} s later with one line (train.collective_timeout_s=5)",
+    record(f"one of two ranks {what}, no torchrun (train.collective_timeout_s=5)", "pretrain (srun-style)",
+           f"{line} (rank 0, {ended:.1f} s later)",
            max(r["step"] for r in read_metrics(tmp_path / "run", None)) - saved, "none")  # fmt: skip
 
 

@@ -283,7 +283,7 @@ class Trainer:
                 raise
             saved = self.checkpoints.saved_step
             raise RunError(
-                f"lost contact with another process of the job in step {run.step + 1}: {reason} "
+                f"lost contact with another process of the job after step {run.step}: {reason} "
                 f"(train.collective_timeout_s={self.cfg.collective_timeout_s}); "
                 + (f"the last checkpoint is step {saved}: " if saved >= 0 else "no checkpoint yet: ")
                 + "a requeued job (scontrol requeue) or resume=auto goes on from it"
