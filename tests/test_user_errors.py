@@ -177,7 +177,8 @@ def test_print_config_lists_every_key_with_its_value_and_type(capsys):
         values = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
         return sum(leaves(v) if dataclasses.is_dataclass(v) else 1 for v in values)
 
-    assert len(lines) == leaves(load_config(PretrainConfig, "configs/pretrain/demo.yaml")) == 83
+    assert len(lines) == leaves(load_config(PretrainConfig, "configs/pretrain/demo.yaml")) == 87
+    assert "features.device: cpu  # cpu | model" in lines and "train.compile: false  # bool" in lines
     assert "data.train.kind: folder  # folder | list | json | csv | audioset | esc50 | speechcommands | shards" in lines
 
 
