@@ -7,9 +7,9 @@
 # 3. the filterbank on the GPU (features.device=model): clips/s against one CPU core, and its difference;
 # 4. bf16 against fp32: the losses of the same weights, input and masks;
 # 5. the data pipeline per core with and without the filterbank, when fairseq2 and torchaudio are installed.
-# Needs torch, timm, numpy and PyYAML; says what it skipped for want of the others. Each part has a time limit,
-# so that one slow part cannot take the rest with it. SSAST_GPU_SMOKE=1 runs every part at a toy size (the tests
-# run it so on a CPU).
+# Needs torch, timm, numpy and PyYAML; says what it skipped for want of the others. Each part has a time limit
+# (480 s together), so that one slow part cannot take the rest with it. SSAST_GPU_SMOKE=1 runs every part at a
+# toy size (the tests run it so on a CPU).
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -44,13 +44,14 @@ has() { "$PY" -c "import $1" 2>/dev/null; }
   "$PY" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU: CPU')"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   echo
-  part "pretraining step, batch $BATCH, eager and compiled" 240 "$PY" benchmarks/pretrain_step.py "${STEP[@]}" --batch "$BATCH" --compile
-  part "pretraining step, the largest batch that fits" 180 "$PY" benchmarks/pretrain_step.py "${STEP[@]}" --batch "$MAX"
-  part "the engine against the bare step" 60 "$PY" benchmarks/engine_overhead.py "${ENGINE[@]}"
-  part "filterbank on the device" 30 "$PY" benchmarks/fbank_device.py "${FBANK[@]}"
-  part "bf16 against fp32" 30 "$PY" benchmarks/precision.py "${PRECISION[@]}"
+  part "pretraining step, batch $BATCH, eager and compiled" 190 "$PY" benchmarks/pretrain_step.py "${STEP[@]}" --batch "$BATCH" --compile
+  part "pretraining step, the largest batch that fits, eager and compiled" 190 \
+    "$PY" benchmarks/pretrain_step.py "${STEP[@]}" --batch "$MAX" --compile
+  part "the engine against the bare step" 40 "$PY" benchmarks/engine_overhead.py "${ENGINE[@]}"
+  part "filterbank on the device" 20 "$PY" benchmarks/fbank_device.py "${FBANK[@]}"
+  part "bf16 against fp32" 20 "$PY" benchmarks/precision.py "${PRECISION[@]}"
   if has fairseq2 && has torchaudio && has soundfile; then
-    part "data pipeline per core" 60 "$PY" benchmarks/data_pipeline.py "${PIPELINE[@]}"
+    part "data pipeline per core" 20 "$PY" benchmarks/data_pipeline.py "${PIPELINE[@]}"
   else
     echo "## data pipeline per core: skipped (fairseq2, torchaudio or soundfile is not installed here)"; echo
   fi

@@ -11,7 +11,8 @@ Variants, each a full training step (forward, backward, Adam), by default on 102
   (b) faithful: the project's model (vectorised masks, fused attention, batched InfoNCE, two passes);
   (c) shared: faithful with ``ssl.shared_mask`` (one pass, one mask for both heads);
   (d) fast: encoder on the visible patches only, 2-block decoder, one mask (``configs/pretrain/*_fast.yaml``);
-  with --compile, (b) to (d) again through ``torch.compile`` (``train.compile``; compile time not counted).
+  with --compile, (b) to (d) again through ``torch.compile`` (``train.compile``; compile time not counted; with
+  --batch max at the batch found for the eager variant).
 The variants take turns, `--repeats` rounds of `--steps` steps each; prints the median clips/s of each and its
 ratio against (a), the model FLOP per clip (forward and backward, `torch.utils.flop_counter`) and the achieved
 TFLOP/s, with the fraction of the card's dense bf16 peak and the peak memory per step on a GPU (bf16 autocast
@@ -149,12 +150,15 @@ def main() -> None:
         fused = device.type == "cuda"
         optims = {k: torch.optim.Adam(m.to(device).parameters(), lr=1e-4, fused=fused) for k, (m, _) in runs.items()}
         shape = (args.input_tdim, 128)
-        batches = {
-            k: largest_batch(m, step, optims[k], 24, shape, device, autocast)
-            if args.batch == "max"
-            else int(args.batch)
-            for k, (m, step) in runs.items()
-        }
+        batches: dict[str, int] = {}
+        for k, (m, step) in runs.items():  # a compiled variant takes its eager twin's batch: no compile per try
+            twin = k.removesuffix(", compiled")
+            if twin in batches:
+                batches[k] = batches[twin]
+            elif args.batch == "max":
+                batches[k] = largest_batch(m, step, optims[k], 24, shape, device, autocast)
+            else:
+                batches[k] = int(args.batch)
         inputs = {
             k: torch.randn(b, *shape, generator=torch.Generator().manual_seed(0)).to(device) for k, b in batches.items()
         }

@@ -61,7 +61,7 @@ def test_the_gpu_script_runs_every_part_on_a_cpu_with_a_gpu_nodes_packages(tmp_p
     names = [r[0].strip() for r in rows]
     variants = ["(a) reference", "(b) faithful", "(c) faithful, shared mask", "(d) fast"]
     assert names[:7] == variants + [f"{name}, compiled" for name in variants[1:]]
-    assert len(rows) == 11  # the batch-4 table with its compiled rows, then the second table
+    assert len(rows) == 14 and names[7:] == names[:7]  # the batch-24 and the largest-batch tables, at toy size 4
     for _, rate, _, gflop, tflops in rows:  # TFLOP/s = FLOP per clip x clips/s
         assert float(tflops) == pytest.approx(float(gflop) * float(rate) / 1e3, rel=0.05, abs=2e-3)
     assert re.search(r"engine [\d.]+ steps/s, bare step [\d.]+ steps/s", text)
