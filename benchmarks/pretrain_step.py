@@ -36,6 +36,7 @@ from reference_step import ReferenceStep  # noqa: E402
 
 from ssast.models import ModelConfig, SSASTModel  # noqa: E402
 from ssast.models.ast import SSLConfig  # noqa: E402
+from ssast.train.pretraining import PretrainUnit  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1}  # dense, the vendors' sheets
 
@@ -50,23 +51,19 @@ def variants(cfg: ModelConfig, mask_size: int, cluster: bool, compiled: bool) ->
     shared.load_state_dict(faithful.state_dict())
     dim = faithful.v.embed_dim
     fast = SSASTModel(dataclasses.replace(cfg, decoder_depth=2, decoder_dim=dim, decoder_heads=dim // 64), ssl)
-    runs = {
+    models = {"(b) faithful": faithful, "(c) faithful, shared mask": shared, "(d) fast": fast}
+    for name, model in list(models.items()) if compiled else []:
+        twin = SSASTModel(model.cfg, model.ssl)
+        twin.load_state_dict(model.state_dict())
+        PretrainUnit(twin).compile()  # as train.compile does
+        models[f"{name}, compiled"] = twin
+    return {
         "(a) reference": (reference.model, lambda x, g: reference(x, mask_size, cluster)),
-        "(b) faithful": (faithful, faithful),
-        "(c) faithful, shared mask": (shared, shared),
-        "(d) fast": (fast, fast),
+        **{name: (model, _step(model)) for name, model in models.items()},
     }
-    for name in list(runs)[1:] if compiled else []:
-        model = SSASTModel(runs[name][0].cfg, runs[name][0].ssl)
-        model.load_state_dict(runs[name][0].state_dict())
-        for part in (model.v, model.decoder):  # as train.compile does (PretrainUnit.compile)
-            if part is not None:
-                part.compile()
-        runs[f"{name}, compiled"] = (model, model)
-    return {k: (m, step if k.startswith("(a)") else _step(step)) for k, (m, step) in runs.items()}
 
 
-def _step(model):
+def _step(model: SSASTModel):
     return lambda x, g: model(x, generator=g)
 
 

@@ -151,13 +151,13 @@ class World:
 
 
 def set_up(device: str = "auto", threads: int = 0, timeout_s: float = COLLECTIVE_TIMEOUT_S) -> World:
-    """Once per process, before a stage's work: logging, torch's threads (0: torch's default), the device (``auto``,
-    ``cpu``, ``cuda``: this process's GPU of its node; ``cuda:N``) and the process group (`init_distributed`)."""
-    setup_logging(int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) == 0)
+    """Once per process, before a stage's work: torch's threads (0: torch's default), the device (``auto``, ``cpu``,
+    ``cuda``: this process's GPU of its node; ``cuda:N``), the process group (`init_distributed`) and logging."""
     chosen = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     d = init_distributed(chosen, timeout_s)
+    setup_logging(d.main)
     if chosen.type == "cuda":
         chosen = torch.device("cuda", d.local_rank if device in ("auto", "cuda") else chosen.index)
         torch.cuda.set_device(chosen)

@@ -100,6 +100,13 @@ def _window(kind: str, length: int, device: torch.device) -> torch.Tensor:
 FRAME_LENGTH_MS, FRAME_SHIFT_MS = 25.0, 10.0
 
 
+def _frame_samples(
+    sample_rate: int, length_ms: float = FRAME_LENGTH_MS, shift_ms: float = FRAME_SHIFT_MS
+) -> tuple[int, int]:
+    """(frame length, frame shift) in samples."""
+    return int(sample_rate * length_ms / 1000), int(sample_rate * shift_ms / 1000)
+
+
 def kaldi_fbank(
     waveform: torch.Tensor,
     sample_rate: int = 16000,
@@ -118,8 +125,7 @@ def kaldi_fbank(
     """
     if window not in ("hanning", "povey"):
         raise ValueError(f"window must be 'hanning' or 'povey', got {window!r}")
-    length = int(sample_rate * frame_length_ms / 1000)
-    shift = int(sample_rate * frame_shift_ms / 1000)
+    length, shift = _frame_samples(sample_rate, frame_length_ms, frame_shift_ms)
     if waveform.shape[-1] < length:
         raise ValueError(f"waveform of {waveform.shape[-1]} samples is shorter than one frame ({length})")
     n_fft = 1 << (length - 1).bit_length()
@@ -253,11 +259,6 @@ def model_input(
     return fbank
 
 
-def _frame_samples(sample_rate: int) -> tuple[int, int]:
-    """(frame length, frame shift) in samples."""
-    return int(sample_rate * FRAME_LENGTH_MS / 1000), int(sample_rate * FRAME_SHIFT_MS / 1000)
-
-
 def window_samples(
     waveform: torch.Tensor, cfg: FeatureConfig, train: bool = False, generator: Optional[torch.Generator] = None
 ) -> tuple[torch.Tensor, int]:
@@ -265,8 +266,9 @@ def window_samples(
     how many frames they make (fewer than target_length for a short clip). Frames never straddle the window's
     edges, so its filterbank is the same window of the whole clip's; the crop's draw is `model_input`'s."""
     length, shift = _frame_samples(cfg.sample_rate)
-    offset = _crop_offset(1 + (waveform.shape[0] - length) // shift, cfg, train, generator)
-    frames = min(1 + (waveform.shape[0] - length) // shift - offset, cfg.target_length)
+    whole = 1 + (waveform.shape[0] - length) // shift  # the whole clip's frames
+    offset = _crop_offset(whole, cfg, train, generator)
+    frames = min(whole - offset, cfg.target_length)
     return waveform[offset * shift : offset * shift + (frames - 1) * shift + length], frames
 
 
